@@ -1,0 +1,32 @@
+# `make demo` and `make test` each set up .venv on first use (fast when already there).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On x86_64 these two lie on this machine's disk; elsewhere override, e.g.
+#   make test TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.hexa-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/hexa demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/pretrain_step.py
+	$(PY) bench/lowshot_svm.py
+	$(PY) bench/features.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,70 @@
+"""The `hexa` command (also `python -m hexa_zoo`).
+
+Each subcommand lives in its own module with a `main(argv) -> int` and its own argparse
+parser; this file only dispatches to it, importing lazily so that `hexa zoo list` never
+pays for importing the trainer or the transfer suite.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from .errors import HexaError
+
+# name -> (module, one-line description)
+SUBCOMMANDS = {
+    "zoo": ("hexa_zoo.zoo_cli", "list, inspect, convert and publish model weights"),
+    "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, HEXA)"),
+    "transfer": ("transfer.cli", "transfer evaluation (linear, kNN, low-shot SVM, semi-sup, few-shot, detection)"),
+    "leaderboard": ("hexa_zoo.leaderboard", "compile result records into leaderboards/"),
+    "demo": ("hexa_zoo.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
+}
+
+USAGE = """usage: hexa <command> [options]
+
+commands:
+{commands}
+
+Run `hexa <command> --help` for the options and an example of each.
+Example: hexa zoo list
+"""
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [f"  {name:<{width}}  {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"hexa: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except HexaError as err:
+        print(f"hexa {name}: error: {err.message}", file=sys.stderr)
+        if err.fix:
+            print(f"  fix: {err.fix}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"hexa {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

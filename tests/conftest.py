@@ -1,0 +1,26 @@
+"""Test setup: offline, CPU-only, every zoo in a temporary folder."""
+
+import os
+
+# Set before anything imports huggingface_hub, which reads these at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The embedded dataset is generated once per test session, into a temporary folder.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("HEXA_DATA_HOME", tempfile.mkdtemp(prefix="hexa_data_"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_zoo(tmp_path_factory, monkeypatch):
+    """Each test gets its own empty local zoo and HF cache; nothing touches ~/.cache."""
+    root = tmp_path_factory.mktemp("zoo_env")
+    monkeypatch.setenv("HEXA_ZOO_HOME", str(root / "zoo"))
+    monkeypatch.setenv("HF_HOME", str(root / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield
