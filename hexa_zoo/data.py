@@ -1,0 +1,150 @@
+"""Image folders for training and feature extraction, robust to the odd bad file.
+
+`ImageFolderDataset` reads either an ImageFolder tree (one subfolder per class, as ImageNet's train
+set is laid out) or a flat folder of unlabelled images. Every image comes out as RGB whatever its
+mode (grayscale, palette, RGBA, CMYK, 16-bit). A file that cannot be decoded (truncated, corrupt,
+not really an image) does not raise: `__getitem__` returns a `BadImage` naming it, and
+`collate_skipping_bad` drops it from the batch and hands its path to the caller, who counts and
+reports it. A run hours into ImageNet therefore never dies on one broken JPEG, and never hides it.
+
+Sample order is deterministic: classes and files sorted by name, as torchvision's ImageFolder does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import DataError
+
+# The same extensions torchvision's ImageFolder accepts (compared case-insensitively).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+# The single class of a flat folder of images.
+UNLABELLED = "unlabelled"
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """An image that could not be read: where it is and why (picklable, so it crosses worker processes)."""
+
+    path: str
+    reason: str
+
+
+def is_image_file(name: str | os.PathLike) -> bool:
+    return str(name).lower().endswith(IMG_EXTENSIONS)
+
+
+def _images_under(folder: Path) -> list[str]:
+    """Every image file below `folder` (following links, skipping hidden entries), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                     if not f.startswith(".") and is_image_file(f))
+    return sorted(found)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB; transparent pixels become white."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grayscale: rescale, don't clip
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode == "F":
+            peak = max(float(arr.max()), 1.0)
+        else:
+            peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # as PIL recommends for palette transparency
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode an image fully (so truncation shows now, not later) and return it as RGB."""
+    with Image.open(path) as img:
+        img.load()
+        return _to_rgb(img)
+
+
+class ImageFolderDataset:
+    """An ImageFolder tree (`root/<class>/**/<image>`) or a flat folder of images (all target 0).
+
+    Attributes: `root`, `classes` (sorted class names; `["unlabelled"]` for a flat folder),
+    `class_to_idx`, `samples` [(path, target)] and `targets`, all in sorted, deterministic order.
+    `__getitem__(i)` returns `(transform(img), target, i)`, or `BadImage(path, reason)` when the file
+    cannot be decoded. Empty class folders are ignored; a folder with no images raises DataError.
+    """
+
+    def __init__(self, root: str | os.PathLike, transform: Callable[[Image.Image], Any] | None = None):
+        self.root = Path(root)
+        self.transform = transform
+        if not self.root.is_dir():
+            raise DataError(f"Image folder {self.root} does not exist or is not a folder.",
+                            fix="Pass a folder of class subfolders (ImageNet train layout) or of images.")
+        entries = sorted(e for e in os.listdir(self.root) if not e.startswith("."))
+        subdirs = [e for e in entries if (self.root / e).is_dir()]
+        loose = [e for e in entries if (self.root / e).is_file() and is_image_file(e)]
+        per_class = {d: _images_under(self.root / d) for d in subdirs}
+        per_class = {d: files for d, files in per_class.items() if files}
+        if per_class and loose:
+            raise DataError(f"Image folder {self.root} mixes images ({loose[0]}, ...) with class subfolders "
+                            f"({next(iter(per_class))}, ...), so the labels are ambiguous.",
+                            fix="Move the loose images into a class subfolder, or point at a folder holding only one kind.")
+        if per_class:
+            self.classes = sorted(per_class)
+            self.samples = [(p, t) for t, c in enumerate(self.classes) for p in per_class[c]]
+        elif loose:
+            self.classes = [UNLABELLED]
+            self.samples = [(str(self.root / e), 0) for e in loose]
+        else:
+            raise DataError(f"Image folder {self.root} contains no images "
+                            f"(looked for {', '.join(IMG_EXTENSIONS)} in it and in its subfolders).",
+                            fix="Check the path; an ImageFolder tree has one subfolder of images per class.")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.targets = [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        try:
+            img = load_rgb(path)
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data (OSError, SyntaxError, ...)
+            return BadImage(str(path), f"{type(exc).__name__}: {exc}")
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, target, index
+
+    def __repr__(self) -> str:
+        return f"ImageFolderDataset(root={str(self.root)!r}, images={len(self)}, classes={len(self.classes)})"
+
+
+def collate_skipping_bad(batch: Sequence[Any]):
+    """Collate `(image, target, index)` items, dropping `BadImage`s.
+
+    Returns `(images, targets, indices, bad_paths)`; images are stacked by torch's default_collate
+    (a transform returning a list of views gives a list of stacked tensors). When every item of the
+    batch is bad, images is None and targets/indices are empty: skip such a batch.
+    """
+    import torch
+    from torch.utils.data import default_collate
+
+    good = [item for item in batch if not isinstance(item, BadImage)]
+    bad_paths = [item.path for item in batch if isinstance(item, BadImage)]
+    if not good:
+        empty = torch.empty(0, dtype=torch.long)
+        return None, empty, empty.clone(), bad_paths
+    images, targets, indices = default_collate(good)
+    return images, targets, indices, bad_paths

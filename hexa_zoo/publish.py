@@ -1,0 +1,233 @@
+"""Publish a trunk to the local zoo as a folder in the Hugging Face Hub layout, and push it.
+
+A zoo folder `<zoo>/<model>.<tag>/` holds what timm's `push_to_hub` writes:
+
+- `config.json`: `architecture` (the plain timm name, e.g. `resnet50`, so no hexa_zoo import is
+  needed to load it), `num_classes`, `num_features`, `global_pool`, `model_args` and the
+  `pretrained_cfg` (preprocessing, license, papers...), written by timm's own `save_config_for_hf`,
+  plus a `hexa_zoo` entry naming the zoo model and tag;
+- `model.safetensors`: the trunk's state dict, serialised without metadata so its sha256 is the
+  `weights_sha256` that `load_trunk` reports;
+- `README.md`: the model card (description, usage, data, recipe, metrics, license, citation).
+
+It loads with `timm.create_model("local-dir:PATH", pretrained=True)`, and, with hexa_zoo imported,
+`timm.create_model("<model>.<tag>", pretrained=True)` finds it in the local zoo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from . import __version__, convert
+from .errors import CheckpointFormatError, ConfigError, HexaError, OfflineError
+from .fileio import atomic_path
+from .weights import CONFIG_FILE, WEIGHTS_FILE, download_official, is_offline, weights_sha256, zoo_folder
+
+CITATIONS = {
+    "hexa": """@article{li2020hexa,
+  title   = {Self-supervised Pre-training with Hard Examples Improves Visual Representations},
+  author  = {Li, Chunyuan and Li, Xiujun and Zhang, Lei and Peng, Baolin and Zhou, Mingyuan and Gao, Jianfeng},
+  journal = {arXiv preprint arXiv:2012.13493},
+  year    = {2020}
+}""",
+    "moco_v2": """@article{chen2020mocov2,
+  title   = {Improved Baselines with Momentum Contrastive Learning},
+  author  = {Chen, Xinlei and Fan, Haoqi and Girshick, Ross and He, Kaiming},
+  journal = {arXiv preprint arXiv:2003.04297},
+  year    = {2020}
+}""",
+    "swav": """@inproceedings{caron2020unsupervised,
+  title     = {Unsupervised Learning of Visual Features by Contrasting Cluster Assignments},
+  author    = {Caron, Mathilde and Misra, Ishan and Mairal, Julien and Goyal, Priya and Bojanowski, Piotr and Joulin, Armand},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2020}
+}""",
+}
+_CITATION_OF = {"hexa_moco": "hexa", "hexa_dcluster": "hexa", "moco_v2": "moco_v2", "dcluster_v2": "swav",
+                "swav": "swav"}
+
+
+def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
+    """`("hexa_moco_r18.embedded", None)` -> `("hexa_moco_r18", "embedded")`; the default tag when none."""
+    from timm.models import get_pretrained_cfg
+
+    from .models import MODELS
+
+    name, _, name_tag = model.partition(".")
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ConfigError(f"{model!r} is not a usable model name", "use letters, digits, '_' and '-'")
+    if tag and name_tag and tag != name_tag:
+        raise ConfigError(f"two tags given: {model!r} and --tag {tag}", "give the tag once")
+    tag = tag or name_tag or (get_pretrained_cfg(name).tag if name in MODELS else "")
+    if not tag:
+        raise ConfigError(f"{name} is not a registered hexa-zoo model, so it has no default tag",
+                          f"give one, e.g. --tag embedded (registered models: {', '.join(MODELS)})")
+    return name, tag
+
+
+def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tensor], str, str]:
+    """The trunk state dict held by `weights` (state dict, zoo folder, file or URL), where it came from,
+    and its timm architecture (`arch`, or inferred when None)."""
+    if isinstance(weights, Mapping):
+        source, checkpoint = "state dict", weights
+    else:
+        text = str(weights)
+        if text.startswith(("http://", "https://")):
+            checkpoint, source = download_official(text), text
+        else:
+            checkpoint = Path(text).expanduser()
+            if checkpoint.is_dir():
+                checkpoint = checkpoint / WEIGHTS_FILE
+            source = str(checkpoint)
+    try:
+        converted = convert.to_timm(checkpoint, arch=arch, source=source)
+    except CheckpointFormatError:
+        if arch is None:
+            raise
+        try:  # say plainly when it is simply another architecture
+            other = convert.to_timm(checkpoint, source=source)
+        except CheckpointFormatError:
+            other = None
+        if other is not None and other.arch != arch:
+            raise CheckpointFormatError(f"{source} holds a {other.arch} trunk, but this model is a {arch}",
+                                        f"publish it under a {other.arch} model name") from None
+        raise
+    return converted.state_dict, f"{source} ({converted.layout} layout)", converted.arch
+
+
+def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | None = None,
+            card: dict | None = None, push_to_hub: str | None = None, arch: str | None = None) -> Path:
+    """Write `<zoo>/<model>.<tag>/` (config.json, model.safetensors, README.md) atomically; return it.
+
+    `weights`: a trunk state dict (timm key names, or any layout hexa_zoo.convert reads), a
+    safetensors file, a checkpoint, a zoo folder, or an official release URL. `card` (all optional):
+    description, recipe (dict), data (str), metrics (dict), license, citation. `push_to_hub`: a Hub
+    repository id to upload the folder to afterwards (the local folder stays whatever happens).
+
+    `model` is normally a registered name (its architecture is checked). Any other name publishes a
+    folder that `load_trunk` and timm's `local-dir:` read but `timm.create_model(name)` does not; its
+    architecture is `arch`, else the card's `recipe["arch"]`, else inferred from the weights.
+    """
+    import timm
+    from safetensors.torch import save
+    from timm.models._hub import save_config_for_hf
+
+    from .models import MODELS
+
+    name, tag = split_name(model, tag)
+    card = dict(card or {})
+    recipe = card.get("recipe") if isinstance(card.get("recipe"), Mapping) else {}
+    if name in MODELS:
+        method, registered_arch = MODELS[name]
+        if arch and arch != registered_arch:
+            raise ConfigError(f"{name} is a {registered_arch}, not a {arch}", f"drop arch or use {registered_arch}")
+        arch = registered_arch
+    else:
+        method, arch = recipe.get("method") or "unknown", arch or recipe.get("arch")
+    state_dict, source, arch = trunk_weights(weights, arch)
+    pretrained_cfg = _pretrained_cfg(name, tag, arch, card)
+    net = timm.create_model(arch, num_classes=0, pretrained_cfg=pretrained_cfg)
+    net.load_state_dict(state_dict, strict=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    sha256 = weights_sha256(tensors)
+    folder = zoo_folder(name, tag, zoo)
+    about = {"model": name, "tag": tag, "method": method, "registered": name in MODELS, "source": source,
+             "weights_sha256": sha256, "hexa_zoo_version": __version__}
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        (tmp / WEIGHTS_FILE).write_bytes(save(tensors))
+        save_config_for_hf(net, str(tmp / CONFIG_FILE), model_config={"hexa_zoo": about})
+        (tmp / "README.md").write_text(model_card(name, tag, net.pretrained_cfg, about, card), encoding="utf-8")
+    if push_to_hub:
+        push_folder(folder, push_to_hub)
+    return folder
+
+
+def _pretrained_cfg(name: str, tag: str, arch: str, card: dict) -> dict:
+    from timm.models import get_pretrained_cfg
+
+    from .models import MODELS
+
+    if name not in MODELS:  # timm's own preprocessing for the architecture, no weight sources
+        cfg = dataclasses.replace(get_pretrained_cfg(arch) or get_pretrained_cfg("resnet50"), tag=tag, num_classes=0,
+                                  license="mit", description=f"{arch} trunk published by hexa-zoo as {name}.{tag}",
+                                  origin_url=None, paper_ids=None, paper_name=None, notes=None)
+    else:
+        try:
+            cfg = get_pretrained_cfg(f"{name}.{tag}", allow_unregistered=False)
+        except RuntimeError:  # a tag of the run's own choosing: preprocessing of the default tag
+            cfg = dataclasses.replace(get_pretrained_cfg(name), tag=tag, url=None, notes=None)
+    overrides = {k: card[k] for k in ("description", "license") if card.get(k)}
+    cfg = dataclasses.replace(cfg, architecture=arch, hf_hub_id=None, url=None, source=None, file=None, **overrides)
+    return cfg.to_dict()
+
+
+def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dict) -> str:
+    """The README.md of a zoo folder, in the Hub's model card format."""
+    import yaml
+
+    from .weights import hub_repo_id
+
+    license_ = card.get("license") or pretrained_cfg.get("license") or "other"
+    size = pretrained_cfg.get("input_size", (3, 224, 224))
+    paper_ids = pretrained_cfg.get("paper_ids") or ()
+    paper_ids = [paper_ids] if isinstance(paper_ids, str) else list(paper_ids)
+    lines = [
+        "---", f"license: {license_}", "library_name: timm", "pipeline_tag: image-feature-extraction",
+        "tags:", "- image-feature-extraction", "- timm", "- hexa-zoo", "- self-supervised", "---", "",
+        f"# {name}.{tag}", "", card.get("description") or pretrained_cfg.get("description", ""), "",
+        "| | |", "|---|---|",
+        f"| Architecture | timm `{pretrained_cfg.get('architecture')}` trunk, pooled features (num_classes=0) |",
+        f"| Method | {about['method']} |",
+        f"| Input | {size[1]}x{size[2]} RGB, mean {tuple(pretrained_cfg.get('mean', ()))}, "
+        f"std {tuple(pretrained_cfg.get('std', ()))} |",
+        f"| Weights | `model.safetensors`, sha256 `{about['weights_sha256']}` |",
+        f"| Converted/published from | {about['source']} |",
+        f"| License | {license_} |",
+        f"| Papers | {', '.join(paper_ids) or '-'} |",
+        "", "## How to use", "", "```python", "import timm", "",
+        *(["# with hexa-zoo installed (the local zoo, then the Hub)", "import hexa_zoo",
+           f'model = timm.create_model("{name}.{tag}", pretrained=True)', ""] if about.get("registered") else
+          ["# with hexa-zoo installed", "import hexa_zoo",
+           'model, info = hexa_zoo.load_trunk("/path/to/this/folder")', ""]),
+        "# plain timm, from this folder or from the Hub",
+        'model = timm.create_model("local-dir:/path/to/this/folder", pretrained=True)',
+        f'model = timm.create_model("hf-hub:{hub_repo_id(name, tag)}", pretrained=True)', "```", "",
+        "## Training data", "", card.get("data") or "Not recorded.", "",
+        "## Recipe", "",
+    ]
+    recipe = card.get("recipe")
+    lines += ["```yaml", yaml.safe_dump(recipe, sort_keys=True).rstrip(), "```"] if recipe else ["Not recorded."]
+    lines += ["", "## Metrics", ""]
+    metrics = card.get("metrics") or {}
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in sorted(metrics.items())]
+    else:
+        lines.append("None recorded yet: run `hexa transfer suite --model "
+                     f"{name}.{tag} --suite embedded --out results/`.")
+    citation = card.get("citation") or CITATIONS.get(_CITATION_OF.get(about["method"], ""))
+    lines += ["", "## Citation", ""] + (["```bibtex", citation.strip(), "```", ""] if citation else ["Not recorded.", ""])
+    return "\n".join(lines)
+
+
+def push_folder(folder: Path, repo_id: str) -> str:
+    """Upload a zoo folder to the Hub as it is; offline this fails at once and the folder stays."""
+    if is_offline():
+        raise OfflineError(f"cannot push to the Hub repository {repo_id}: offline (HF_HUB_OFFLINE is set). "
+                           f"The local folder is kept: {folder}",
+                           f"when online, run: hf upload {repo_id} {folder}")
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()
+        repo = api.create_repo(repo_id, exist_ok=True).repo_id
+        api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=f"hexa-zoo: {folder.name}")
+    except Exception as err:  # auth, network, permissions: all mean the same for the user
+        raise HexaError(f"pushing {folder} to {repo_id} failed ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:200]}). The local folder is kept.",
+                        f"log in with `hf auth login`, check the network, then run: hf upload {repo_id} {folder}") from None
+    return repo

@@ -1,0 +1,219 @@
+"""`hexa zoo`: list, inspect, fetch, convert and publish model weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+EXAMPLES = {
+    "list": "  hexa zoo list\n  hexa zoo list --zoo /shared/hexa_zoo",
+    "info": "  hexa zoo info moco_v2_r50\n  hexa zoo info hexa_moco_r18.embedded",
+    "fetch": "  hexa zoo fetch moco_v2_r50.in1k_ep800      # official release -> converted into the local zoo\n"
+             "  hexa zoo fetch hexa_moco_r50.in1k_ep800    # from the Hugging Face Hub",
+    "convert": "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_v2_r50.safetensors\n"
+               "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_r50_d2.pkl --to detectron2\n"
+               "  hexa zoo convert swav_800ep_pretrain.pth.tar swav_tv.pth --from swav --to torchvision\n"
+               "  hexa zoo convert runs/hexa_moco_r18/checkpoint.pth trunk.safetensors --from hexa",
+    "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoint.pth --model hexa_moco_r18 --tag embedded\n"
+               "  hexa zoo publish moco_v2_800ep_pretrain.pth.tar --model moco_v2_r50 --tag in1k_ep800\n"
+               "  hexa zoo publish trunk.safetensors --model hexa_moco_r50 --tag in1k_ep200 "
+               "--push-to-hub my-org/hexa_moco_r50.in1k_ep200",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="hexa zoo", formatter_class=fmt,
+        description="The hexa-zoo model zoo: timm models whose weights live in the local zoo "
+                    "($HEXA_ZOO_HOME, default ~/.cache/hexa_zoo), on the Hugging Face Hub, or at an official URL.",
+        epilog="examples:\n" + "\n".join(EXAMPLES.values()))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,fetch,convert,publish}")
+
+    p = sub.add_parser("list", help="every registered model and tag, and where its weights are",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["list"])
+    p.add_argument("--zoo", type=Path, help="local zoo folder (default: $HEXA_ZOO_HOME)")
+
+    p = sub.add_parser("info", help="one model: its configuration, weight sources and model card",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["info"])
+    p.add_argument("name", help="NAME or NAME.TAG")
+    p.add_argument("--zoo", type=Path, help="local zoo folder (default: $HEXA_ZOO_HOME)")
+
+    p = sub.add_parser("fetch", help="make a model's weights available offline (Hub or official release)",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["fetch"])
+    p.add_argument("name", help="NAME or NAME.TAG")
+
+    p = sub.add_parser("convert", help="a MoCo/SwAV/DeepCluster-v2/hexa checkpoint -> timm, detectron2 or torchvision",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["convert"])
+    p.add_argument("src", help="checkpoint file (.pth, .pth.tar, .pt, .safetensors)")
+    p.add_argument("out", help="output file (written atomically)")
+    p.add_argument("--from", dest="layout", default="auto", choices=["auto", "moco", "swav", "dcluster_v2", "hexa", "timm"],
+                   help="checkpoint layout (default: detected from its keys)")
+    p.add_argument("--to", default="timm", choices=["timm", "detectron2", "torchvision"],
+                   help="timm: safetensors; detectron2: pickle for MODEL.WEIGHTS; torchvision: state dict")
+    p.add_argument("--arch", help="timm architecture of the trunk (default: inferred)")
+
+    p = sub.add_parser("publish", help="write a zoo folder (Hub layout) and optionally push it to the Hub",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["publish"])
+    p.add_argument("weights", help="checkpoint, .safetensors file, zoo folder or official release URL")
+    p.add_argument("--model", required=True, help="registered model name (NAME or NAME.TAG)")
+    p.add_argument("--tag", help="tag (default: the model's default tag)")
+    p.add_argument("--arch", help="timm architecture, for a name that is not registered (default: inferred)")
+    p.add_argument("--zoo", type=Path, help="local zoo folder (default: $HEXA_ZOO_HOME)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
+    p.add_argument("--description", help="model card description")
+    p.add_argument("--license", help="license identifier for the model card")
+    p.add_argument("--data", help="what the weights were trained on")
+    p.add_argument("--recipe", type=Path, help="YAML file with the training recipe, for the model card")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE", help="a known metric (repeatable)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    return {"list": _list, "info": _info, "fetch": _fetch, "convert": _convert, "publish": _publish}[args.command](args)
+
+
+def where_are_weights(name: str, tag: str, url: str | None, zoo: Path | None = None) -> str:
+    """Where `name.tag`'s weights are now, without touching the network."""
+    from .weights import WEIGHTS_FILE, hub_cached_file, hub_repo_id, official_download_path, zoo_folder
+
+    folder = zoo_folder(name, tag, zoo)
+    if (folder / WEIGHTS_FILE).is_file():
+        return f"local zoo: {folder}"
+    if hub_cached_file(hub_repo_id(name, tag)):
+        return f"cached from the Hub: {hub_repo_id(name, tag)}"
+    if url and official_download_path(url).is_file():
+        return f"official release, downloaded: {official_download_path(url)}"
+    if url:
+        return "official release URL (fetched and converted on first use online)"
+    return f"not yet available (Hub: {hub_repo_id(name, tag)})"
+
+
+def _rows(zoo: Path | None):
+    from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg
+
+    from .models import MODELS
+    from .weights import WEIGHTS_FILE, local_tags, zoo_home
+
+    for name, (_, arch) in MODELS.items():
+        default = get_pretrained_cfg(name).tag
+        cfgs = get_arch_pretrained_cfgs(name)
+        tags = [cfg.tag for cfg in cfgs.values()]
+        for tag in tags:
+            yield f"{name}.{tag}", arch, tag == default, where_are_weights(name, tag, cfgs[f"{name}.{tag}"].url, zoo)
+        for tag in local_tags(name, zoo):
+            if tag not in tags:
+                yield f"{name}.{tag}", arch, False, where_are_weights(name, tag, None, zoo)
+    root = Path(zoo or zoo_home())
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if folder.name.split(".", 1)[0] not in MODELS and (folder / WEIGHTS_FILE).is_file():
+            arch = json.loads((folder / "config.json").read_text()).get("architecture", "?")
+            yield folder.name, arch, False, f"local zoo: {folder} (unregistered name: hexa_zoo.load_trunk(PATH))"
+
+
+def _registered(spec: str) -> tuple[str, str]:
+    from .errors import ConfigError
+    from .models import MODELS
+    from .publish import split_name
+
+    if spec.split(".", 1)[0] not in MODELS:
+        raise ConfigError(f"{spec!r} is not a registered hexa-zoo model",
+                          f"use one of {', '.join(MODELS)} (a zoo folder loads with hexa_zoo.load_trunk(PATH))")
+    return split_name(spec)
+
+
+def _list(args) -> int:
+    rows = list(_rows(args.zoo))
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"{'MODEL.TAG':<{width}}{'ARCH':<10}WEIGHTS    (* = default tag)")
+    for name, arch, default, where in rows:
+        print(f"{name + (' *' if default else ''):<{width}}{arch:<10}{where}")
+    return 0
+
+
+def _info(args) -> int:
+    from timm.models import get_arch_pretrained_cfgs
+
+    from .models import MODELS
+    from .weights import hub_repo_id, resolve_cfg, zoo_folder
+
+    name, tag = _registered(args.name)
+    cfg = resolve_cfg(name, tag)
+    method, arch = MODELS[name]
+    print(f"{name}.{tag}: timm {arch} trunk, method {method}")
+    print(f"  tags: {', '.join(c.tag for c in get_arch_pretrained_cfgs(name).values())}")
+    for key in ("description", "license", "paper_name", "paper_ids", "origin_url", "input_size", "mean", "std",
+                "crop_pct", "interpolation", "notes"):
+        if getattr(cfg, key, None):
+            print(f"  {key}: {getattr(cfg, key)}")
+    print("  weight sources, in order:")
+    folder = zoo_folder(name, tag, args.zoo)
+    print(f"    local zoo:        {folder}")
+    print(f"    Hugging Face Hub: {hub_repo_id(name, tag)}")
+    print(f"    official release: {cfg.url or 'none'}")
+    print(f"  weights now: {where_are_weights(name, tag, cfg.url, args.zoo)}")
+    readme = folder / "README.md"
+    print("\n" + (readme.read_text(encoding="utf-8") if readme.is_file()
+                  else f"(no model card yet: it comes with the weights; see `hexa zoo fetch {name}.{tag}`)"))
+    return 0
+
+
+def _fetch(args) -> int:
+    from .publish import publish
+    from .weights import find_weights, resolve_cfg
+
+    name, tag = _registered(args.name)
+    cfg = resolve_cfg(name, tag)
+    source = find_weights(name, tag, cfg.url)
+    if source.kind == "official release":  # convert once, so later loads read the local zoo
+        folder = publish(source.file, f"{name}.{tag}", card={"data": "ImageNet-1k train (no labels)"})
+        print(f"{name}.{tag}: official release {source.location} converted into {folder}")
+    else:
+        print(f"{name}.{tag}: weights available ({source})")
+    return 0
+
+
+def _convert(args) -> int:
+    from .convert import convert
+    from .fileio import sha256_file
+
+    converted = convert(args.src, args.out, layout=args.layout, to=args.to, arch=args.arch)
+    print(converted.summary())
+    print(f"wrote {args.out} ({args.to}; sha256 {sha256_file(args.out)})")
+    if args.to == "timm":
+        print(f"load it: timm.create_model('{converted.arch}', pretrained=True, "
+              f"pretrained_cfg_overlay=dict(file='{args.out}', num_classes=0))")
+    elif args.to == "detectron2":
+        print(f"use it: MODEL.WEIGHTS {args.out} (RGB input, torchvision mean/std, as in MoCo's detection configs)")
+    return 0
+
+
+def _publish(args) -> int:
+    from .errors import ConfigError
+    from .publish import publish
+
+    card = {k: getattr(args, k) for k in ("description", "license", "data") if getattr(args, k)}
+    if args.recipe:
+        card["recipe"] = yaml.safe_load(args.recipe.read_text())
+    metrics = {}
+    for pair in args.metric:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--metric {pair!r} is not NAME=VALUE", "write it like --metric knn_top1=61.2")
+        metrics[key] = yaml.safe_load(value)
+    if metrics:
+        card["metrics"] = metrics
+    folder = publish(args.weights, args.model, tag=args.tag, zoo=args.zoo, card=card, push_to_hub=args.push_to_hub,
+                     arch=args.arch)
+    name = folder.name
+    print(f"published {folder}")
+    zoo_note = f" and HEXA_ZOO_HOME={args.zoo}" if args.zoo else ""
+    print(f"load it: timm.create_model('{name}', pretrained=True) with hexa_zoo imported{zoo_note}, "
+          f"or timm.create_model('local-dir:{folder}', pretrained=True)")
+    if args.push_to_hub:
+        print(f"pushed to the Hub: {args.push_to_hub}")
+    return 0
