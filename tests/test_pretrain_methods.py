@@ -1,0 +1,424 @@
+"""Pre-training methods: losses, hard views, k-means, MoCo-v2 and DeepCluster-v2 (one process, CPU)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hexa_zoo.errors import ConfigError
+from pretrain import losses
+from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
+from pretrain.hard_views import HardViewConfig, adversarial_view, cutmix, frozen_bn_stats
+from pretrain.kmeans import cluster_memory, spherical_kmeans
+from pretrain.moco import MoCo, MocoConfig, batch_shuffle_ddp, batch_unshuffle_ddp, shuffled_forward
+
+HEXA = HardViewConfig(enabled=True)
+
+
+def unit(*shape, dim=-1):
+    return F.normalize(torch.randn(*shape, dtype=torch.float64), dim=dim)
+
+
+# ---- losses -------------------------------------------------------------------------------------
+def test_info_nce_matches_explicit_loop():
+    torch.manual_seed(0)
+    q, k, queue, t = unit(5, 8), unit(5, 8), unit(8, 11, dim=0), 0.2
+    logits = losses.moco_logits(q, k, queue, t)
+    expected = 0.0
+    for i in range(5):
+        pos = math.exp(float(q[i] @ k[i]) / t)
+        neg = sum(math.exp(float(q[i] @ queue[:, j]) / t) for j in range(11))
+        expected += -math.log(pos / (pos + neg)) / 5
+    assert logits.shape == (5, 12)
+    assert losses.info_nce(logits).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_soft_info_nce_against_batch_keys_and_queue():
+    torch.manual_seed(1)
+    q, keys, queue, t, lam = unit(4, 6), unit(4, 6), unit(6, 7, dim=0), 0.2, 0.3
+    perm = torch.tensor([2, 0, 3, 1])
+    logits = losses.batch_queue_logits(q, keys, queue, t)
+    target = losses.mixed_targets(torch.arange(4), perm, lam, logits.shape[1])
+    expected = 0.0
+    for i in range(4):
+        row = [float(q[i] @ keys[j]) / t for j in range(4)] + [float(q[i] @ queue[:, j]) / t for j in range(7)]
+        log_z = math.log(sum(math.exp(v) for v in row))
+        expected += -(lam * (row[i] - log_z) + (1 - lam) * (row[int(perm[i])] - log_z)) / 4
+    assert losses.info_nce(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_prototype_cross_entropy_matches_per_head_cross_entropy():
+    torch.manual_seed(2)
+    scores = [torch.randn(6, 5), torch.randn(6, 3)]
+    targets = [torch.tensor([0, 4, -100, 2, 1, -100]), torch.tensor([2, 2, 0, -100, 1, 0])]
+    expected = 0.0
+    for s, tg in zip(scores, targets):
+        keep = tg != -100
+        expected += F.cross_entropy(s[keep] / 0.1, tg[keep]).item() / 2
+    assert losses.prototype_cross_entropy(scores, targets, 0.1).item() == pytest.approx(expected, rel=1e-5)
+    # soft one-hot targets (lam = 1) give the same value; rows with an unassigned image are skipped
+    soft = [losses.mixed_targets(tg, tg, 1.0, s.shape[1]) for s, tg in zip(scores, targets)]
+    assert losses.prototype_cross_entropy(scores, soft, 0.1).item() == pytest.approx(expected, rel=1e-5)
+    # nothing assigned yet: zero, not nan
+    nothing = [torch.full((6,), -100), torch.full((6,), -100)]
+    assert losses.prototype_cross_entropy(scores, nothing, 0.1).item() == 0.0
+
+
+# ---- hard views ---------------------------------------------------------------------------------
+def small_net():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def test_step_size_defaults_and_validation():
+    assert HardViewConfig().step_size == pytest.approx(1.25 * 4 / 255)
+    assert HardViewConfig(steps=5).step_size == pytest.approx(2.5 * (4 / 255) / 5)
+    assert HardViewConfig(alpha=0.1).step_size == 0.1
+    with pytest.raises(ConfigError, match="aux_bn"):
+        HardViewConfig(aux_bn=True)
+    with pytest.raises(ConfigError, match="steps"):
+        HardViewConfig(steps=0)
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_adversarial_view_stays_in_ball_raises_loss_and_keeps_bn_stats(free):
+    net = small_net().train()
+    torch.manual_seed(4)
+    x = torch.rand(16, 3, 12, 12)
+    x[0] = 0.0  # pixels on the box edge must stay inside [0, 1]
+    labels = torch.randint(0, 4, (16,))
+    loss_fn = lambda v: F.cross_entropy(net(v), labels)  # noqa: E731
+    cfg = HardViewConfig(enabled=True, eps=8 / 255, steps=1 if free else 3, random_start=not free)
+    grad = None
+    if free:
+        probe = x.clone().requires_grad_(True)
+        with frozen_bn_stats(net):
+            grad, = torch.autograd.grad(loss_fn(probe), probe)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x_adv = adversarial_view(x, loss_fn, cfg, input_grad=grad, model=net)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), f"attack changed {k}"
+    assert (x_adv - x).abs().max() <= cfg.eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() > cfg.eps / 2  # it did move
+    with torch.no_grad(), frozen_bn_stats(net):
+        assert loss_fn(x_adv) > loss_fn(x) + 1e-3
+
+
+def test_frozen_bn_stats_only_inside_the_context():
+    net = small_net().train()
+    bn = net[1]
+    mean0 = bn.running_mean.clone()
+    with frozen_bn_stats(net):
+        net(torch.rand(4, 3, 8, 8))
+    assert torch.equal(bn.running_mean, mean0) and int(bn.num_batches_tracked) == 0
+    net(torch.rand(4, 3, 8, 8))
+    assert not torch.equal(bn.running_mean, mean0) and int(bn.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cutmix_target_weights_equal_pasted_areas(seed):
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    x = torch.arange(1.0, 9.0).view(8, 1, 1, 1).expand(8, 3, 20, 24).clone()  # image i is all (i + 1)
+    mixed, perm, lam = cutmix(x, alpha=1.0)
+    for i in range(8):
+        own = (mixed[i, 0] == i + 1).float().mean().item()
+        if int(perm[i]) == i:
+            assert own == 1.0
+        else:
+            assert own == pytest.approx(lam)
+            assert (mixed[i, 0] == int(perm[i]) + 1).float().mean().item() == pytest.approx(1 - lam)
+    target = losses.mixed_targets(torch.arange(8), perm, lam, 8)
+    assert torch.allclose(target.sum(1), torch.ones(8))
+
+
+# ---- k-means ------------------------------------------------------------------------------------
+def reference_spherical_kmeans(x, centroids, iters):
+    """numpy loops: assign by max dot product; new centroid = normalised mean; empty keeps its centroid."""
+    x, c = x.numpy().astype(np.float64), centroids.numpy().astype(np.float64).copy()
+    for _ in range(iters):
+        a = np.argmax(x @ c.T, axis=1)
+        for j in range(len(c)):
+            if (a == j).any():
+                m = x[a == j].mean(0)
+                c[j] = m / np.linalg.norm(m)
+    return c, np.argmax(x @ c.T, axis=1)
+
+
+def test_kmeans_on_separable_data_and_against_reference():
+    g = torch.Generator().manual_seed(5)
+    centers = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    truth = torch.arange(4).repeat_interleave(25)
+    x = F.normalize(centers[truth] + 0.05 * torch.randn(100, 16, generator=g), dim=1)
+    init = x[[0, 25, 50, 75]]
+    centroids, assign = spherical_kmeans(x, init, iters=10)
+    assert torch.equal(assign, truth)
+    assert torch.allclose(centroids, F.normalize(centers, dim=1), atol=0.05)
+    # from a poor random start, against an independent implementation
+    rand_init = x[torch.randperm(100, generator=g)[:6]]
+    c, a = spherical_kmeans(x, rand_init, iters=10)
+    c_ref, a_ref = reference_spherical_kmeans(x, rand_init, 10)
+    assert np.array_equal(a.numpy(), a_ref)
+    assert np.allclose(c.numpy(), c_ref, atol=1e-5)
+
+
+def test_cluster_memory_maps_assignments_to_dataset_indices():
+    g = torch.Generator().manual_seed(6)
+    bank = F.normalize(torch.randn(2, 10, 8, generator=g), dim=2)
+    index = torch.tensor([7, 3, 9, 0, 11, 5, 2, 8, -1, -1])  # two empty slots; images 1, 4, 6, 10 unseen
+    torch.manual_seed(0)
+    cents, assign = cluster_memory(bank, index, (3, 2), dataset_size=12, iters=4)
+    assert assign.shape == (2, 12)
+    unseen = [1, 4, 6, 10]
+    assert (assign[:, unseen] == -100).all()
+    for head in range(2):  # head h clusters the bank of crop h
+        expected = (bank[head, :8] @ cents[head].t()).argmax(1)
+        assert torch.equal(assign[head, index[:8]], expected)
+
+
+# ---- MoCo ---------------------------------------------------------------------------------------
+def tiny_moco(hard=HEXA, **kw):
+    torch.manual_seed(0)
+    return MoCo(MocoConfig(queue_size=kw.pop("queue_size", 32), hidden_dim=64, hard_views=hard, **kw), "resnet18", 64)
+
+
+def test_queue_enqueue_is_a_ring_buffer():
+    m = tiny_moco(hard=HardViewConfig(), queue_size=10)
+    old = m.queue.clone()
+    keys = F.normalize(torch.randn(4, 128), dim=1)
+    m.queue_ptr[0] = 8
+    m._dequeue_and_enqueue(keys)
+    assert torch.equal(m.queue[:, [8, 9, 0, 1]], keys.t())
+    assert torch.equal(m.queue[:, 2:8], old[:, 2:8])
+    assert int(m.queue_ptr) == 2
+
+
+def test_momentum_update_matches_definition():
+    m = tiny_moco(hard=HardViewConfig(), momentum=0.9)
+    with torch.no_grad():
+        for p in m.encoder_q.parameters():
+            p.add_(torch.randn_like(p))
+    q = [p.clone() for p in m.encoder_q.parameters()]
+    k = [p.clone() for p in m.encoder_k.parameters()]
+    buffers = [b.clone() for b in m.encoder_k.buffers()]
+    m.on_step_end()
+    for pk, k0, q0 in zip(m.encoder_k.parameters(), k, q):
+        assert torch.allclose(pk, 0.9 * k0 + 0.1 * q0, atol=1e-6)
+    assert all(torch.equal(b, b0) for b, b0 in zip(m.encoder_k.buffers(), buffers))
+
+
+def test_shuffle_bn_unshuffle_undoes_its_permutation():
+    torch.manual_seed(7)
+    x = torch.randn(8, 5)
+    shuffled, unshuffle = batch_shuffle_ddp(x)
+    assert not torch.equal(shuffled, x)
+    assert torch.equal(batch_unshuffle_ddp(shuffled, unshuffle), x)
+    # sub-batch shuffle BN: with BN in eval mode (no batch coupling) the keys equal a plain forward
+    m = tiny_moco(hard=HardViewConfig()).eval()
+    imgs = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(shuffled_forward(m.encoder_k, imgs, 2), m.encoder_k(imgs), atol=1e-5)
+        # in train mode the sub-batches really have their own statistics
+        m.train()
+        with frozen_bn_stats(m):
+            assert not torch.allclose(shuffled_forward(m.encoder_k, imgs, 2), m.encoder_k(imgs), atol=1e-3)
+
+
+def moco_eval_loss(m, x0, x1, queue):
+    with torch.no_grad(), frozen_bn_stats(m):
+        q = m._project(m.encoder_q, x0)
+        k = m._project(m.encoder_k, x1)
+        return losses.info_nce(losses.moco_logits(q, k, queue, m.cfg.temperature)).item()
+
+
+def test_moco_hexa_steps_reduce_the_loss():
+    m = tiny_moco(queue_size=16, momentum=0.9)
+    g = torch.Generator().manual_seed(8)
+    x0 = torch.rand(8, 3, 32, 32, generator=g)
+    x1 = x0.flip(3)
+    queue = m.queue.clone()  # negatives held fixed: on one repeated batch the queue would fill with its own keys
+    opt = torch.optim.SGD(m.param_groups(), lr=0.05, momentum=0.9)
+    start = moco_eval_loss(m, x0, x1, queue)
+    calls = []
+    for _ in range(3):
+        opt.zero_grad()
+        logs = m.training_step([x0, x1], torch.arange(8), lambda loss: (calls.append(1), loss.backward()))
+        opt.step()
+        m.on_step_end()
+        m.queue.copy_(queue)
+    assert len(calls) == 9  # clean, adversarial and CutMix backward per step
+    assert {"loss", "loss_clean", "loss_adv", "loss_cutmix"} <= set(logs)
+    assert logs["loss"] == pytest.approx(logs["loss_clean"] + logs["loss_adv"] + logs["loss_cutmix"])
+    assert moco_eval_loss(m, x0, x1, queue) < start - 0.05
+
+
+def test_moco_adapt_to_data_shrinks_the_queue():
+    m = tiny_moco(hard=HardViewConfig(), queue_size=65536)
+    notes = m.adapt_to_data(100, 16)
+    assert len(notes) == 1 and "queue_size" in notes[0]
+    assert m.queue.shape == (128, 80) and m.queue_size == 80
+    assert m.adapt_to_data(100, 16) == []
+
+
+def run_steps(m, views, n, opt_state=None):
+    opt = torch.optim.SGD(m.param_groups(), lr=0.05, momentum=0.9)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    out = []
+    for _ in range(n):
+        opt.zero_grad()
+        out.append(m.training_step(views, torch.arange(views[0].shape[0]), lambda loss: loss.backward()))
+        opt.step()
+        m.on_step_end()
+    return out, opt.state_dict()
+
+
+def test_moco_state_dict_round_trip_resumes_exactly():
+    g = torch.Generator().manual_seed(9)
+    views = [torch.rand(4, 3, 16, 16, generator=g) for _ in range(2)]
+    a = tiny_moco()
+    _, opt_state = run_steps(a, views, 1)
+    b = tiny_moco(queue_size=8)  # another queue length: loading takes the checkpoint's
+    b.load_state_dict(a.state_dict())
+    assert b.queue_size == 32
+    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(ta, tb), name
+    torch.manual_seed(1), np.random.seed(1)
+    logs_a, _ = run_steps(a, views, 1, opt_state)
+    torch.manual_seed(1), np.random.seed(1)
+    logs_b, _ = run_steps(b, views, 1, opt_state)
+    assert logs_a == logs_b
+    assert torch.equal(a.queue, b.queue) and int(a.queue_ptr) == int(b.queue_ptr) == 8
+
+
+# ---- DeepCluster-v2 -----------------------------------------------------------------------------
+def tiny_dcluster(hard=HEXA, n=16, **kw):
+    torch.manual_seed(0)
+    cfg = DeepClusterConfig(hidden_mlp=64, feat_dim=32, nmb_prototypes=kw.pop("nmb", (4, 3)),
+                            freeze_prototypes_niters=kw.pop("freeze", 0), hard_views=hard, **kw)
+    return DeepClusterV2(cfg, "resnet18", n)
+
+
+def multicrop(x):
+    small = x.shape[-1] // 2
+    return [x, x.flip(3), F.interpolate(x, size=small, mode="bilinear", align_corners=False)]
+
+
+def dcluster_epoch(m, data, epoch, batch=8, opt=None):
+    m.on_epoch_start(epoch)
+    logs = []
+    for start in range(0, data.shape[0], batch):
+        idx = torch.arange(start, start + batch)
+        if opt is not None:
+            opt.zero_grad()
+        logs.append(m.training_step(multicrop(data[idx]), idx, lambda loss: loss.backward()))
+        if opt is not None:
+            opt.step()
+        m.on_step_end()
+    return logs
+
+
+def test_deepcluster_epochs_fill_bank_then_cluster_into_prototypes():
+    m = tiny_dcluster(hard=HardViewConfig())
+    data = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(10))
+    logs = dcluster_epoch(m, data, 0)
+    assert all(entry["filling_memory"] == 1.0 for entry in logs)
+    assert sorted(m.memory_index.tolist()) == list(range(16))
+    assert (m.assignments == -100).all()
+    bank = m.memory_embeddings.clone()
+    torch.manual_seed(11)
+    m.on_epoch_start(1)
+    torch.manual_seed(11)
+    cents, expected = cluster_memory(bank, m.memory_index, (4, 3), 16, 10)
+    assert torch.equal(m.assignments, expected) and (m.assignments >= 0).all()
+    for h, c in enumerate(cents):
+        assert torch.allclose(m.prototypes.head(h).weight, c)
+    # a resumed run calls on_epoch_start(1) again: the restored clustering must stay
+    before = m.assignments.clone()
+    m.memory_embeddings.normal_()
+    m.on_epoch_start(1)
+    assert torch.equal(m.assignments, before)
+
+
+def dcluster_eval_loss(m, data):
+    with torch.no_grad(), frozen_bn_stats(m):
+        _, scores = m._online([m.normalize(v) for v in multicrop(data)])
+        targets = [a.repeat(3) for a in m.assignments]
+        return losses.prototype_cross_entropy(scores, targets, m.cfg.temperature).item()
+
+
+def test_deepcluster_hexa_steps_reduce_the_loss_and_freeze_prototypes():
+    m = tiny_dcluster(freeze=2, n=8)
+    data = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(12))
+    dcluster_epoch(m, data, 0)
+    m.on_epoch_start(1)
+    protos = [p.clone() for p in m.prototypes.parameters()]
+    opt = torch.optim.SGD(m.param_groups(), lr=0.05, momentum=0.9)
+    start = dcluster_eval_loss(m, data)
+    for step in range(3):
+        opt.zero_grad()
+        logs = m.training_step(multicrop(data), torch.arange(8), lambda loss: loss.backward())
+        opt.step()
+        m.on_step_end()
+        if step == 1:  # frozen for the first 2 iterations
+            assert all(torch.equal(p, p0) for p, p0 in zip(m.prototypes.parameters(), protos))
+    assert not all(torch.equal(p, p0) for p, p0 in zip(m.prototypes.parameters(), protos))
+    assert {"loss", "loss_clean", "loss_adv", "loss_cutmix"} <= set(logs)
+    assert dcluster_eval_loss(m, data) < start - 0.05
+
+
+def test_deepcluster_adapt_to_data_and_state_dict_round_trip():
+    m = tiny_dcluster(nmb=(3000, 5))
+    notes = m.adapt_to_data(16, 8)
+    assert len(notes) == 1 and "nmb_prototypes[0]" in notes[0]
+    assert m.prototypes.head(0).weight.shape == (16, 32) and m.nmb_prototypes == (16, 5)
+    data = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(13))
+    opt = torch.optim.SGD(m.param_groups(), lr=0.05)
+    dcluster_epoch(m, data, 0, opt=opt)
+    dcluster_epoch(m, data, 1, batch=8, opt=opt)
+    other = tiny_dcluster(nmb=(3000, 5))
+    other.adapt_to_data(16, 8)
+    other.load_state_dict(m.state_dict())
+    for (name, ta), tb in zip(m.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(ta, tb), name
+    assert int(other.iteration) == 2 and int(other.assignments_epoch) == 1
+    idx = torch.arange(8)
+    results = []
+    for model in (m, other):
+        torch.manual_seed(2), np.random.seed(2)
+        results.append(model.training_step(multicrop(data[idx]), idx, lambda loss: loss.backward()))
+    assert results[0] == results[1]
+
+
+def test_unknown_arch_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown architecture"):
+        MoCo(MocoConfig(), "no_such_net", 10)
+
+
+def test_deepcluster_adapt_to_another_dataset_size_resizes_bank_and_assignments():
+    m = tiny_dcluster(n=10)
+    assert m.adapt_to_data(16, 8) == []
+    assert m.memory_index.shape == (16,) and m.memory_embeddings.shape == (2, 16, 32)
+    assert m.assignments.shape == (2, 16) and (m.assignments == -100).all()
+
+
+def test_deepcluster_local_memory_state_round_trip():
+    m = tiny_dcluster(hard=HardViewConfig())
+    m.memory_embeddings.normal_(), m.memory_index.random_(0, 16), m.memory_ptr.fill_(5)
+    other = tiny_dcluster(hard=HardViewConfig())
+    other.load_local_memory_state(m.local_memory_state())
+    for k in ("memory_embeddings", "memory_index", "memory_ptr"):
+        assert torch.equal(getattr(other, k), getattr(m, k))
+
+
+def test_a_timm_backbone_with_a_pre_logits_head_trains():
+    torch.manual_seed(0)
+    m = MoCo(MocoConfig(queue_size=8, hard_views=HEXA), "mobilenetv3_small_050", 16)  # pooled output 1024, not 288
+    assert m.encoder_q.head[0].in_features == m.trunk(torch.rand(2, 3, 32, 32)).shape[1] == 1024
+    logs = m.training_step([torch.rand(4, 3, 32, 32) for _ in range(2)], torch.arange(4), lambda loss: loss.backward())
+    assert math.isfinite(logs["loss"])
