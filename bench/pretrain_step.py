@@ -29,7 +29,8 @@ import time
 import torch
 
 from pretrain.config import load_recipe
-from pretrain.trainer import build_method, make_optimizer
+from pretrain.optim import make_optimizer
+from pretrain.trainer import build_method
 
 RECIPES = {"moco_v2": "moco_v2_r18_embedded", "hexa_moco": "hexa_moco_r18_embedded",
            "dcluster_v2": "dcluster_v2_r18_embedded", "hexa_dcluster": "hexa_dcluster_r18_embedded"}

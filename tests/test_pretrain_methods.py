@@ -109,6 +109,29 @@ def test_adversarial_view_stays_in_ball_raises_loss_and_keeps_bn_stats(free):
         assert loss_fn(x_adv) > loss_fn(x) + 1e-3
 
 
+@pytest.mark.parametrize("random_start", [False, True])
+def test_adversarial_view_from_an_overflowed_gradient_is_finite_and_in_the_ball(random_start):
+    """An AMP-scaled input gradient that overflowed fp16 (inf) or went nan must not poison the view."""
+    torch.manual_seed(5)
+    x = torch.rand(4, 3, 6, 6) * 0.5 + 0.25  # away from 0 and 1: the expected step is not clipped
+    grad = (torch.randn(4, 3, 6, 6) * 1e5).half()  # |g| > 65504 overflows to +-inf in fp16
+    grad[0, 0, 0, 0], grad[1, 1, 1, 1] = float("nan"), float("-inf")
+    assert torch.isinf(grad).sum() > 10 and torch.isnan(grad).sum() == 1
+
+    def no_forward(_):
+        raise AssertionError("a free one-step attack must not run a forward")
+
+    cfg = HardViewConfig(enabled=True, eps=8 / 255, steps=1, random_start=random_start)
+    x_adv = adversarial_view(x, no_forward, cfg, input_grad=grad)
+    assert torch.isfinite(x_adv).all()
+    assert (x_adv - x).abs().max() <= cfg.eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    if not random_start:  # from x, one step of 1.25 eps clipped to the ball: x + eps * sign(g), nan -> no step
+        g = grad.float()
+        expected = x + cfg.eps * torch.where(torch.isnan(g), torch.zeros_like(g), torch.sign(g))
+        assert torch.allclose(x_adv, expected, atol=1e-6)
+        assert x_adv[0, 0, 0, 0] == x[0, 0, 0, 0] and x_adv[1, 1, 1, 1] == pytest.approx(x[1, 1, 1, 1] - cfg.eps)
+
+
 def test_frozen_bn_stats_only_inside_the_context():
     net = small_net().train()
     bn = net[1]
