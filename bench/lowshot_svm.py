@@ -1,0 +1,90 @@
+"""Benchmark: the VOC07 low-shot SVM protocol, ours against the plain serial scikit-learn reference.
+
+Both run the full protocol (k in 1..96, 5 samples, 11 costs, VISSL's cost rules, plus the full-data SVM
+with 3-fold CV) on the same fixed synthetic features of VOC07's size: 5011 trainval and 4952 test
+images, 2048-d non-negative features (like pooled ResNet-50 res5), 20 classes with VOC07's trainval
+class frequencies and some difficult-only labels. Goal: ours at least 10x faster, mAP equal within 0.1.
+
+    python bench/lowshot_svm.py            # the full protocol (the reference takes tens of minutes)
+    python bench/lowshot_svm.py --quick    # k in {1, 8, 96}, 2 samples: a few minutes
+
+Figures are printed last as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from transfer.lowshot_svm import LowShotSvmConfig, lowshot_svm_eval, reference_lowshot_svm
+
+# VOC2007 trainval images per class (aeroplane ... tvmonitor), out of 5011.
+VOC07_TRAINVAL_COUNTS = (238, 243, 330, 181, 244, 186, 713, 337, 445, 141, 200, 421, 287, 245, 2008, 245, 96,
+                         229, 261, 256)
+
+
+def synthetic_voc_features(n: int, dim: int = 2048, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, dim) float32 >= 0, labels (n, 20) in {1, -1, 0}) with VOC07-like statistics."""
+    rng = np.random.default_rng(seed)
+    structure = np.random.default_rng(1234)  # class prototypes shared by the trainval and test sets
+    freq = np.array(VOC07_TRAINVAL_COUNTS) / 5011
+    prototypes = structure.normal(size=(20, dim)) * 0.35
+    basis = structure.normal(size=(64, dim)) * 0.5
+    present = rng.random((n, 20)) < freq
+    labels = np.where(present, 1, -1)
+    labels[(rng.random((n, 20)) < 0.02) & ~present] = 0  # difficult-only
+    z = present @ prototypes + rng.normal(size=(n, 64)) @ basis + 0.6 * rng.normal(size=(n, dim))
+    return np.maximum(z, 0).astype(np.float32), labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="k in {1, 8, 96}, 2 samples")
+    parser.add_argument("--n-jobs", type=int, default=-1)
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="time ours only (the reference takes tens of minutes); no speedup is computed")
+    args = parser.parse_args()
+    train, train_labels = synthetic_voc_features(5011, seed=0)
+    test, test_labels = synthetic_voc_features(4952, seed=1)
+    cfg = LowShotSvmConfig(n_jobs=args.n_jobs)
+    if args.quick:
+        cfg = LowShotSvmConfig(ks=(1, 8, 96), num_samples=2, n_jobs=args.n_jobs)
+
+    lowshot_svm_eval(train[:60], train_labels[:60], test[:10], test_labels[:10],  # compile the kernel first
+                     LowShotSvmConfig(ks=(1,), num_samples=1, full=False), seed=0)
+    load_before = os.getloadavg()[0]
+    start, cpu = time.perf_counter(), time.process_time()
+    ours = lowshot_svm_eval(train, train_labels, test, test_labels, cfg, seed=0)
+    ours_s, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"ours: {ours_s:.1f} s ({ours_cpu:.1f} s CPU)", flush=True)
+    if args.skip_reference:
+        print(json.dumps({"bench": "lowshot_svm", "quick": args.quick, "reference": "skipped",
+                          "load_avg_at_start": round(load_before, 2), "cpus": os.cpu_count(),
+                          "ours_s": round(ours_s, 2), "ours_cpu_s": round(ours_cpu, 2),
+                          "map_ours": {k: round(float(np.mean(v)), 3) for k, v in ours.map_values.items()}}))
+        return
+    start, cpu = time.perf_counter(), time.process_time()
+    ref = reference_lowshot_svm(train, train_labels, test, test_labels, cfg, seed=0)
+    ref_s, ref_cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"serial scikit-learn reference: {ref_s:.1f} s ({ref_cpu:.1f} s CPU)", flush=True)
+
+    ours_map = {k: round(float(np.mean(v)), 3) for k, v in ours.map_values.items()}
+    ref_map = {k: round(float(np.mean(v)), 3) for k, v in ref.map_values.items()}
+    diffs = [abs(a - b) for k in ref.map_values for a, b in zip(ours.map_values[k], ref.map_values[k])]
+    print(json.dumps({
+        "bench": "lowshot_svm", "quick": args.quick, "features": [5011, 2048], "test": 4952, "classes": 20,
+        "ks": list(cfg.ks), "samples": cfg.num_samples, "costs": len(cfg.costs), "cpus": os.cpu_count(),
+        "load_avg_at_start": round(load_before, 2),
+        "ours_s": round(ours_s, 2), "reference_s": round(ref_s, 2), "speedup": round(ref_s / ours_s, 2),
+        "ours_cpu_s": round(ours_cpu, 2), "reference_cpu_s": round(ref_cpu, 2),
+        "cpu_time_ratio": round(ref_cpu / ours_cpu, 2),
+        "max_abs_map_diff": round(max(diffs), 4), "same_costs": ours.chosen_cost == ref.chosen_cost,
+        "map_ours": ours_map, "map_reference": ref_map}))
+
+
+if __name__ == "__main__":
+    main()

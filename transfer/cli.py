@@ -1,0 +1,190 @@
+"""`hexa transfer`: run one transfer protocol, or the whole suite, and write result records.
+
+Each protocol lives in its own module (`transfer/<name>.py`) with `run(model, data, out, preset=...,
+overrides=..., seed=...) -> record`; this file only parses arguments and dispatches, importing the
+protocol's module when it is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+from typing import Sequence
+
+from hexa_zoo.errors import ConfigError, HexaError
+
+log = logging.getLogger(__name__)
+
+# CLI name -> module
+PROTOCOLS = {
+    "linear": "transfer.linear",
+    "knn": "transfer.knn",
+    "lowshot-svm": "transfer.lowshot_svm",
+    "semisup": "transfer.semisup",
+    "fewshot": "transfer.fewshot",
+    "detection": "transfer.detection",
+}
+
+DESCRIPTIONS = {
+    "linear": "linear classifier on the frozen trunk (MoCo main_lincls; fast L-BFGS variant)",
+    "knn": "weighted cosine kNN on frozen features (k = 20, 200; T = 0.07)",
+    "lowshot-svm": "VOC07 low-shot linear SVMs (k = 1..96, 5 samples) and the full-data SVM",
+    "semisup": "fine-tune all layers on 1 or 10 percent of the labels (swav eval_semisup)",
+    "fewshot": "5-way 1-/5-shot episodes on held-out classes (logistic regression, nearest centroid)",
+    "detection": "Faster R-CNN on VOC07+12 or COCO with the trunk as backbone",
+}
+
+EPILOG = """examples:
+  hexa transfer knn --model hexa_moco_r18.embedded --data embedded --out results/
+  hexa transfer linear --model moco_v2_r50 --data /data/imagenet --out results/ --preset paper
+  hexa transfer lowshot-svm --model zoo/hexa_moco_r50.ep200 --data /data/VOCdevkit --out results/ \\
+      --preset paper --set cost_selection=test
+  hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/
+  hexa transfer suite --model moco_v2_r50 --suite paper --out results/ \\
+      --data-for linear=/data/imagenet --data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit
+
+--model takes a registered name (weights from the local zoo or the Hub), a zoo folder, a .safetensors
+file, or a MoCo/SwAV/DeepCluster/hexa checkpoint. --data takes `embedded` or a dataset path in the
+layout the protocol reads (ImageFolder train/ + val/ for linear, knn, semisup; a VOCdevkit for
+lowshot-svm and VOC detection; a folder of held-out class folders for fewshot).
+Each run writes one JSON result record into --out; `hexa leaderboard --results DIR` compiles them.
+"""
+
+
+def protocol_module(name: str):
+    """The module implementing protocol `name`, or a ConfigError saying it is not available."""
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown transfer protocol {name!r}", f"choose one of: {', '.join(PROTOCOLS)}")
+    module_name = PROTOCOLS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise  # the protocol exists but one of its own imports is missing: a real problem, show it
+        raise ConfigError(f"the {name} protocol is not available in this version ({module_name} is missing)",
+                          f"run another protocol: {', '.join(p for p in PROTOCOLS if p != name)}") from None
+
+
+def run_protocol(name: str, model: str, data: str, out: str, *, preset: str, overrides: Sequence[str] = (),
+                 seed: int = 0) -> dict:
+    module = protocol_module(name)
+    if preset not in module.PRESETS:
+        raise ConfigError(f"the {name} protocol has no preset {preset!r}",
+                          f"choose one of: {', '.join(sorted(module.PRESETS))}")
+    return module.run(model, data, out, preset=preset, overrides=list(overrides), seed=seed)
+
+
+def summary(record: dict) -> str:
+    parts = []
+    for name, m in record["metrics"].items():
+        text = f"{name} {m['mean']:.2f}"
+        if m.get("n", 1) > 1:
+            text += f" ± {m.get('ci95', m['std']):.2f}"
+        parts.append(text)
+    return f"{record['benchmark']}: " + ", ".join(parts) + f"  ({record.get('_path', '')})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hexa transfer", description="Transfer evaluation of a frozen or "
+                                     "fine-tuned trunk; each run writes one result record.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+    for name in PROTOCOLS:
+        p = sub.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name], epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--model", required=True, help="registered name[.tag], zoo folder, .safetensors or checkpoint")
+        p.add_argument("--data", required=True, help="`embedded` or a dataset path")
+        p.add_argument("--out", required=True, help="results folder (records are added, never overwritten)")
+        p.add_argument("--preset", default="embedded", help="named protocol constants: paper, embedded, ...")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config value, e.g. --set epochs=5 (repeatable)")
+        p.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--model", required=True)
+    s.add_argument("--suite", choices=("embedded", "paper"), default="embedded")
+    s.add_argument("--out", required=True)
+    s.add_argument("--data", default=None, help="dataset for every protocol (default: embedded for the embedded "
+                   "suite; the paper suite needs --data or --data-for)")
+    s.add_argument("--data-for", action="append", default=[], metavar="PROTOCOL=PATH",
+                   help="dataset of one protocol (repeatable)")
+    s.add_argument("--only", default=None, help="comma-separated protocols to run (default: all)")
+    s.add_argument("--skip", default="", help="comma-separated protocols to leave out")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="PROTOCOL.KEY=VALUE",
+                   help="override one protocol's config value, e.g. --set knn.max_per_class=50 (repeatable)")
+    s.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _split_names(text: str | None) -> list[str]:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"unknown protocol(s) {unknown}", f"choose from: {', '.join(PROTOCOLS)}")
+    return names
+
+
+def run_suite(model: str, suite: str, out: str, *, data: str | None = None, data_for: Sequence[str] = (),
+              only: Sequence[str] = (), skip: Sequence[str] = (), overrides: Sequence[str] = (),
+              seed: int = 0) -> tuple[list[dict], dict[str, str]]:
+    """Every protocol (or `only` minus `skip`) with preset `suite`; returns (records, failures by protocol).
+
+    `overrides` are `PROTOCOL.key=value`, each passed to its protocol as `key=value`. A protocol that
+    fails with a user-fixable error is reported and the suite goes on with the next.
+    """
+    routed: dict[str, list[str]] = {}
+    for item in overrides:
+        name, dot, rest = item.partition(".")
+        if not dot or name not in PROTOCOLS or "=" not in rest:
+            raise ConfigError(f"suite override {item!r} is not PROTOCOL.KEY=VALUE",
+                              f"e.g. --set knn.max_per_class=50; PROTOCOL is one of {', '.join(PROTOCOLS)}")
+        routed.setdefault(name, []).append(rest)
+    per_protocol = {}
+    for item in data_for:
+        name, sep, path = item.partition("=")
+        if not sep or name not in PROTOCOLS:
+            raise ConfigError(f"--data-for {item!r} is not PROTOCOL=PATH", f"PROTOCOL is one of {', '.join(PROTOCOLS)}")
+        per_protocol[name] = path
+    names = [n for n in (only or PROTOCOLS) if n not in set(skip)]
+    default = data if data is not None else ("embedded" if suite == "embedded" else None)
+    records, failures = [], {}
+    for name in names:
+        dataset = per_protocol.get(name, default)
+        if dataset is None:
+            failures[name] = f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
+            continue
+        start = time.perf_counter()
+        log.info("== %s (%s preset) on %s", name, suite, dataset)
+        try:
+            record = run_protocol(name, model, dataset, out, preset=suite, overrides=routed.get(name, ()), seed=seed)
+            if record is None:  # handed off (detectron2 not installed) or a non-zero torchrun rank: nothing ran here
+                continue
+            records.append(record)
+            log.info("%s  [%.0f s]", summary(record), time.perf_counter() - start)
+        except HexaError as err:
+            failures[name] = err.message + (f" (fix: {err.fix})" if err.fix else "")
+            log.error("%s failed: %s", name, failures[name])
+    return records, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.protocol == "suite":
+        records, failures = run_suite(args.model, args.suite, args.out, data=args.data, data_for=args.data_for,
+                                      only=_split_names(args.only), skip=_split_names(args.skip),
+                                      overrides=args.overrides, seed=args.seed)
+        for record in records:
+            print(summary(record))
+        for name, why in failures.items():
+            print(f"{name}: FAILED: {why}", file=sys.stderr)
+        return 1 if failures else 0
+    record = run_protocol(args.protocol, args.model, args.data, args.out, preset=args.preset,
+                          overrides=args.overrides, seed=args.seed)
+    if record is not None:  # None: handed off to detectron2 elsewhere, or a non-zero torchrun rank
+        print(summary(record))
+    return 0

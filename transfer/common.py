@@ -1,0 +1,250 @@
+"""What every transfer protocol shares: loading the model, resolving data and presets, writing the record.
+
+A protocol module (`transfer/knn.py`, `transfer/linear.py`, ...) does four things with these helpers:
+
+    cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)     # preset, then --set overrides
+    model, info = load_model(spec)                                    # frozen timm trunk + weights sha256
+    root = resolve_data(data)                                         # "embedded" or an existing path
+    ...evaluate...
+    return finish_record(protocol="knn", benchmark=..., out=out, ...)  # one JSON record, atomically
+
+Nothing here imports a protocol, so protocols can import it freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from hexa_zoo import records
+from hexa_zoo.config import load_config, to_dict
+from hexa_zoo.errors import ConfigError, DataError
+
+T = TypeVar("T")
+
+# Hashing file contents is exact but reads every byte; above this many bytes the fingerprint uses
+# relative paths and sizes only, so fingerprinting ImageNet costs a directory walk, not a full read.
+CONTENT_HASH_LIMIT_BYTES = 512 * 2**20
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+# --------------------------------------------------------------------------------------------- model
+
+def load_model(spec: str, *, arch: str | None = None) -> tuple[nn.Module, dict]:
+    """The frozen trunk named by `spec` (registered name[.tag], zoo folder, .safetensors or checkpoint).
+
+    Returns `(model, info)` from `hexa_zoo.load_trunk`: a timm model with `num_classes=0` in eval mode
+    with every parameter's `requires_grad` off, and info with name, arch, weights_sha256, source, mean, std.
+    """
+    import hexa_zoo
+
+    model, info = hexa_zoo.load_trunk(spec, arch=arch)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, dict(info)
+
+
+def model_record(info: Mapping[str, Any]) -> dict:
+    """The `model` block of a result record."""
+    return {k: info.get(k) for k in ("name", "arch", "weights_sha256", "source")}
+
+
+def feature_dim(model: nn.Module) -> int:
+    """Width of the trunk's pooled features (timm's `num_features`)."""
+    dim = getattr(model, "num_features", None)
+    if not dim:
+        raise ConfigError(f"model {type(model).__name__} has no num_features",
+                          "use a timm model created with num_classes=0")
+    return int(dim)
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """`device` if given, else the first CUDA GPU when there is one, else the CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a protocol with the same seed gives the same numbers."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def resolve_data(spec: str | os.PathLike) -> Path:
+    """`"embedded"` -> the embedded dataset's root (generated on first use); else an existing path."""
+    if str(spec) == "embedded":
+        from hexa_zoo.embedded import embedded_root
+
+        return embedded_root()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"data path {path} does not exist",
+                        "pass --data embedded, or the path of a dataset in the layout the protocol reads")
+    return path.resolve()
+
+
+def dataset_name(spec: str | os.PathLike, root: Path | None = None) -> str:
+    """A short name for records and benchmark names: "embedded", else the folder's name in lower case."""
+    if str(spec) == "embedded":
+        return "embedded"
+    return (root or Path(spec)).resolve().name.lower() or "data"
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files under `root`, sorted (the order every protocol uses)."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def dataset_fingerprint(paths: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None,
+                        content: bool | None = None) -> str:
+    """A sha256 identifying a set of files: their relative paths, sizes and (if small enough) contents.
+
+    `root` is what paths are made relative to (default: their common parent), so the same data
+    moved elsewhere has the same fingerprint. `content=None` hashes contents when the files total
+    at most CONTENT_HASH_LIMIT_BYTES; the result is prefixed "sha256:" (contents) or "sha256-meta:"
+    (paths and sizes only) so a reader knows which it is. The order of `paths` does not matter.
+    """
+    files = sorted({Path(p).resolve() for p in paths})
+    if not files:
+        raise DataError("cannot fingerprint an empty set of files", "check that the dataset folder has images")
+    base = Path(root).resolve() if root is not None else Path(os.path.commonpath([f.parent for f in files]))
+    sizes = [f.stat().st_size for f in files]
+    if content is None:
+        content = sum(sizes) <= CONTENT_HASH_LIMIT_BYTES
+    digest = hashlib.sha256()
+    for f, size in zip(files, sizes):
+        rel = f.relative_to(base).as_posix() if f.is_relative_to(base) else f.as_posix()
+        digest.update(f"{rel}\0{size}\0".encode())
+        if content:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return ("sha256:" if content else "sha256-meta:") + digest.hexdigest()
+
+
+def classification_root(spec: str | os.PathLike, root: Path) -> Path:
+    """The folder holding `train/`, `val/` (and maybe `test/`) ImageFolder splits.
+
+    The embedded dataset keeps them under `classify/`; a user's path is that folder itself
+    (ImageNet's layout: `train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`).
+    """
+    return root / "classify" if str(spec) == "embedded" else root
+
+
+@dataclass(frozen=True)
+class LabeledImages:
+    """Image paths with integer labels, the class names indexing them, and where they came from."""
+
+    paths: list[Path]
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    root: Path
+
+
+def read_image_split(root: Path, split: str, classes: Sequence[str] | None = None, *,
+                     max_per_class: int = 0) -> LabeledImages:
+    """The ImageFolder tree `root/split`, labelled by `classes` (default: its own sorted class folders).
+
+    Passing the training split's classes keeps labels aligned when another split lacks a class;
+    a class folder that is not among `classes` is a DataError, never silently relabelled.
+    `max_per_class > 0` keeps the first that many images of each class (sorted order): a
+    deterministic reduced run, recorded in the config of the protocol that asks for it.
+    """
+    from hexa_zoo.data import ImageFolderDataset
+
+    folder = root / split
+    if not folder.is_dir():
+        have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise DataError(f"split folder {folder} does not exist (found: {have or 'nothing'})",
+                        f"give a dataset with {split}/<class>/<image> folders, or choose the split with --set")
+    data = ImageFolderDataset(folder)
+    if classes is None:
+        classes = list(data.classes)
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(data.classes) - set(index))
+    if unknown:
+        raise DataError(f"{folder} has class folders {unknown[:5]} that the training split lacks",
+                        "make both splits hold the same class folders")
+    samples = data.samples
+    if max_per_class > 0:
+        kept, taken = [], np.zeros(len(data.classes), dtype=np.int64)
+        for p, t in samples:
+            if taken[t] < max_per_class:
+                kept.append((p, t))
+                taken[t] += 1
+        samples = kept
+    paths = [Path(p) for p, _ in samples]
+    labels = np.array([index[data.classes[t]] for _, t in samples], dtype=np.int64)
+    return LabeledImages(paths, labels, list(classes), folder)
+
+
+def dataset_record(spec: str | os.PathLike, root: Path, fingerprint: str, **extra: Any) -> dict:
+    """The `dataset` block of a result record (name, path, fingerprint, plus e.g. split sizes)."""
+    return {"name": dataset_name(spec, root), "path": str(root), "fingerprint": fingerprint, **extra}
+
+
+def benchmark_name(dataset: str, protocol: str) -> str:
+    """`<dataset>_<protocol>` with the protocol's dashes as underscores: embedded_lowshot_svm."""
+    return f"{dataset}_{protocol.replace('-', '_')}"
+
+
+# -------------------------------------------------------------------------------------------- config
+
+def resolve_config(cls: type[T], presets: Mapping[str, T], preset: str, overrides: Sequence[str] = ()) -> T:
+    """The named preset with `--set key=value` overrides applied (unknown preset -> ConfigError)."""
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r} for {cls.__name__}",
+                          f"choose one of: {', '.join(sorted(presets))}")
+    return load_config(cls, None, overrides, base=presets[preset])
+
+
+# -------------------------------------------------------------------------------------------- record
+
+@dataclass
+class RunClock:
+    """Wall time of a protocol run, started when the run starts."""
+
+    start: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, model_info: Mapping[str, Any],
+                  dataset: Mapping[str, Any], config: Any, metrics: Mapping[str, Any], seed: int,
+                  preset: str | None, clock: RunClock | None = None, wall_time_s: float | None = None,
+                  notes: Iterable[str] = ()) -> dict:
+    """Build the result record (hexa_zoo.records schema), write it atomically into `out`, return it.
+
+    `config` is the protocol's dataclass (or a dict); `metrics` maps a name to a list of values over
+    samples/seeds, a single float, or an already summarised `records.metric(...)` dict (which may
+    carry extra keys such as `ci95`). The returned record has `_path`, where it was written.
+    """
+    summarised = {}
+    for name, value in metrics.items():
+        summarised[name] = dict(value) if isinstance(value, Mapping) else records.metric(value)
+    if wall_time_s is None and clock is not None:
+        wall_time_s = clock.elapsed()
+    record = records.make_record(
+        protocol=protocol, benchmark=benchmark, dataset=dict(dataset), model=model_record(model_info),
+        metrics=summarised, config=config if isinstance(config, dict) else to_dict(config), seed=seed,
+        preset=preset, wall_time_s=None if wall_time_s is None else round(wall_time_s, 3), notes=notes)
+    path = records.write_record(out, record)
+    record["_path"] = str(path)
+    return record

@@ -1,0 +1,549 @@
+"""Detection transfer: Faster R-CNN (Mask R-CNN on COCO) fine-tuned from the pre-trained trunk.
+
+The `paper` preset is the MoCo detection protocol (facebookresearch/moco `detection/configs`): R50-C4
+with an extra BatchNorm after res5, VOC 07+12 trainval -> 07 test, 24k iterations at batch 16, lr 0.02
+with 100 warm-up iterations and x0.1 at 18k and 22k, train short side 480-800 and test 800, every layer
+trained (FREEZE_AT 0) with batch statistics (SyncBN over GPUs), precise BN before testing; AP50, AP
+(IoU 0.50:0.95) and AP75 as detectron2's PascalVOCDetectionEvaluator reports them (VOC2007: 11-point AP),
+mean of 5 runs. `paper_coco` is the COCO 2x Mask R-CNN C4 schedule (box AP and mask AP via pycocotools).
+`embedded` trains a few dozen iterations on the embedded dataset's VOC scenes on a CPU.
+
+Backends: `torchvision` (default; models from `transfer.detection_model`) runs here. `detectron2`
+exports the trunk and writes the MoCo config and a train script (`transfer.detection_d2`), runs them
+where detectron2 is installed, and otherwise prints the command to run elsewhere and writes no record.
+
+    hexa transfer detection --model hexa_moco_r50 --data /data/VOC --preset paper
+    hexa transfer detection --model hexa_moco_r50 --data /data/VOC --preset paper --set backend=detectron2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from hexa_zoo.errors import ConfigError, DataError
+from transfer.common import (RunClock, dataset_fingerprint, dataset_record, finish_record, load_model,
+                             resolve_config, resolve_data, seed_everything, select_device)
+from transfer.detection_eval import Detection, coco_metrics, voc_detection_metrics
+from transfer.detection_model import build_detector, eval_resolution
+
+log = logging.getLogger(__name__)
+
+VOC_TRAIN_SIZES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
+COCO_TRAIN_SIZES = (640, 672, 704, 736, 768, 800)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """The MoCo detection protocol (detectron2 solver and RoI constants); see the module docstring."""
+
+    backend: Literal["torchvision", "detectron2"] = "torchvision"
+    layout: Literal["c4", "fpn"] = "c4"
+    masks: bool = False                 # Mask R-CNN (COCO data only)
+    format: Literal["auto", "voc", "coco"] = "auto"
+    voc_train: tuple[str, ...] = ("2007:trainval", "2012:trainval")
+    voc_test: str = "2007:test"
+    coco_train: str = "train2017"       # annotations/instances_<split>.json and images in <split>/
+    coco_test: str = "val2017"
+    max_iter: int = 24000
+    batch_size: int = 16                # images per iteration, over all GPUs
+    base_lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0      # detectron2: no weight decay on normalisation layers
+    steps: tuple[int, ...] = (18000, 22000)
+    gamma: float = 0.1
+    warmup_iters: int = 100
+    warmup_factor: float = 0.001
+    min_size_train: tuple[int, ...] = VOC_TRAIN_SIZES
+    min_size_test: int = 800
+    max_size: int = 1333
+    rpn_pre_nms_top_n_train: int = 12000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 6000
+    rpn_post_nms_top_n_test: int = 1000
+    box_batch_size_per_image: int = 512
+    roi_resolution: int = 14            # C4 RoIAlign output (ROI_BOX_HEAD.POOLER_RESOLUTION)
+    precise_bn_iters: int = 200         # detectron2 TEST.PRECISE_BN (MoCo enables it)
+    runs: int = 1                       # independent trainings (seeds seed, seed+1, ...); MoCo reports 5
+    gpus: int = 8                       # detectron2 backend: --num-gpus of the printed command
+    workers: int = 4
+    amp: bool = False
+    device: str | None = None
+    log_every: int = 20
+
+
+PRESETS: dict[str, DetectionConfig] = {
+    "paper": DetectionConfig(runs=5),
+    "paper_coco": DetectionConfig(runs=1, masks=True, format="coco", max_iter=180000, steps=(120000, 160000),
+                                  warmup_iters=1000, min_size_train=COCO_TRAIN_SIZES),
+    # A CPU-sized run on the embedded 128 px scenes: few proposals and RoIs (pooled 7x7: res5 on a stride-16
+    # map of 8x8 gains nothing from 14x14), a few dozen iterations.
+    "embedded": DetectionConfig(voc_train=("2007:trainval",), max_iter=40, batch_size=4, base_lr=0.02, steps=(30,),
+                                warmup_iters=5, min_size_train=(96, 112, 128), min_size_test=128, max_size=256,
+                                rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=128,
+                                rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=20,
+                                box_batch_size_per_image=16, roi_resolution=7, precise_bn_iters=5, gpus=1,
+                                workers=0, log_every=10),
+}
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+@dataclass
+class DetectionImage:
+    """One image and its objects: boxes in continuous 0-based pixels (detectron2's convention)."""
+
+    image_id: Any
+    path: Path
+    boxes: np.ndarray                   # (N, 4) float32 xyxy
+    labels: np.ndarray                  # (N,) int64, 1..num_classes (0 is background)
+    coco_anns: list = field(default_factory=list)  # COCO annotations (for masks)
+
+
+@dataclass
+class DetectionData:
+    """What training and evaluation need, for either format."""
+
+    format: str
+    classes: list[str]
+    train: list[DetectionImage]
+    test: list[DetectionImage]
+    voc_ground_truth: dict | None = None  # image id -> VocObjects (VOC evaluation)
+    coco_gt: Any = None                   # pycocotools COCO of the test split
+    coco_category_ids: list[int] | None = None  # contiguous label - 1 -> COCO category id
+    coco_train_api: Any = None
+    files: list[Path] = field(default_factory=list)
+    description: str = ""
+
+
+def find_devkit(root: Path) -> Path | None:
+    """The VOCdevkit folder under, at or above `root` (VOCdevkit/VOC2007 layout), or None."""
+    for candidate in (root / "VOCdevkit", root, root.parent):
+        if any(candidate.glob("VOC20[01][0-9]")):
+            return candidate
+    return None
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    if not re.fullmatch(r"\d{4}:\w+", spec):
+        raise ConfigError(f"VOC set {spec!r} is not YEAR:SPLIT", "write it like 2007:trainval")
+    year, split = spec.split(":")
+    return year, split
+
+
+def load_voc(root: Path, cfg: DetectionConfig) -> DetectionData:
+    """VOC train sets (concatenated) and the test set, via transfer.datasets.read_voc."""
+    from transfer import datasets
+
+    devkit = find_devkit(root)
+    if devkit is None:
+        raise DataError(f"no VOCdevkit (VOC2007/, VOC2012/) found at {root}",
+                        "pass --data the folder that holds VOCdevkit/ or VOC2007/")
+    test_year, test_split = _split_spec(cfg.voc_test)
+    classes = list(datasets.voc_classes(devkit, test_year))
+    index = {name: i + 1 for i, name in enumerate(classes)}
+
+    def convert(year: str, split: str) -> tuple[list[DetectionImage], list]:
+        if not (devkit / f"VOC{year}").is_dir():
+            raise DataError(f"{devkit / f'VOC{year}'} does not exist (needed for VOC{year} {split})",
+                            "add that year, or choose the sets with --set voc_train=[2007:trainval]")
+        images = datasets.read_voc(devkit, year, split)
+        out = []
+        for im in images:
+            unknown = sorted({o.name for o in im.objects} - set(index))
+            if unknown:
+                raise DataError(f"{im.id} in VOC{year} {split} has objects of unknown classes {unknown}",
+                                f"the classes (from VOC{test_year}) are {classes}")
+            # detectron2's VOC loader: 1-based inclusive pixels -> continuous coordinates (xmin-1, ymin-1).
+            boxes = np.asarray([[o.bbox[0] - 1, o.bbox[1] - 1, o.bbox[2], o.bbox[3]] for o in im.objects],
+                               np.float32).reshape(-1, 4)
+            labels = np.asarray([index[o.name] for o in im.objects], np.int64)
+            # detectron2 trains on difficult objects too ("they don't hurt accuracy").
+            out.append(DetectionImage(f"{year}_{im.id}", Path(im.path), boxes, labels))
+        return out, images
+
+    train = []
+    for spec in cfg.voc_train:
+        train += convert(*_split_spec(spec))[0]
+    test, raw = convert(test_year, test_split)
+    ground_truth = {f"{test_year}_{im.id}": list(im.objects) for im in raw}
+    return DetectionData("voc", classes, train, test, voc_ground_truth=ground_truth,
+                         files=[d.path for d in train + test],
+                         description=f"VOC {'+'.join(cfg.voc_train)} -> {cfg.voc_test}")
+
+
+def _load_coco_api(ann: Path):
+    from pycocotools.coco import COCO
+
+    if not ann.is_file():
+        raise DataError(f"COCO annotation file {ann} does not exist",
+                        "pass --data the COCO root (annotations/instances_<split>.json, <split>/ images)")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(ann))
+    except (ValueError, KeyError, TypeError, AssertionError) as err:
+        raise DataError(f"COCO annotation file {ann} is malformed: {err!r}", "re-export or re-download it") from None
+
+
+def load_coco(root: Path, cfg: DetectionConfig) -> DetectionData:
+    """COCO train and test splits from instances JSON (crowd boxes left out of training, like detectron2)."""
+    if not (root / "annotations").is_dir() and (root / "coco" / "annotations").is_dir():
+        root = root / "coco"
+    train_api = _load_coco_api(root / "annotations" / f"instances_{cfg.coco_train}.json")
+    test_api = _load_coco_api(root / "annotations" / f"instances_{cfg.coco_test}.json")
+    category_ids = sorted(test_api.getCatIds())
+    classes = [test_api.loadCats(c)[0]["name"] for c in category_ids]
+    label_of = {c: i + 1 for i, c in enumerate(category_ids)}
+
+    def convert(api, split: str, training: bool) -> list[DetectionImage]:
+        out = []
+        for image_id in sorted(api.getImgIds()):
+            info = api.loadImgs(image_id)[0]
+            path = root / split / info["file_name"]
+            if not path.is_file():
+                raise DataError(f"image {path} listed in instances_{split}.json does not exist",
+                                "restore the image or the matching annotation file")
+            anns = [a for a in api.loadAnns(api.getAnnIds(imgIds=image_id))
+                    if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+            if training and not anns:
+                continue  # detectron2 FILTER_EMPTY_ANNOTATIONS: nothing to learn from
+            boxes = np.asarray([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                                for a in anns], np.float32).reshape(-1, 4)
+            labels = np.asarray([label_of[a["category_id"]] for a in anns], np.int64)
+            out.append(DetectionImage(image_id, path, boxes, labels, anns))
+        return out
+
+    train, test = convert(train_api, cfg.coco_train, True), convert(test_api, cfg.coco_test, False)
+    return DetectionData("coco", classes, train, test, coco_gt=test_api, coco_category_ids=category_ids,
+                         coco_train_api=train_api, files=[d.path for d in train + test],
+                         description=f"COCO {cfg.coco_train} -> {cfg.coco_test}")
+
+
+def load_detection_data(root: Path, cfg: DetectionConfig) -> DetectionData:
+    """VOC or COCO at `root` (`format=auto` prefers a VOCdevkit when both are there)."""
+    fmt = cfg.format
+    if fmt == "auto":
+        fmt = "coco" if cfg.masks or find_devkit(root) is None else "voc"
+    if cfg.masks and fmt != "coco":
+        raise ConfigError("masks=true needs COCO data (VOC has no instance masks)", "use --set format=coco")
+    return load_coco(root, cfg) if fmt == "coco" else load_voc(root, cfg)
+
+
+class DetectionDataset(Dataset):
+    """Images as float tensors in [0, 1] with torchvision detection targets; horizontal flip when training."""
+
+    def __init__(self, images: Sequence[DetectionImage], *, train: bool, masks_from=None):
+        from torchvision.transforms import v2
+
+        self.images, self.train, self.masks_from = list(images), train, masks_from
+        self.flip = v2.RandomHorizontalFlip(0.5)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as F
+
+        item = self.images[i]
+        try:
+            with Image.open(item.path) as im:
+                image = im.convert("RGB")
+        except OSError as err:
+            raise DataError(f"cannot read image {item.path}: {err}", "replace or remove the file") from None
+        size = (image.height, image.width)
+        tensor = tv_tensors.Image(F.to_dtype(F.to_image(image), torch.float32, scale=True))
+        target = {"boxes": tv_tensors.BoundingBoxes(torch.from_numpy(item.boxes), format="XYXY", canvas_size=size),
+                  "labels": torch.from_numpy(item.labels)}
+        if self.masks_from is not None:
+            masks = [self.masks_from.annToMask(a) for a in item.coco_anns]
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(np.stack(masks)) if masks
+                                              else torch.zeros((0, *size), dtype=torch.uint8))
+        if self.train:
+            tensor, target = self.flip(tensor, target)
+        target = {k: v.as_subclass(torch.Tensor) for k, v in target.items()}
+        return tensor.as_subclass(torch.Tensor), target, i
+
+
+def _collate(batch):
+    return tuple(zip(*batch))
+
+
+def infinite_batches(dataset: Dataset, cfg: DetectionConfig, seed: int, *, rank: int = 0,
+                     world: int = 1) -> Iterator[tuple]:
+    """Reshuffled epochs of training batches, endlessly (detectron2 trains by iterations, not epochs).
+
+    Under torchrun each process takes its share of every epoch and `batch_size / world` images a step.
+    """
+    from torch.utils.data.distributed import DistributedSampler
+
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size={cfg.batch_size} does not split over {world} processes",
+                          "use a batch size divisible by the number of GPUs")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    batch = min(cfg.batch_size // world, len(sampler))
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        yield from DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                              num_workers=cfg.workers, collate_fn=_collate)
+
+
+def distributed_setup() -> tuple[int, int, torch.device | None]:
+    """(rank, world size, this process's GPU) under torchrun; (0, 1, None) in a single process."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, None
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def for_distributed(detector: nn.Module, cfg: DetectionConfig, device: torch.device) -> nn.Module:
+    """SyncBatchNorm over all processes (MoCo: naiveSyncBN) and DistributedDataParallel around it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; CPU processes keep per-process BN
+        detector = nn.SyncBatchNorm.convert_sync_batchnorm(detector)
+        if cfg.masks and cfg.layout == "c4":  # the conversion copies the shared res5: share it again
+            detector.roi_heads.mask_head = detector.roi_heads.box_head.res5
+    return DistributedDataParallel(detector, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+def build_optimizer(model: nn.Module, cfg: DetectionConfig) -> torch.optim.SGD:
+    """SGD as detectron2 builds it: weight decay on everything but normalisation layers."""
+    norm, other, seen = [], [], set()
+    for module in model.modules():
+        is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+        for p in module.parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:  # Mask R-CNN C4 shares res5 between two heads
+                seen.add(id(p))
+                (norm if is_norm else other).append(p)
+    return torch.optim.SGD([{"params": other, "weight_decay": cfg.weight_decay},
+                            {"params": norm, "weight_decay": cfg.weight_decay_norm}],
+                           lr=cfg.base_lr, momentum=cfg.momentum)
+
+
+def lr_factor(iteration: int, cfg: DetectionConfig) -> float:
+    """detectron2's WarmupMultiStepLR: linear warm-up from `warmup_factor`, then x`gamma` at each step."""
+    decay = cfg.gamma ** sum(iteration >= s for s in cfg.steps)
+    if iteration >= cfg.warmup_iters:
+        return decay
+    alpha = iteration / cfg.warmup_iters
+    return decay * (cfg.warmup_factor * (1 - alpha) + alpha)
+
+
+def train_detector(model: nn.Module, batches: Iterator, cfg: DetectionConfig, device: torch.device,
+                   run_index: int = 0) -> list[dict]:
+    """`cfg.max_iter` iterations of SGD on the summed detection losses; returns periodic loss logs."""
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    model.train()
+    logs = []
+    bar = tqdm(range(cfg.max_iter), desc=f"detection run {run_index + 1}/{cfg.runs}", leave=False)
+    for it in bar:
+        images, targets, _ = next(batches)
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"detection: loss became {loss.item()} at iteration {it}; "
+                                     f"lower base_lr (now {cfg.base_lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if it % cfg.log_every == 0 or it == cfg.max_iter - 1:
+            entry = {"iter": it + 1, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                     **{k: v.item() for k, v in losses.items()}}
+            logs.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+    return logs
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, batches: Iterator, iters: int, device: torch.device) -> None:
+    """Re-estimate BatchNorm statistics as averages over `iters` training batches (detectron2 PreciseBN)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or iters <= 0:
+        return
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches below
+    model.train()
+    for _ in range(iters):
+        images, targets, _ = next(batches)
+        model([im.to(device) for im in images], [{k: v.to(device) for k, v in t.items()} for t in targets])
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: DetectionData, cfg: DetectionConfig, device: torch.device) -> list[dict]:
+    """The model's detections on every test image, in original image coordinates."""
+    loader = DataLoader(DetectionDataset(data.test, train=False), batch_size=max(1, min(cfg.batch_size, 8)),
+                        num_workers=cfg.workers, collate_fn=_collate)
+    model.eval()
+    outputs: list[dict] = []
+    with eval_resolution(model, cfg.min_size_test):
+        for images, _, indices in tqdm(loader, desc="detection eval", leave=False):
+            for out, i in zip(model([im.to(device) for im in images]), indices):
+                out = {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()}
+                outputs.append({"index": i, **out})
+    return outputs
+
+
+def evaluate(outputs: list[dict], data: DetectionData, *, masks: bool = False) -> tuple[dict[str, float], list[str]]:
+    """VOC: AP50, AP, AP75. COCO: APbb (+ APbb50, APbb75) and APmk with masks. Percentages."""
+    notes = []
+    if data.format == "voc":
+        dets = []
+        for out in outputs:
+            image_id = data.test[out["index"]].image_id
+            for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()):
+                # Back to VOC's 1-based pixels, as detectron2's evaluator does.
+                dets.append(Detection(image_id, data.classes[label - 1], score,
+                                      (box[0] + 1, box[1] + 1, box[2], box[3])))
+        m = voc_detection_metrics(dets, data.voc_ground_truth, data.classes, use_07_metric=True)
+        if m["skipped_classes"]:
+            notes.append(f"classes without test ground truth, left out of the means: {m['skipped_classes']}")
+        return {"AP50": m["AP50"], "AP": m["AP"], "AP75": m["AP75"]}, notes
+    from pycocotools import mask as mask_utils
+
+    boxes, segms = [], []
+    for out in outputs:
+        image_id = data.test[out["index"]].image_id
+        for j, (box, score, label) in enumerate(zip(out["boxes"].tolist(), out["scores"].tolist(),
+                                                    out["labels"].tolist())):
+            entry = {"image_id": image_id, "category_id": data.coco_category_ids[label - 1], "score": score}
+            boxes.append({**entry, "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+            if masks:
+                rle = mask_utils.encode(np.asfortranarray((out["masks"][j, 0] > 0.5).numpy().astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode("ascii")
+                segms.append({**entry, "segmentation": rle})
+    bb = coco_metrics(data.coco_gt, boxes, "bbox")
+    metrics = {"APbb": bb["AP"], "APbb50": bb["AP50"], "APbb75": bb["AP75"]}
+    if masks:
+        metrics["APmk"] = coco_metrics(data.coco_gt, segms, "segm")["AP"]
+    return metrics, notes
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+def arch_short(arch: str) -> str:
+    """resnet50 -> r50 (for benchmark names such as voc0712_det_r50c4)."""
+    m = re.fullmatch(r"resnet(\d+)", arch.split(".")[0])
+    return f"r{m.group(1)}" if m else arch.split(".")[0].replace("_", "")
+
+
+def benchmark_for(data_spec: str, data: DetectionData, cfg: DetectionConfig, arch: str) -> str:
+    """voc0712_det_r50c4, embedded_det_r18c4, coco_det_maskrcnn_r50c4_2x, ... (the leaderboard table)."""
+    layout = arch_short(arch) + cfg.layout
+    if data.format == "voc":
+        name = "embedded" if data_spec == "embedded" else "voc" + "".join(s[2:4] for s in cfg.voc_train)
+    else:
+        name = "embedded_coco" if data_spec == "embedded" else "coco"
+    if not cfg.masks:
+        return f"{name}_det_{layout}"
+    schedule = {90000: "_1x", 180000: "_2x"}.get(cfg.max_iter, "")
+    return f"{name}_det_maskrcnn_{layout}{schedule}"
+
+
+def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
+        seed: int = 0) -> dict | None:
+    """Train and evaluate a detector on `data`; write one record (None for a detectron2 hand-off).
+
+    Under `torchrun --nproc_per_node N -m hexa_zoo transfer detection ...` training runs on N GPUs with
+    SyncBatchNorm; process 0 evaluates and writes the record (the others return None).
+    """
+    clock = RunClock()
+    cfg = resolve_config(DetectionConfig, PRESETS, preset, overrides)
+    root = resolve_data(data)
+    trunk, info = load_model(model)
+    if cfg.backend == "detectron2":
+        from transfer import detection_d2
+
+        return detection_d2.run(model, trunk, info, root, cfg, Path(out), preset=preset, seed=seed, clock=clock,
+                                data_spec=str(data))
+    det_data = load_detection_data(root, cfg)
+    if not det_data.train or not det_data.test:
+        raise DataError(f"no {'training' if not det_data.train else 'test'} images in {det_data.description}",
+                        "check the split files")
+    rank, world, dist_device = distributed_setup()
+    device = dist_device or select_device(cfg.device)
+    arch = info.get("arch") or "resnet50"
+    metrics: dict[str, list[float]] = {}
+    notes = [f"backend torchvision, layout {cfg.layout}, {'Mask' if cfg.masks else 'Faster'} R-CNN; "
+             f"{det_data.description}; {len(det_data.train)} train / {len(det_data.test)} test images",
+             "torchvision losses (smooth-L1 beta 1/9) and no aspect-ratio grouping differ from detectron2; "
+             "use backend=detectron2 for the exact published pipeline"]
+    train_set = DetectionDataset(det_data.train, train=True,
+                                 masks_from=det_data.coco_train_api if cfg.masks else None)
+    for r in range(cfg.runs):
+        run_seed = seed + r
+        seed_everything(run_seed)
+        detector = build_detector(
+            trunk, arch, len(det_data.classes), layout=cfg.layout, masks=cfg.masks,
+            min_size_train=cfg.min_size_train, max_size=cfg.max_size, image_mean=info["mean"],
+            image_std=info["std"], rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test, box_batch_size_per_image=cfg.box_batch_size_per_image,
+            roi_resolution=cfg.roi_resolution,
+        ).to(device)
+        for p in detector.parameters():
+            p.requires_grad_(True)  # FREEZE_AT 0: the whole trunk trains
+        if world > 1:
+            detector = for_distributed(detector, cfg, device)
+        batches = infinite_batches(train_set, cfg, run_seed, rank=rank, world=world)
+        logs = train_detector(detector, batches, cfg, device, r)
+        detector = getattr(detector, "module", detector)
+        precise_bn(detector, batches, cfg.precise_bn_iters, device)  # every process: SyncBN gathers statistics
+        if rank != 0:
+            torch.distributed.barrier()  # rank 0 evaluates and writes the record
+            continue
+        values, eval_notes = evaluate(predict(detector, det_data, cfg, device), det_data, masks=cfg.masks)
+        if world > 1:
+            torch.distributed.barrier()
+        for name, value in values.items():
+            metrics.setdefault(name, []).append(value)
+        notes += [f"run {r + 1} (seed {run_seed}): " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
+                  f"run {r + 1} losses: first {logs[0]['loss']:.3f}, last {logs[-1]['loss']:.3f}"] + eval_notes
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return None
+    if world > 1:
+        bn = "SyncBatchNorm" if device.type == "cuda" else "per-process BatchNorm (CPU)"
+        notes.append(f"trained on {world} processes with {bn}, {cfg.batch_size // world} images each")
+    dataset = dataset_record(data, root, dataset_fingerprint(det_data.files, root=root), format=det_data.format,
+                             classes=det_data.classes, train_images=len(det_data.train),
+                             test_images=len(det_data.test))
+    return finish_record(protocol="detection", benchmark=benchmark_for(str(data), det_data, cfg, arch), out=out,
+                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed, preset=preset,
+                         clock=clock, notes=notes)

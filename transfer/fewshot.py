@@ -1,0 +1,151 @@
+"""N-way K-shot episodes on frozen features from classes the model never saw.
+
+Each episode draws N classes, then K support and Q query images per class (without replacement), and
+classifies the N*Q queries from the N*K supports on L2-normalised frozen features, two ways:
+- `logreg`: multinomial logistic regression (scikit-learn, L2, C = 1, lbfgs), as in RFS (Tian et al. 2020);
+- `centroid`: the nearest class mean by Euclidean distance (SimpleShot's CL2N, Wang et al. 2019).
+Defaults: 5-way 1-shot and 5-shot, 15 queries per class, 600 episodes. Reported: mean accuracy over
+episodes (percent) with the 95% confidence interval 1.96 * std / sqrt(episodes) (std with n - 1).
+
+Data: the embedded dataset's `fewshot/` folder (held-out classes), or a path to an ImageFolder tree
+of held-out classes (`<class>/<image>`). Metric names: `acc_5w1s_logreg`, `acc_5w5s_centroid`, ...
+
+    hexa transfer fewshot --model hexa_moco_r18.embedded --data embedded --out results/
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from hexa_zoo.errors import DataError
+from hexa_zoo.records import metric
+
+from .common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, finish_record, load_model,
+                     read_image_split, resolve_config, resolve_data, seed_everything)
+from .features import EvalTransform, extract_features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    ways: int = 5
+    shots: tuple[int, ...] = (1, 5)
+    queries: int = 15
+    episodes: int = 600
+    classifiers: tuple[Literal["logreg", "centroid"], ...] = ("logreg", "centroid")
+    logreg_c: float = 1.0
+    logreg_max_iter: int = 1000
+    max_per_class: int = 0     # > 0: only the first N images of each class (quick runs)
+    resize: int = 256
+    crop: int = 224
+    batch_size: int = 128
+    device: str = ""
+
+
+PRESETS: dict[str, FewShotConfig] = {
+    "paper": FewShotConfig(),
+    "embedded": FewShotConfig(resize=64, crop=64, batch_size=100),
+}
+
+
+@dataclass(frozen=True)
+class Episode:
+    support: np.ndarray        # indices into the feature set, (ways * shots,)
+    support_labels: np.ndarray  # 0 .. ways-1
+    query: np.ndarray          # (ways * queries,)
+    query_labels: np.ndarray
+    classes: np.ndarray        # the original labels of the episode's classes
+
+
+def sample_episode(labels: np.ndarray, ways: int, shots: int, queries: int, rng: np.random.Generator) -> Episode:
+    """One episode: `ways` classes among those with at least shots + queries images, then disjoint
+    support and query images of each (labels renumbered 0 .. ways-1 in the order drawn)."""
+    counts = np.bincount(labels)
+    eligible = np.flatnonzero(counts >= shots + queries)
+    if len(eligible) < ways:
+        raise DataError(f"a {ways}-way {shots}-shot episode with {queries} queries needs {ways} classes with at "
+                        f"least {shots + queries} images; only {len(eligible)} have that many",
+                        "use fewer ways/queries (--set ways=... queries=...) or more held-out images")
+    classes = rng.choice(eligible, ways, replace=False)
+    support, query = [], []
+    for cls in classes:
+        picked = rng.choice(np.flatnonzero(labels == cls), shots + queries, replace=False)
+        support.append(picked[:shots])
+        query.append(picked[shots:])
+    return Episode(np.concatenate(support), np.repeat(np.arange(ways), shots), np.concatenate(query),
+                   np.repeat(np.arange(ways), queries), classes)
+
+
+def confidence95(values: Sequence[float]) -> float:
+    """Half-width of the 95% confidence interval of the mean: 1.96 * std (n - 1) / sqrt(n)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return 0.0
+    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def classify_episode(feats: np.ndarray, ep: Episode, classifier: str, cfg: FewShotConfig) -> float:
+    """Query accuracy (percent) of one episode; `feats` already L2-normalised."""
+    xs, xq = feats[ep.support], feats[ep.query]
+    if classifier == "centroid":
+        centroids = np.stack([xs[ep.support_labels == c].mean(axis=0) for c in range(len(ep.classes))])
+        dist = ((xq[:, None, :] - centroids[None]) ** 2).sum(-1)
+        pred = dist.argmin(axis=1)
+    elif classifier == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        clf = LogisticRegression(C=cfg.logreg_c, max_iter=cfg.logreg_max_iter)
+        pred = clf.fit(xs, ep.support_labels).predict(xq)
+    else:
+        raise ValueError(f"unknown few-shot classifier {classifier!r}")
+    return 100.0 * float((pred == ep.query_labels).mean())
+
+
+def fewshot_eval(feats: np.ndarray, labels: np.ndarray, cfg: FewShotConfig, seed: int = 0) -> dict[str, list[float]]:
+    """Per-episode accuracies for every (shots, classifier): {"acc_5w1s_logreg": [...], ...}.
+
+    Every classifier sees the same episodes; episodes of each shot count come from their own seeded stream.
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    out: dict[str, list[float]] = {}
+    for shots in cfg.shots:
+        rng = np.random.default_rng([seed, shots])
+        episodes = [sample_episode(labels, cfg.ways, shots, cfg.queries, rng) for _ in range(cfg.episodes)]
+        for classifier in cfg.classifiers:
+            out[f"acc_{cfg.ways}w{shots}s_{classifier}"] = [classify_episode(feats, ep, classifier, cfg)
+                                                           for ep in episodes]
+    return out
+
+
+def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
+        seed: int = 0) -> dict:
+    """Few-shot episodes of `model`'s frozen features on held-out classes."""
+    clock = RunClock()
+    cfg = resolve_config(FewShotConfig, PRESETS, preset, overrides)
+    seed_everything(seed)
+    trunk, info = load_model(model)
+    root = resolve_data(data)
+    folder = root / "fewshot" if str(data) == "embedded" else root
+    images = read_image_split(folder.parent, folder.name, max_per_class=cfg.max_per_class)
+    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
+    fingerprint = dataset_fingerprint(images.paths)
+    feats = extract_features(trunk, images.paths, tf, weights_sha256=info["weights_sha256"], fingerprint=fingerprint,
+                             batch_size=cfg.batch_size, device=cfg.device or None, desc="fewshot").features
+    per_episode = fewshot_eval(feats.numpy(), images.labels, cfg, seed)
+    metrics = {}
+    for name, values in per_episode.items():
+        metrics[name] = metric(values)
+        metrics[name]["ci95"] = confidence95(values)
+    log.info("fewshot: %s", ", ".join(f"{n}={m['mean']:.2f}±{m['ci95']:.2f}" for n, m in metrics.items()))
+    dataset = dataset_record(data, root, fingerprint, images=len(images.paths), classes=images.classes)
+    return finish_record(protocol="fewshot", benchmark=benchmark_name(dataset["name"], "fewshot"), out=out,
+                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed, preset=preset,
+                         clock=clock)

@@ -1,0 +1,119 @@
+"""Weighted k-nearest-neighbour classification on frozen features (InstDisc / DINO protocol).
+
+Features are L2-normalised, so the similarity is the cosine. Each test image takes its k most similar
+training images; neighbour j votes for its class with weight exp(sim_j / T), T = 0.07; the class with
+the largest total wins (top-5: the five largest). Reported for k = 20 and k = 200.
+
+Memory stays bounded on large sets: test images go in chunks of `chunk_size`, and for each chunk the
+training set is scanned in chunks too, merging a running top-k, so at most chunk_size x chunk_size
+similarities exist at once (ImageNet's 1.28M x 2048 training features never meet the 50k val set in
+one matrix).
+
+    hexa transfer knn --model hexa_moco_r18.embedded --data embedded --out results/
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .common import (RunClock, benchmark_name, classification_root, dataset_fingerprint, dataset_record,
+                     finish_record, load_model, read_image_split, resolve_config, resolve_data, select_device,
+                     seed_everything)
+from .features import EvalTransform, extract_features
+from .metrics import topk_accuracy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    ks: tuple[int, ...] = (20, 200)
+    temperature: float = 0.07
+    resize: int = 256          # eval transform: Resize(resize) + CenterCrop(crop)
+    crop: int = 224
+    train_split: str = "train"
+    eval_split: str = "val"
+    max_per_class: int = 0     # > 0: only the first N images of each class per split (quick runs)
+    batch_size: int = 128      # feature extraction
+    chunk_size: int = 4096     # rows of each similarity block
+    device: str = ""           # "" = CUDA when available, else CPU
+
+
+PRESETS: dict[str, KnnConfig] = {
+    "paper": KnnConfig(),
+    "embedded": KnnConfig(resize=64, crop=64, batch_size=100),
+}
+
+
+def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                num_classes: int, ks: Sequence[int], temperature: float = 0.07,
+                chunk_size: int = 4096) -> dict[int, torch.Tensor]:
+    """Class scores (n_test, num_classes) for each k, by the exp(sim / T)-weighted vote.
+
+    Inputs need not be normalised (they are L2-normalised here). A k larger than the training set
+    uses all training images. Runs on the device of `train_feats`.
+    """
+    device = train_feats.device
+    train = F.normalize(train_feats.float(), dim=1)
+    labels = train_labels.to(device).long()
+    kmax = min(max(ks), len(train))
+    out = {k: torch.empty(len(test_feats), num_classes) for k in ks}
+    for start in range(0, len(test_feats), chunk_size):
+        query = F.normalize(test_feats[start:start + chunk_size].to(device).float(), dim=1)
+        top_sim = torch.full((len(query), 0), float("-inf"), device=device)
+        top_idx = torch.empty((len(query), 0), dtype=torch.long, device=device)
+        for t0 in range(0, len(train), chunk_size):
+            sim = query @ train[t0:t0 + chunk_size].T
+            s, i = sim.topk(min(kmax, sim.shape[1]), dim=1)
+            top_sim, order = torch.cat([top_sim, s], 1).topk(min(kmax, top_sim.shape[1] + s.shape[1]), dim=1)
+            top_idx = torch.cat([top_idx, i + t0], 1).gather(1, order)
+        weights = (top_sim / temperature).exp()
+        neighbour_labels = labels[top_idx]
+        for k in ks:
+            kk = min(k, kmax)
+            votes = torch.zeros(len(query), num_classes, device=device)
+            votes.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])
+            out[k][start:start + len(query)] = votes.cpu()
+    return out
+
+
+def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
+        seed: int = 0) -> dict:
+    """Weighted kNN of `model`'s frozen features on an ImageFolder dataset's train/val splits."""
+    clock = RunClock()
+    cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)
+    seed_everything(seed)
+    trunk, info = load_model(model)
+    root = resolve_data(data)
+    split_root = classification_root(data, root)
+    train = read_image_split(split_root, cfg.train_split, max_per_class=cfg.max_per_class)
+    test = read_image_split(split_root, cfg.eval_split, classes=train.classes, max_per_class=cfg.max_per_class)
+    device = select_device(cfg.device)
+    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
+    fp_train, fp_test = dataset_fingerprint(train.paths), dataset_fingerprint(test.paths)
+    kwargs = dict(weights_sha256=info["weights_sha256"], batch_size=cfg.batch_size, device=device)
+    train_f = extract_features(trunk, train.paths, tf, fingerprint=fp_train, desc="knn train", **kwargs).features
+    test_f = extract_features(trunk, test.paths, tf, fingerprint=fp_test, desc="knn eval", **kwargs).features
+
+    scores = knn_predict(train_f.to(device), torch.from_numpy(train.labels), test_f, len(train.classes), cfg.ks,
+                         cfg.temperature, cfg.chunk_size)
+    targets = torch.from_numpy(test.labels)
+    metrics, notes = {}, []
+    for k in cfg.ks:
+        acc = topk_accuracy(scores[k], targets, ks=(1, 5))
+        metrics[f"top1@{k}"], metrics[f"top5@{k}"] = acc[1], acc[5]
+        if k > len(train.paths):
+            notes.append(f"k={k} exceeds the {len(train.paths)} training images: all of them vote")
+    log.info("knn: %s", ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
+    dataset = dataset_record(data, root, dataset_fingerprint(train.paths + test.paths),
+                             splits={cfg.train_split: len(train.paths), cfg.eval_split: len(test.paths)},
+                             num_classes=len(train.classes))
+    return finish_record(protocol="knn", benchmark=benchmark_name(dataset["name"], "knn"), out=out,
+                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed,
+                         preset=preset, clock=clock, notes=notes)

@@ -1,0 +1,262 @@
+"""Linear evaluation of a frozen trunk: MoCo's main_lincls protocol, and a fast variant on cached features.
+
+`variant="sgd"` (preset `paper`) is facebookresearch/moco's main_lincls.py: the trunk is frozen and kept
+in eval mode (BN statistics untouched), a new fc (normal init std 0.01, bias 0) is trained with SGD
+lr 30, momentum 0.9, weight decay 0, batch 256, for 100 epochs, lr x0.1 at epochs 60 and 80;
+train images RandomResizedCrop(224) + horizontal flip, val images Resize(256) + CenterCrop(224).
+After training, a sanity check confirms every trunk tensor (weights and BN buffers) is bit-identical
+to before. Reported: top-1/top-5 of the final epoch, and the best top-1 over epochs (what main_lincls
+prints as best_acc1). Validation features come from the shared cached extractor (the trunk is frozen
+and the val transform deterministic, so this equals main_lincls's per-epoch forward, minus the cost).
+
+`variant="fast"` (preset `paper_fast`, `embedded_fast`) is not MoCo's protocol and is labelled so in
+its record and benchmark name (`<data>_linear_fast`): cached features of un-augmented train images,
+standardised, then full-batch multinomial logistic regression (L-BFGS) for each weight decay in a
+small grid; the grid point with the best top-1 on a held-out 10% of train (stratified) is refit on
+all of train and evaluated on val.
+
+    hexa transfer linear --model hexa_moco_r18.embedded --data embedded --out results/
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from hexa_zoo.errors import DataError
+from hexa_zoo.records import metric
+
+from .common import (LabeledImages, RunClock, benchmark_name, classification_root, dataset_fingerprint,
+                     dataset_record, feature_dim, finish_record, load_model, read_image_split, resolve_config,
+                     resolve_data, seed_everything, select_device)
+from .features import EvalTransform, extract_features
+from .metrics import topk_accuracy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    variant: Literal["sgd", "fast"] = "sgd"
+    # main_lincls (variant sgd)
+    epochs: int = 100
+    lr: float = 30.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    milestones: tuple[int, ...] = (60, 80)
+    train_crop: int = 224       # RandomResizedCrop size
+    resize: int = 256           # val: Resize(resize) + CenterCrop(crop)
+    crop: int = 224
+    num_workers: int | None = None
+    amp: bool = False           # bfloat16 trunk forward on CUDA
+    # fast variant
+    fast_weight_decays: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+    fast_holdout: float = 0.1
+    fast_max_iter: int = 200
+    # data
+    train_split: str = "train"
+    eval_split: str = "val"
+    max_per_class: int = 0      # > 0: only the first N images of each class per split (quick runs)
+    device: str = ""
+
+
+PRESETS: dict[str, LinearConfig] = {
+    "paper": LinearConfig(),
+    "paper_fast": LinearConfig(variant="fast"),
+    # 64 px images, 2000 training images: the same recipe, 10 epochs with the steps at the same fractions.
+    "embedded": LinearConfig(epochs=10, milestones=(6, 8), train_crop=64, resize=64, crop=64),
+    "embedded_fast": LinearConfig(variant="fast", resize=64, crop=64),
+}
+
+
+# --------------------------------------------------------------------------------- main_lincls
+
+def lr_at(cfg: LinearConfig, epoch: int) -> float:
+    """main_lincls's step schedule: lr x0.1 at each milestone epoch passed."""
+    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
+
+
+def new_fc(in_features: int, num_classes: int) -> nn.Linear:
+    fc = nn.Linear(in_features, num_classes)
+    nn.init.normal_(fc.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
+def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: torch.device, seed: int):
+    """main_lincls's augmented training images (only those in `train`), labelled by `train.classes`."""
+    from torchvision.transforms import v2
+
+    from hexa_zoo.data import ImageFolderDataset, collate_skipping_bad
+
+    tf = v2.Compose([v2.RandomResizedCrop(cfg.train_crop, antialias=True), v2.RandomHorizontalFlip(),
+                     v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(info["mean"], info["std"])])
+    folder = ImageFolderDataset(train.root, transform=tf)
+    position = {str(Path(p)): i for i, (p, _) in enumerate(folder.samples)}
+    data = torch.utils.data.Subset(folder, [position[str(p)] for p in train.paths])
+    index = {name: i for i, name in enumerate(train.classes)}
+    remap = torch.tensor([index[name] for name in folder.classes])
+    workers = cfg.num_workers
+    if workers is None:  # worker start-up costs more than it saves on small sets
+        workers = min(8, os.cpu_count() or 1) if len(data) >= 1024 else 0
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+                                         collate_fn=collate_skipping_bad, pin_memory=device.type == "cuda",
+                                         generator=generator, drop_last=False, persistent_workers=workers > 0)
+    return loader, remap
+
+
+def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_feats: torch.Tensor,
+                     val_labels: torch.Tensor, cfg: LinearConfig, device: torch.device, seed: int
+                     ) -> tuple[dict[str, float], list[str]]:
+    """main_lincls on a frozen trunk; returns (metrics, notes). Raises if the trunk changed."""
+    trunk = trunk.to(device).eval()
+    before = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
+    fc = new_fc(feature_dim(trunk), len(train.classes)).to(device)
+    optimizer = torch.optim.SGD(fc.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loader, remap = _train_loader(train, cfg, info, device, seed)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    trunk = trunk.to(memory_format=memory_format)
+    use_amp = cfg.amp and device.type == "cuda"
+    notes, bad_total, history, loss = [], 0, [], torch.tensor(float("nan"))
+    for epoch in range(cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        fc.train()
+        for images, targets, _, bad in tqdm(loader, desc=f"linear epoch {epoch + 1}/{cfg.epochs}", disable=None,
+                                            leave=False):
+            bad_total += len(bad)
+            if len(targets) == 0:
+                continue
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                feats = trunk(images)
+            loss = F.cross_entropy(fc(feats.float()), remap[targets].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            acc = topk_accuracy(fc(val_feats.to(device)).cpu(), val_labels, ks=(1, 5))
+        history.append(acc)
+        log.info("linear epoch %d: lr %.4g loss %.4f val top1 %.2f top5 %.2f", epoch + 1, lr_at(cfg, epoch),
+                 loss.item(), acc[1], acc[5])
+    changed = [k for k, v in trunk.state_dict().items() if not torch.equal(v.to(before[k].device), before[k])]
+    if changed:
+        raise RuntimeError(f"sanity check failed: the frozen trunk changed during linear evaluation ({changed[:5]})")
+    notes.append("sanity check passed: every trunk tensor is unchanged after training")
+    if bad_total:
+        notes.append(f"{bad_total} unreadable training image(s) were skipped (counted over all epochs)")
+    final = history[-1]
+    return {"top1": final[1], "top5": final[5], "top1_best": max(h[1] for h in history)}, notes
+
+
+# ---------------------------------------------------------------------------------- fast variant
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
+                 max_iter: int = 200, init: nn.Linear | None = None) -> nn.Linear:
+    """Full-batch multinomial logistic regression, mean cross-entropy + weight_decay / 2 * |W|^2, by L-BFGS.
+
+    `init` warm-starts from another solution (the previous point of a weight-decay path).
+    """
+    fc = nn.Linear(x.shape[1], num_classes).to(x.device)
+    with torch.no_grad():
+        fc.weight.copy_(init.weight if init is not None else torch.zeros_like(fc.weight))
+        fc.bias.copy_(init.bias if init is not None else torch.zeros_like(fc.bias))
+    opt = torch.optim.LBFGS(fc.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-10)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(fc(x), y) + 0.5 * weight_decay * fc.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return fc
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, held-out indices): `fraction` of each class (at least one, if it has two or more)."""
+    rng = np.random.default_rng(seed)
+    fit, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_held = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        n_held = max(n_held, 1) if len(idx) > 1 else 0
+        held.append(idx[:n_held])
+        fit.append(idx[n_held:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
+
+
+def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_feats: torch.Tensor,
+                      val_labels: np.ndarray, num_classes: int, cfg: LinearConfig, device: torch.device,
+                      seed: int) -> tuple[dict[str, float], list[str]]:
+    """The fast variant: weight decay picked on a held-out split of train, refit on all of train."""
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    xtr = ((train_feats - mean) / std).to(device)
+    xva = ((val_feats - mean) / std).to(device)
+    ytr = torch.from_numpy(train_labels).to(device)
+    fit_idx, held_idx = stratified_holdout(train_labels, cfg.fast_holdout, seed)
+    fit_t, held_t = torch.from_numpy(fit_idx).to(device), torch.from_numpy(held_idx).to(device)
+    scores, fits, previous = {}, {}, None
+    for wd in sorted(cfg.fast_weight_decays, reverse=True):  # strong to weak, each warm-started
+        fits[wd] = previous = fit_logistic(xtr[fit_t], ytr[fit_t], num_classes, wd, cfg.fast_max_iter, previous)
+        with torch.no_grad():
+            scores[wd] = topk_accuracy(previous(xtr[held_t]).cpu(), ytr[held_t].cpu(), ks=(1,))[1]
+    best = max(cfg.fast_weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger regulariser
+    fc = fit_logistic(xtr, ytr, num_classes, best, cfg.fast_max_iter, fits[best])
+    with torch.no_grad():
+        acc = topk_accuracy(fc(xva).cpu(), torch.from_numpy(val_labels), ks=(1, 5))
+    notes = [f"fast variant (not MoCo's protocol): weight decay {best} chosen on a held-out "
+             f"{cfg.fast_holdout:.0%} of train; held-out top-1 per weight decay: "
+             + ", ".join(f"{wd}: {s:.2f}" for wd, s in scores.items())]
+    return {"top1": acc[1], "top5": acc[5]}, notes
+
+
+# ------------------------------------------------------------------------------------------- run
+
+def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
+        seed: int = 0) -> dict:
+    """Linear evaluation of `model` on an ImageFolder dataset's train/val splits."""
+    clock = RunClock()
+    cfg = resolve_config(LinearConfig, PRESETS, preset, overrides)
+    seed_everything(seed)
+    trunk, info = load_model(model)
+    root = resolve_data(data)
+    split_root = classification_root(data, root)
+    train = read_image_split(split_root, cfg.train_split, max_per_class=cfg.max_per_class)
+    val = read_image_split(split_root, cfg.eval_split, classes=train.classes, max_per_class=cfg.max_per_class)
+    if len(train.classes) < 2:
+        raise DataError(f"{train.root} has {len(train.classes)} class folder(s)", "linear evaluation needs two or more")
+    device = select_device(cfg.device)
+    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
+    kwargs = dict(weights_sha256=info["weights_sha256"], batch_size=cfg.batch_size, device=device,
+                  num_workers=cfg.num_workers)
+    val_feats = extract_features(trunk, val.paths, tf, desc="linear val", **kwargs).features
+    if cfg.variant == "sgd":
+        metrics, notes = train_linear_sgd(trunk, info, train, val_feats, torch.from_numpy(val.labels), cfg,
+                                          device, seed)
+        protocol_name = "linear"
+    else:
+        train_feats = extract_features(trunk, train.paths, tf, desc="linear train", **kwargs).features
+        metrics, notes = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
+                                           cfg, device, seed)
+        protocol_name = "linear_fast"
+    log.info("linear (%s): %s", cfg.variant, ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
+    dataset = dataset_record(data, root, dataset_fingerprint(train.paths + val.paths),
+                             splits={cfg.train_split: len(train.paths), cfg.eval_split: len(val.paths)},
+                             num_classes=len(train.classes))
+    return finish_record(protocol="linear", benchmark=benchmark_name(dataset["name"], protocol_name), out=out,
+                         model_info=info, dataset=dataset, config=cfg, seed=seed, preset=preset, clock=clock,
+                         metrics={n: metric(v) for n, v in metrics.items()},
+                         notes=[f"variant: {cfg.variant}"] + notes)
