@@ -1,0 +1,390 @@
+"""`hexa demo` (what `make demo` runs): the whole mission on the embedded dataset, on a CPU.
+
+    pre-train MoCo-v2 and HEXA_MoCo (same seed, same budget)   -> <out>/runs/<method>/ and the local zoo
+    run the embedded transfer suite on each                      -> <out>/results/*.json
+    compile the leaderboard                                      -> <out>/leaderboard/README.md, plots/
+    print HEXA against its baseline, whatever the runs give
+
+`--budget 1.0` takes about ten minutes on two CPU cores. The budget scales pre-training as
+`budget x EPOCHS_AT_BUDGET_1` passes over the embedded training images (below one pass: one epoch on a
+seeded subset), the same for every method. Below FULL_SUITE_BUDGET the transfer protocols run with
+smaller sizes (`--set`, recorded in each record's config); from it on, the embedded suite runs as it is.
+From DCLUSTER_MIN_BUDGET on, the DeepCluster pair joins.
+
+A second `hexa demo` reuses what is done: a pre-training run is done when its zoo folder exists and its
+model card's recipe is this plan's (method, epochs, images, seed); a protocol is done when a record of
+it exists for exactly those weights. `--force` redoes everything (records are only ever added; the
+leaderboard counts each seed once, the newest record first).
+
+pretrain/ and transfer/ are imported inside functions, so `hexa demo --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .errors import ConfigError
+from .records import read_records
+
+MOCO_PAIR = ("moco_v2", "hexa_moco")
+DCLUSTER_PAIR = ("dcluster_v2", "hexa_dcluster")
+METHODS = MOCO_PAIR + DCLUSTER_PAIR
+DCLUSTER_MIN_BUDGET = 2.0      # the DeepCluster pair roughly doubles the time: it joins from here on
+FULL_SUITE_BUDGET = 3.0        # from here the embedded transfer presets run unchanged (`hexa transfer suite`)
+# Passes over the 2000 embedded images per method at budget 1 (the recipes say 20). Measured on 2 shared CPU
+# cores: one pass of MoCo-v2 plus one of HEXA_MoCo about 32 s; the shrunk transfer suite about 45 s per model.
+EPOCHS_AT_BUDGET_1 = 12
+MIN_IMAGES = 64                # below one epoch, never train on fewer images than this
+
+
+@dataclass(frozen=True)
+class PretrainStep:
+    """One pre-training run of the demo and where its outputs go."""
+    method: str
+    recipe: str            # name in pretrain/configs/
+    arch: str
+    epochs: int
+    limit_images: int      # 0 = every training image
+    seed: int
+    run_dir: Path
+    model: str             # zoo name with tag, e.g. hexa_moco_r18.embedded
+    log_every: int = 5     # log.csv rows: often enough that even a tiny run draws a curve
+    warmup_epochs: float = 0.0  # the recipe's warm-up, scaled with its epochs (0: the recipe has none)
+
+    def recipe_values(self) -> dict:
+        """The recipe values that make two runs the same run (what reuse compares with the model card)."""
+        return {"method": self.method, "arch": self.arch, "data": "embedded", "epochs": self.epochs,
+                "limit_images": self.limit_images, "seed": self.seed}
+
+
+def default_methods(budget: float) -> tuple[str, ...]:
+    """The MoCo pair always; the DeepCluster pair too from DCLUSTER_MIN_BUDGET on."""
+    return MOCO_PAIR + (DCLUSTER_PAIR if budget >= DCLUSTER_MIN_BUDGET else ())
+
+
+def scale_epochs(budget: float, epochs_at_1: int, train_images: int) -> tuple[int, int]:
+    """(epochs, limit_images) for a budget: `budget x epochs_at_1` passes over the data.
+
+    At least one pass: `epochs = round(passes)`; below one: one epoch on `passes x images` images
+    (never fewer than MIN_IMAGES), so a tiny budget still runs the whole pipeline, just on less data.
+    """
+    passes = budget * epochs_at_1
+    if passes >= 1:
+        return max(1, round(passes)), 0
+    return 1, min(train_images, max(MIN_IMAGES, math.ceil(passes * train_images)))
+
+
+def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[PretrainStep]:
+    """One pre-training step per method, each from its embedded recipe, all with the same seed and budget."""
+    from pretrain.config import default_recipe, load_recipe
+    from pretrain.trainer import zoo_model_name
+
+    from .embedded import embedded_root
+
+    train_images = sum(1 for p in (embedded_root() / "classify" / "train").rglob("*.png"))
+    steps = []
+    for method in methods:
+        recipe = default_recipe(method, "embedded")
+        cfg = load_recipe(recipe)
+        epochs, limit = scale_epochs(budget, EPOCHS_AT_BUDGET_1, train_images)
+        total_steps = max(1, (limit or train_images) // cfg.batch_size) * epochs
+        steps.append(PretrainStep(method, recipe, cfg.arch, epochs, limit, seed, out / "runs" / method,
+                                  f"{zoo_model_name(method, cfg.arch)}.embedded",
+                                  log_every=max(1, min(cfg.log_every_steps, total_steps // 20)),
+                                  warmup_epochs=round(cfg.warmup_epochs * epochs / cfg.epochs, 4)))
+    return steps
+
+
+# ------------------------------------------------------------------------------------ pre-training
+
+def zoo_folder(step: PretrainStep) -> Path:
+    """Where the trainer publishes this step's trunk (`<zoo>/<model>.embedded`)."""
+    from .weights import zoo_home
+
+    return zoo_home() / step.model
+
+
+def published_recipe(step: PretrainStep) -> dict | None:
+    """The recipe the zoo folder's card records (else the run folder's config.yaml), or None."""
+    from .leaderboard import recipe_of
+
+    folder = zoo_folder(step)
+    if not (folder / "model.safetensors").is_file():
+        return None
+    recipe = recipe_of(folder)
+    if "method" in recipe:
+        return recipe
+    import yaml
+
+    saved = step.run_dir / "config.yaml"
+    try:
+        loaded = yaml.safe_load(saved.read_text()) if saved.is_file() else None
+    except yaml.YAMLError:
+        loaded = None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def pretrain_done(step: PretrainStep) -> bool:
+    """True when the zoo folder exists and was published by a run with this step's recipe values."""
+    recipe = published_recipe(step)
+    return recipe is not None and all(recipe.get(k) == v for k, v in step.recipe_values().items())
+
+
+def pretrain_argv(step: PretrainStep) -> list[str]:
+    """`hexa pretrain` arguments: the embedded recipe, with this budget's epochs, images and seed."""
+    return ["--method", step.method, "--config", step.recipe, "--data", "embedded", "--out", str(step.run_dir),
+            "--epochs", str(step.epochs), "--seed", str(step.seed), "--resume", "auto",
+            "--set", f"limit_images={step.limit_images}", "--set", f"log_every_steps={step.log_every}",
+            *(["--set", f"warmup_epochs={step.warmup_epochs}"] if step.warmup_epochs else [])]
+
+
+def run_pretrain(step: PretrainStep) -> None:
+    """Train and publish in this process (`--resume auto`: an interrupted demo continues where it stopped)."""
+    from pretrain.cli import main as pretrain_main
+
+    code = pretrain_main(pretrain_argv(step))
+    if code != 0 or not pretrain_done(step):
+        raise RuntimeError(f"hexa pretrain {' '.join(pretrain_argv(step))} did not publish {zoo_folder(step)}")
+
+
+# ------------------------------------------------------------------------------------ transfer
+
+def weights_sha256(step: PretrainStep) -> str:
+    """The weights hash a transfer record of this model carries (what `load_trunk` reports)."""
+    from . import load_trunk
+
+    return load_trunk(str(zoo_folder(step)))[1]["weights_sha256"]
+
+
+def done_protocols(results: Path, step: PretrainStep, sha: str, budget: float) -> set[str]:
+    """Protocols (CLI names) with a record for exactly these weights and this budget's protocol sizes."""
+    if not results.is_dir():
+        return set()
+    records, _ = read_records([results])
+    expected = expected_sizes(budget)
+    done = set()
+    for r in records:
+        protocol = str(r["protocol"]).replace("_", "-")
+        config = r.get("config") or {}
+        if (r["model"].get("weights_sha256") == sha and r["model"].get("name") == step.model
+                and all(config.get(k) == v for k, v in expected.get(protocol, {}).items())):
+            done.add(protocol)
+    return done
+
+
+def expected_sizes(budget: float) -> dict[str, dict]:
+    """Per protocol, every setting the demo may shrink, with the value this budget gives it."""
+    import yaml
+    from transfer.cli import protocol_module
+
+    from .config import to_dict
+
+    chosen = dict(item.split("=", 1) for item in transfer_overrides(budget))
+    sizes: dict[str, dict] = {}
+    for item in transfer_overrides(0.0):  # the smallest budget shrinks every shrinkable setting
+        key = item.split("=", 1)[0]
+        protocol, name = key.split(".", 1)
+        if key in chosen:
+            value = yaml.safe_load(chosen[key])
+        else:
+            value = to_dict(protocol_module(protocol).PRESETS["embedded"])[name]
+        sizes.setdefault(protocol, {})[name] = value
+    return sizes
+
+
+def transfer_overrides(budget: float) -> list[str]:
+    """Suite overrides (`PROTOCOL.key=value`) that shrink the embedded presets below FULL_SUITE_BUDGET.
+
+    The shrunk settings are recorded in each record's config, so they form their own leaderboard rows and
+    are never averaged with full-preset runs. From FULL_SUITE_BUDGET on, the presets run unchanged.
+    """
+    if budget >= FULL_SUITE_BUDGET:
+        return []
+    share = budget / FULL_SUITE_BUDGET
+    iters = max(4, round(40 * share))
+    overrides = [
+        "linear.variant=fast",                               # logistic regression on cached features
+        f"lowshot-svm.num_samples={max(2, round(5 * share))}",
+        "semisup.epochs=1", "semisup.decay_epochs=[1]",
+        f"fewshot.episodes={max(20, round(600 * share))}",
+        f"detection.max_iter={iters}", f"detection.steps=[{max(1, iters * 3 // 4)}]",
+        f"detection.warmup_iters={min(5, iters // 2)}", f"detection.precise_bn_iters={min(5, iters)}",
+    ]
+    if budget < 1:  # fewer images per class; linear and kNN keep sharing one feature cache
+        per_class = max(20, round(200 * budget))
+        overrides += [f"linear.max_per_class={per_class}", f"knn.max_per_class={per_class}"]
+    return overrides
+
+
+def run_transfer(step: PretrainStep, results: Path, budget: float, *, force: bool = False,
+                 protocols: Sequence[str] | None = None) -> list[str]:
+    """`hexa transfer suite --suite embedded` on one model, leaving out protocols already recorded for it.
+
+    Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
+    """
+    from transfer.cli import PROTOCOLS
+    from transfer.cli import main as transfer_main
+
+    wanted = [p for p in PROTOCOLS if protocols is None or p in protocols]
+    done = set() if force else done_protocols(results, step, weights_sha256(step), budget) & set(wanted)
+    todo = [p for p in wanted if p not in done]
+    for protocol in sorted(done):
+        print(f"       {protocol}: reusing the record for these weights")
+    if not todo:
+        return []
+    argv = ["suite", "--suite", "embedded", "--model", step.model, "--out", str(results), "--seed", str(step.seed),
+            "--only", ",".join(todo)]
+    for item in transfer_overrides(budget):
+        if item.split(".", 1)[0] in todo:
+            argv += ["--set", item]
+    if transfer_main(argv) == 0:
+        return []
+    return sorted(set(todo) - done_protocols(results, step, weights_sha256(step), budget))
+
+
+# ------------------------------------------------------------------------------------ comparison
+
+def comparison_lines(compiled, current: dict[str, str]) -> list[str]:
+    """HEXA against its baseline on this demo's weights, one line per table and metric."""
+    from types import SimpleNamespace
+
+    from .leaderboard_plots import hexa_vs_baseline_pairs
+
+    tables = {}
+    for table, frame in compiled.tables.items():
+        ours = frame[frame["kind"] == "ours"]
+        keep = ours[[current.get(m, "")[:12] == w for m, w in zip(ours["model"], ours["weights"])]]
+        if len(keep):
+            tables[table] = keep
+    pairs = hexa_vs_baseline_pairs(SimpleNamespace(tables=tables, metrics=compiled.metrics))
+    lines = []
+    for title, bars in sorted(pairs.items()):
+        hexa, base = title.split(" vs ")
+        rows = [(*label.split("\n"), f"{b_mean:.2f}", f"{h_mean:.2f}", f"{round(h_mean - b_mean, 2) + 0.0:+.2f}")
+                for label, h_mean, _, b_mean, _ in bars]
+        header = ("table", "metric", base, hexa, "HEXA - base")
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
+        for r in [header] + rows:
+            lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append("")
+    return lines[:-1]
+
+
+# ------------------------------------------------------------------------------------ command line
+
+EPILOG = """examples:
+  hexa demo                      # about 10 minutes on 2 CPU cores: MoCo-v2 vs HEXA_MoCo, end to end
+  hexa demo --budget 0.1         # a smoke run of the same pipeline in a few minutes
+  hexa demo --budget 3           # longer pre-training, and the DeepCluster pair too
+  hexa demo --methods moco_v2 hexa_moco dcluster_v2 hexa_dcluster --out /tmp/demo
+  hexa demo --force              # redo every step instead of reusing finished ones
+
+Everything goes under --out (default ./hexa_demo): runs/ (checkpoints, log.csv), results/ (records),
+leaderboard/ (README.md, tables, plots). Trunks are published to the local zoo (HEXA_ZOO_HOME, or --zoo).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hexa demo` argument parser."""
+    p = argparse.ArgumentParser(prog="hexa demo", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", type=float, default=1.0,
+                   help=f"scale of the run: 1.0 is about 10 minutes on 2 cores (DeepCluster pair from "
+                        f"{DCLUSTER_MIN_BUDGET:g})")
+    p.add_argument("--out", default="hexa_demo", help="folder for runs, results and the leaderboard")
+    p.add_argument("--zoo", help="local zoo to publish to (default: HEXA_ZOO_HOME, else ~/.cache/hexa_zoo)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, help="methods to pre-train (default by budget)")
+    p.add_argument("--protocols", nargs="+", metavar="PROTOCOL",
+                   help="transfer protocols to run (default: the whole embedded suite), e.g. knn fewshot")
+    p.add_argument("--seed", type=int, default=0, help="one seed for every method and protocol")
+    p.add_argument("--force", action="store_true", help="redo finished steps instead of reusing them")
+    return p
+
+
+@contextlib.contextmanager
+def _zoo_env(zoo: str | None) -> Iterator[None]:
+    """Point HEXA_ZOO_HOME at --zoo for the trainer and the transfer loaders, then restore it."""
+    if zoo is None:
+        yield
+        return
+    old = os.environ.get("HEXA_ZOO_HOME")
+    os.environ["HEXA_ZOO_HOME"] = str(Path(zoo).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HEXA_ZOO_HOME", None)
+        else:
+            os.environ["HEXA_ZOO_HOME"] = old
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`hexa demo`: pre-train, publish, transfer, compile and compare; finished steps are reused."""
+    args = build_parser().parse_args(argv)
+    if not args.budget > 0:
+        raise ConfigError(f"--budget must be positive, got {args.budget}", "try --budget 1 (about 10 minutes)")
+    methods = tuple(args.methods or default_methods(args.budget))
+    if args.protocols:
+        from transfer.cli import PROTOCOLS
+
+        unknown = sorted(set(args.protocols) - set(PROTOCOLS))
+        if unknown:
+            raise ConfigError(f"unknown transfer protocol(s) {unknown}", f"choose from: {', '.join(PROTOCOLS)}")
+    out = Path(args.out)
+    with _zoo_env(args.zoo):
+        return _run(args, methods, out)
+
+
+def _run(args, methods: Sequence[str], out: Path) -> int:
+    from .leaderboard import compile_leaderboard
+
+    t0 = time.perf_counter()
+    steps = plan(args.budget, methods, args.seed, out)
+    total = 2 * len(steps) + 1
+    n = 0
+
+    def say(text: str) -> None:
+        nonlocal n
+        n += 1
+        print(f"[demo {n}/{total}, {time.perf_counter() - t0:5.0f} s] {text}", flush=True)
+
+    for step in steps:
+        data = f"{step.limit_images} images" if step.limit_images else "all training images"
+        if not args.force and pretrain_done(step):
+            say(f"pre-train {step.method}: reusing {zoo_folder(step)} (same recipe, {step.epochs} epoch(s), {data})")
+            continue
+        say(f"pre-train {step.method} ({step.arch}, {step.epochs} epoch(s), {data}, seed {step.seed}) "
+            f"-> {step.run_dir}")
+        if args.force and step.run_dir.exists():
+            shutil.rmtree(step.run_dir)
+        run_pretrain(step)
+
+    results = out / "results"
+    current = {}
+    for step in steps:
+        say(f"transfer suite on {step.model} -> {results}")
+        failed = run_transfer(step, results, args.budget, force=args.force, protocols=args.protocols)
+        if failed:
+            print(f"       failed on {step.model}: {', '.join(failed)} (see above); the leaderboard shows the rest")
+        current[step.model] = weights_sha256(step)
+
+    say(f"compile the leaderboard -> {out / 'leaderboard'}")
+    compiled = compile_leaderboard([results], out / "leaderboard", runs=[out / "runs"])
+    lines = comparison_lines(compiled, current)
+    print()
+    print(f"HEXA against its baseline on the embedded dataset (seed {args.seed}, budget {args.budget:g}; "
+          "the numbers are whatever these runs gave):")
+    print("\n".join("  " + line for line in lines) if lines else "  (no HEXA/baseline pair among --methods)")
+    print(f"\nleaderboard: {compiled.readme}")
+    plots = sorted((out / "leaderboard" / "plots").glob("*.png"))
+    print("plots:       " + ("\n             ".join(str(p) for p in plots) if plots else "(none)"))
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0

@@ -1,0 +1,116 @@
+"""`hexa demo`: the budget plan, reuse of finished steps, and a tiny run end to end."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+from hexa_zoo import demo, leaderboard, records
+
+
+def test_budget_scales_the_images_seen():
+    # at least one pass: epochs = budget x recipe epochs, every image
+    assert demo.scale_epochs(1.0, 20, 2000) == (20, 0)
+    assert demo.scale_epochs(0.5, 20, 2000) == (10, 0)
+    assert demo.scale_epochs(2.6, 20, 2000) == (52, 0)
+    # below one pass: one epoch on budget x epochs x images images, never fewer than MIN_IMAGES
+    assert demo.scale_epochs(0.02, 20, 2000) == (1, 800)
+    assert demo.scale_epochs(0.3, 2, 2000) == (1, 1200)
+    assert demo.scale_epochs(1e-5, 20, 2000) == (1, demo.MIN_IMAGES)
+    assert demo.default_methods(1.0) == ("moco_v2", "hexa_moco")
+    assert demo.default_methods(demo.DCLUSTER_MIN_BUDGET) == ("moco_v2", "hexa_moco", "dcluster_v2", "hexa_dcluster")
+
+
+def _step(tmp_path, **kw):
+    values = dict(method="hexa_moco", recipe="hexa_moco_r18_embedded", arch="resnet18", epochs=2, limit_images=0,
+                  seed=0, run_dir=tmp_path / "runs" / "hexa_moco", model="hexa_moco_r18.embedded")
+    values.update(kw)
+    return demo.PretrainStep(**values)
+
+
+def _fake_publish(step, recipe):
+    folder = Path(os.environ["HEXA_ZOO_HOME"]) / step.model
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(b"not used here")
+    (folder / "config.json").write_text(json.dumps({"architecture": step.arch}))
+    lines = "\n".join(f"{k}: {json.dumps(v)}" for k, v in recipe.items())
+    (folder / "README.md").write_text(f"# {step.model}\n\n## Recipe\n\n```yaml\n{lines}\n```\n")
+
+
+def test_finished_pretraining_is_recognised_by_its_zoo_folder_and_recipe(tmp_path):
+    step = _step(tmp_path)
+    assert not demo.pretrain_done(step)
+    _fake_publish(step, {**step.recipe_values(), "lr": 0.12})
+    assert demo.pretrain_done(step)
+    # a different budget (epochs) or seed is not the same run
+    assert not demo.pretrain_done(_step(tmp_path, epochs=3))
+    assert not demo.pretrain_done(_step(tmp_path, seed=1))
+    argv = demo.pretrain_argv(step)
+    assert argv[argv.index("--epochs") + 1] == "2" and "limit_images=0" in argv and "auto" in argv
+
+
+def test_a_protocol_is_done_only_for_the_same_weights_and_sizes(tmp_path):
+    step = _step(tmp_path)
+    results = tmp_path / "results"
+    rec = records.make_record(protocol="knn", benchmark="embedded_knn", preset="embedded",
+                              dataset={"name": "embedded"}, model={"name": step.model, "weights_sha256": "abc"},
+                              metrics={"top1@20": records.metric(50.0)}, config={"max_per_class": 20, "ks": [20]},
+                              seed=0)
+    records.write_record(results, rec)
+    tiny = demo.expected_sizes(0.002)["knn"]["max_per_class"]
+    assert tiny == 20  # max(20, 200 x budget) images per class below budget 1
+    assert demo.done_protocols(results, step, "abc", 0.002) == {"knn"}
+    assert demo.done_protocols(results, step, "other weights", 0.002) == set()
+    assert demo.done_protocols(results, step, "abc", demo.FULL_SUITE_BUDGET) == set()  # full preset: all images
+
+
+def test_comparison_pairs_hexa_with_its_baseline(tmp_path):
+    results = tmp_path / "results"
+    for model, value in (("moco_v2_r18.embedded", 40.0), ("hexa_moco_r18.embedded", 43.5)):
+        rec = records.make_record(protocol="knn", benchmark="embedded_knn", preset="embedded",
+                                  dataset={"name": "embedded", "fingerprint": "sha256:ab"},
+                                  model={"name": model, "weights_sha256": model + "0" * 20},
+                                  metrics={"top1@20": records.metric(value)}, config={}, seed=0)
+        records.write_record(results, rec)
+    compiled = leaderboard.compile_leaderboard([results], tmp_path / "board", plots=False)
+    current = {"moco_v2_r18.embedded": "moco_v2_r18.embedded" + "0" * 20,
+               "hexa_moco_r18.embedded": "hexa_moco_r18.embedded" + "0" * 20}
+    lines = demo.comparison_lines(compiled, current)
+    row = next(line for line in lines if "top1@20" in line)
+    assert re.search(r"40\.00\s+43\.50\s+\+3\.50$", row)
+    # rows of other weights (an older run) are left out of the comparison
+    assert demo.comparison_lines(compiled, {"moco_v2_r18.embedded": "other"}) == []
+
+
+def test_tiny_demo_end_to_end_then_reuse(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["--budget", "0.002", "--out", str(out), "--protocols", "knn"]
+    assert demo.main(argv) == 0
+    printed = capsys.readouterr().out
+    readme = (out / "leaderboard" / "README.md").read_text()
+    for model in ("hexa_moco_r18.embedded", "moco_v2_r18.embedded"):
+        assert f"**{model}**" in readme
+        assert (Path(os.environ["HEXA_ZOO_HOME"]) / model / "model.safetensors").is_file()
+        assert model in printed
+    assert "HEXA - base" in printed and "leaderboard:" in printed
+    assert (out / "leaderboard" / "plots" / "pretrain_curves.png").is_file()
+    got, skipped = records.read_records([out / "results"])
+    assert got and not skipped
+    assert {r["model"]["name"] for r in got} == {"hexa_moco_r18.embedded", "moco_v2_r18.embedded"}
+
+    # a second demo reuses every finished step: no training, no new records, the same leaderboard
+    before = readme
+    weights = sorted(Path(os.environ["HEXA_ZOO_HOME"]).glob("*/model.safetensors"))
+    stamps = [p.stat().st_mtime_ns for p in weights]
+    assert demo.main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("reusing") >= 2
+    assert [p.stat().st_mtime_ns for p in weights] == stamps  # not re-published
+    assert len(records.read_records([out / "results"])[0]) == len(got)
+    assert (out / "leaderboard" / "README.md").read_text() == before
+
+    # --force redoes every step: re-published weights, new records added beside the old ones (never edited)
+    assert demo.main(argv + ["--force"]) == 0
+    capsys.readouterr()
+    assert [p.stat().st_mtime_ns for p in weights] != stamps
+    assert len(records.read_records([out / "results"])[0]) == 2 * len(got)
