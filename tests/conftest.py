@@ -24,3 +24,15 @@ def _isolated_zoo(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(root / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="module")
+def r18_file(tmp_path_factory):
+    """A randomly initialised timm resnet18 trunk saved as safetensors (seeded, so the same every time)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "r18.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), path)
+    return path

@@ -159,15 +159,6 @@ def tiny_voc(tmp_path_factory) -> Path:
     return dst.parent.parent
 
 
-@pytest.fixture(scope="module")
-def r18_file(tmp_path_factory) -> Path:
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "r18.safetensors"
-    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), path)
-    return path
-
 
 TINY = ["max_iter=2", "batch_size=2", "min_size_train=[64]", "min_size_test=64", "max_size=128",
         "rpn_post_nms_top_n_train=32", "rpn_post_nms_top_n_test=8", "box_batch_size_per_image=4",

@@ -32,15 +32,6 @@ def colour_folders(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def r18_file(tmp_path_factory) -> Path:
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "r18.safetensors"
-    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), path)
-    return path
-
 
 def _net(classes: int = 6) -> semisup.FineTuneClassifier:
     torch.manual_seed(0)

@@ -87,15 +87,9 @@ def seed_everything(seed: int) -> None:
 
 def resolve_data(spec: str | os.PathLike) -> Path:
     """`"embedded"` -> the embedded dataset's root (generated on first use); else an existing path."""
-    if str(spec) == "embedded":
-        from hexa_zoo.embedded import embedded_root
+    from hexa_zoo.embedded import resolve_data as _resolve
 
-        return embedded_root()
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DataError(f"data path {path} does not exist",
-                        "pass --data embedded, or the path of a dataset in the layout the protocol reads")
-    return path.resolve()
+    return _resolve(spec)
 
 
 def dataset_name(spec: str | os.PathLike, root: Path | None = None) -> str:
@@ -248,3 +242,13 @@ def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, mode
     path = records.write_record(out, record)
     record["_path"] = str(path)
     return record
+
+
+def read_classification_splits(data: str, train_split: str, eval_split: str, max_per_class: int = 0
+                               ) -> tuple[Path, LabeledImages, LabeledImages]:
+    """`data`'s root and its train and evaluation ImageFolder splits, labelled by the train classes."""
+    root = resolve_data(data)
+    split_root = classification_root(data, root)
+    train = read_image_split(split_root, train_split, max_per_class=max_per_class)
+    evaluation = read_image_split(split_root, eval_split, classes=train.classes, max_per_class=max_per_class)
+    return root, train, evaluation

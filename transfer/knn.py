@@ -22,9 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import (RunClock, benchmark_name, classification_root, dataset_fingerprint, dataset_record,
-                     finish_record, load_model, read_image_split, resolve_config, resolve_data, select_device,
-                     seed_everything)
+from .common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, finish_record, load_model,
+                     read_classification_splits, resolve_config, select_device, seed_everything)
 from .features import EvalTransform, extract_features
 from .metrics import topk_accuracy
 
@@ -90,10 +89,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)
     seed_everything(seed)
     trunk, info = load_model(model)
-    root = resolve_data(data)
-    split_root = classification_root(data, root)
-    train = read_image_split(split_root, cfg.train_split, max_per_class=cfg.max_per_class)
-    test = read_image_split(split_root, cfg.eval_split, classes=train.classes, max_per_class=cfg.max_per_class)
+    root, train, test = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
     device = select_device(cfg.device)
     tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
     fp_train, fp_test = dataset_fingerprint(train.paths), dataset_fingerprint(test.paths)

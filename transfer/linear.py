@@ -35,9 +35,9 @@ from tqdm import tqdm
 from hexa_zoo.errors import DataError
 from hexa_zoo.records import metric
 
-from .common import (LabeledImages, RunClock, benchmark_name, classification_root, dataset_fingerprint,
-                     dataset_record, feature_dim, finish_record, load_model, read_image_split, resolve_config,
-                     resolve_data, seed_everything, select_device)
+from .common import (LabeledImages, RunClock, benchmark_name, dataset_fingerprint, dataset_record, feature_dim,
+                     finish_record, load_model, read_classification_splits, resolve_config, seed_everything,
+                     select_device)
 from .features import EvalTransform, extract_features
 from .metrics import topk_accuracy
 
@@ -232,10 +232,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     cfg = resolve_config(LinearConfig, PRESETS, preset, overrides)
     seed_everything(seed)
     trunk, info = load_model(model)
-    root = resolve_data(data)
-    split_root = classification_root(data, root)
-    train = read_image_split(split_root, cfg.train_split, max_per_class=cfg.max_per_class)
-    val = read_image_split(split_root, cfg.eval_split, classes=train.classes, max_per_class=cfg.max_per_class)
+    root, train, val = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
     if len(train.classes) < 2:
         raise DataError(f"{train.root} has {len(train.classes)} class folder(s)", "linear evaluation needs two or more")
     device = select_device(cfg.device)
