@@ -23,9 +23,11 @@ demo: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# Quick versions (minutes); the full low-shot protocol with its serial reference takes ~35 min:
+#   .venv/bin/python bench/lowshot_svm.py
 bench: setup
 	$(PY) bench/pretrain_step.py
-	$(PY) bench/lowshot_svm.py
+	$(PY) bench/lowshot_svm.py --quick
 	$(PY) bench/features.py
 
 clean:
