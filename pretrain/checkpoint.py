@@ -61,13 +61,6 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def rank_file(out: str | Path, rank: int, epoch: int, batch: int) -> Path:
     """Where rank `rank` (> 0) keeps its own buffers and RNG for the checkpoint at (epoch, batch)."""
     return Path(out) / CHECKPOINT_DIR / f"rank{rank}_e{epoch:05d}_b{batch:07d}.pt"

@@ -47,9 +47,10 @@ from torch.utils.data import DataLoader
 from hexa_zoo.config import save_config
 from hexa_zoo.errors import HexaError
 from hexa_zoo.fileio import atomic_write_text
+from hexa_zoo.seeding import seed_everything
 
 from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
-                         save_checkpoint, save_rank_state, seed_everything, set_rng_state)
+                         save_checkpoint, save_rank_state, set_rng_state)
 from .config import PretrainConfig
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from hexa_zoo import records
 from hexa_zoo.config import load_config, to_dict
 from hexa_zoo.errors import ConfigError, DataError
+from hexa_zoo.seeding import seed_everything  # noqa: F401  (re-exported for the protocols)
 
 T = TypeVar("T")
 
@@ -74,13 +74,6 @@ def select_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so a protocol with the same seed gives the same numbers."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------------------------- data
