@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch size over all processes")
     parser.add_argument("--config", help="recipe name in pretrain/configs (e.g. moco_v2_r50_200ep) or a YAML path")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. --set lr=0.06 --set moco.queue_size=4096 (repeatable)")
+    parser.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override recipe values, e.g. --set lr=0.06 moco.queue_size=4096 (repeatable)")
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="'auto' continues from the newest checkpoint in --out, or give a checkpoint file")
     parser.add_argument("--seed", type=int)

@@ -20,7 +20,8 @@ the mixed one-hot target lambda * onehot(a_i) + (1 - lambda) * onehot(a_perm(i))
 L_clean + w_adv L_adv + w_cutmix L_cutmix.
 
 State dict keys mirror swav's: `trunk.*` (timm keys), `projection_head.{0,1,3}.*`,
-`prototypes.prototypes{h}.weight`; plus the memory bank, assignments and counters as buffers.
+`prototypes.prototypes{h}.weight`; plus the memory bank, assignments and counters as buffers; with
+`hard_views.aux_bn`, also the hard views' BN twins `aux_bn.twins.*` (pretrain/aux_bn.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 
 from hexa_zoo.errors import ConfigError
 
+from .aux_bn import AuxBatchNorm, hard_view_norm, idle_main_term
 from .hard_views import HardViewConfig, adversarial_view, cutmix
 from .kmeans import cluster_memory
 from .losses import IGNORE_INDEX, mixed_targets, prototype_cross_entropy
@@ -99,9 +101,12 @@ class MultiPrototypes(nn.Module):
 class _Online(nn.Module):
     """The trained network as one module (what DDP wraps): crops -> (embeddings, scores per head)."""
 
-    def __init__(self, trunk: nn.Module, projection_head: nn.Module, prototypes: MultiPrototypes):
+    def __init__(self, trunk: nn.Module, projection_head: nn.Module, prototypes: MultiPrototypes,
+                 aux_bn: AuxBatchNorm | None = None):
         super().__init__()
         self.trunk, self.projection_head, self.prototypes = trunk, projection_head, prototypes
+        if aux_bn is not None:  # registered here so DDP averages the twins' gradients too
+            self.aux_bn = aux_bn
 
     def forward(self, crops: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         # swav's multi-resolution forward: one trunk pass per run of same-sized crops, one head pass for all
@@ -133,7 +138,9 @@ class DeepClusterV2(nn.Module):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # training steps taken
         self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
-        self.__dict__["_online"] = _Online(self.trunk, self.projection_head, self.prototypes)
+        self.aux_bn = (AuxBatchNorm(nn.ModuleList([self.trunk, self.projection_head]))
+                       if cfg.hard_views.use_aux_bn else None)
+        self.__dict__["_online"] = _Online(self.trunk, self.projection_head, self.prototypes, self.aux_bn)
         self.__dict__["_ddp"] = None
         self._trained = False
 
@@ -169,7 +176,7 @@ class DeepClusterV2(nn.Module):
             device = self.memory_embeddings.device
             self.prototypes = MultiPrototypes(self.cfg.feat_dim, sizes).to(device)
             self.assignments = torch.full((len(sizes), self.dataset_size), IGNORE_INDEX, dtype=torch.long, device=device)
-            self.__dict__["_online"] = _Online(self.trunk, self.projection_head, self.prototypes)
+            self.__dict__["_online"] = _Online(self.trunk, self.projection_head, self.prototypes, self.aux_bn)
         return notes
 
     def setup_distributed(self) -> list[str]:
@@ -240,20 +247,20 @@ class DeepClusterV2(nn.Module):
             def attack_loss(x: Tensor) -> Tensor:  # unwrapped network: attack forwards bypass DDP
                 return prototype_cross_entropy(self._online([self.normalize(x)])[1], targets, temperature)
 
-            x_adv = adversarial_view(views[0], attack_loss, hv, input_grad=views[0].grad if free else None,
-                                     model=self._online)
-            with self._sync(last=not hv.use_cutmix):
+            with hard_view_norm(self.aux_bn), self._sync(last=not hv.use_cutmix):
+                x_adv = adversarial_view(views[0], attack_loss, hv, input_grad=views[0].grad if free else None,
+                                         model=self._online)
                 loss_adv = prototype_cross_entropy(self._forward([self.normalize(x_adv)])[1], targets, temperature)
-                backward(hv.w_adv * loss_adv)
+                backward(hv.w_adv * loss_adv + idle_main_term(self.aux_bn))
             logs["loss_adv"] = loss_adv.item()
             total += hv.w_adv * logs["loss_adv"]
 
         if hv.use_cutmix:
             x_mix, perm, lam = cutmix(views[0].detach(), hv.cutmix_alpha)
             soft = [mixed_targets(t, t[perm], lam, k) for t, k in zip(targets, self.nmb_prototypes)]
-            with self._sync(last=True):
+            with hard_view_norm(self.aux_bn), self._sync(last=True):
                 loss_cutmix = prototype_cross_entropy(self._forward([self.normalize(x_mix)])[1], soft, temperature)
-                backward(hv.w_cutmix * loss_cutmix)
+                backward(hv.w_cutmix * loss_cutmix + idle_main_term(self.aux_bn))
             logs["loss_cutmix"] = loss_cutmix.item()
             logs["cutmix_lambda"] = lam
             total += hv.w_cutmix * logs["loss_cutmix"]

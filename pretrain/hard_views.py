@@ -10,6 +10,8 @@ augmentations. Two kinds, both applied to the batch of augmented query images x 
   FGSM) whose gradient is the clean view's input gradient, already computed by the clean backward, so
   the attack costs no extra forward or backward ("free"); PGD with more steps is an option. Forwards
   made only to attack never update BatchNorm running statistics (`frozen_bn_stats`).
+  With `aux_bn`, both hard views (and the attack's forwards) are normalised by separate, AdvProp-style
+  BatchNorm layers (pretrain/aux_bn.py); the published trunk keeps the clean views' BN.
 - CutMix: a box of x_perm(i) pasted into x_i (timm's `rand_bbox`), lambda drawn from Beta(a, a) and
   corrected to the area actually kept; the pseudo-label target is lambda on i's and 1 - lambda on
   perm(i)'s.
@@ -47,7 +49,7 @@ class HardViewConfig:
     random_start: bool = True      # start from a uniform point in the ball (Wong et al. 2020 / Madry PGD)
     free: bool = True              # first step reuses the clean view's input gradient (no extra pass);
                                    # note: that gradient is taken at x, not at the random start
-    aux_bn: bool = False           # AdvProp-style separate BN for hard views (not implemented: ConfigError)
+    aux_bn: bool = False           # AdvProp-style separate BN for hard views (pretrain/aux_bn.py)
     cutmix: bool = True            # add the CutMix view (when enabled)
     cutmix_alpha: float = 1.0      # lambda ~ Beta(cutmix_alpha, cutmix_alpha), then area-corrected
     w_adv: float = 1.0             # weight of the adversarial view's loss
@@ -64,9 +66,6 @@ class HardViewConfig:
              "use cutmix_alpha=1.0 (uniform lambda)"),
             (self.w_adv >= 0 and self.w_cutmix >= 0, "hard_views.w_adv and w_cutmix must be >= 0",
              "set the weights to 0 to switch a view's loss off, or use adversarial=false / cutmix=false"),
-            (not self.aux_bn, "hard_views.aux_bn (separate AdvProp-style BatchNorm for hard views) is not implemented",
-             "set hard_views.aux_bn=false; hard views then share BN with the clean views, and attack forwards "
-             "still leave the running statistics untouched"),
         ]
         for ok, message, fix in checks:
             if not ok:
@@ -86,6 +85,10 @@ class HardViewConfig:
     @property
     def use_cutmix(self) -> bool:
         return self.enabled and self.cutmix
+
+    @property
+    def use_aux_bn(self) -> bool:
+        return self.aux_bn and (self.use_adversarial or self.use_cutmix)
 
 
 @contextlib.contextmanager

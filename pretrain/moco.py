@@ -17,7 +17,8 @@ and a CutMix view scored against [keys of the batch ; queue] with the soft targe
 1 - lambda on key perm(i). Loss: L_clean + w_adv L_adv + w_cutmix L_cutmix.
 
 State dict keys: `encoder_q.trunk.*` (timm keys), `encoder_q.head.{0,2}.*` (official `fc.{0,2}`),
-`encoder_k.*` likewise, `queue` (dim, K) and `queue_ptr`, as in the official checkpoint.
+`encoder_k.*` likewise, `queue` (dim, K) and `queue_ptr`, as in the official checkpoint; with
+`hard_views.aux_bn`, also the hard views' BN twins `encoder_q.aux_bn.twins.*` (pretrain/aux_bn.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from hexa_zoo.errors import ConfigError
 
+from .aux_bn import AuxBatchNorm, hard_view_norm, idle_main_term
 from .hard_views import HardViewConfig, adversarial_view, cutmix
 from .losses import batch_queue_logits, info_nce, mixed_targets, moco_logits
 
@@ -164,6 +166,8 @@ class MoCo(nn.Module):
         self.encoder_k = copy.deepcopy(self.encoder_q)  # same initial weights, as the official copy_
         for p in self.encoder_k.parameters():
             p.requires_grad = False
+        if cfg.hard_views.use_aux_bn:  # inside encoder_q, so DDP averages the twins' gradients too
+            self.encoder_q.aux_bn = AuxBatchNorm(self.encoder_q)
         self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -218,7 +222,7 @@ class MoCo(nn.Module):
         """Momentum update of the key encoder's parameters (buffers are not averaged, as official)."""
         m = self.cfg.momentum
         params_k = list(self.encoder_k.parameters())
-        params_q = [p.detach() for p in self.encoder_q.parameters()]
+        params_q = [p.detach() for n, p in self.encoder_q.named_parameters() if not n.startswith("aux_bn.")]
         torch._foreach_mul_(params_k, m)
         torch._foreach_add_(params_k, params_q, alpha=1.0 - m)
 
@@ -242,25 +246,26 @@ class MoCo(nn.Module):
                 "acc_clean": (logits.argmax(dim=1) == 0).float().mean().item() * 100}
         total = logs["loss_clean"]
 
+        aux = self.aux_bn
         if hv.use_adversarial:
             def attack_loss(x: Tensor) -> Tensor:  # unwrapped encoder: attack forwards bypass DDP
                 return info_nce(moco_logits(self._project(self.encoder_q, x), k, queue, temperature))
 
-            x_adv = adversarial_view(x_q, attack_loss, hv, input_grad=x_q.grad if free else None,
-                                     model=self.encoder_q)
-            with self._sync(last=not hv.use_cutmix):
+            with hard_view_norm(aux), self._sync(last=not hv.use_cutmix):
+                x_adv = adversarial_view(x_q, attack_loss, hv, input_grad=x_q.grad if free else None,
+                                         model=self.encoder_q)
                 loss_adv = info_nce(moco_logits(self._query(x_adv), k, queue, temperature))
-                backward(hv.w_adv * loss_adv)
+                backward(hv.w_adv * loss_adv + idle_main_term(aux))
             logs["loss_adv"] = loss_adv.item()
             total += hv.w_adv * logs["loss_adv"]
 
         if hv.use_cutmix:
             x_mix, perm, lam = cutmix(views[0].detach(), hv.cutmix_alpha)
-            with self._sync(last=True):
+            with hard_view_norm(aux), self._sync(last=True):
                 logits = batch_queue_logits(self._query(x_mix), k, queue, temperature)
                 own = torch.arange(len(perm), device=perm.device)
                 loss_cutmix = info_nce(logits, mixed_targets(own, perm, lam, logits.shape[1]))
-                backward(hv.w_cutmix * loss_cutmix)
+                backward(hv.w_cutmix * loss_cutmix + idle_main_term(aux))
             logs["loss_cutmix"] = loss_cutmix.item()
             logs["cutmix_lambda"] = lam
             total += hv.w_cutmix * logs["loss_cutmix"]
@@ -269,6 +274,11 @@ class MoCo(nn.Module):
         return {"loss": total, **logs}
 
     # ---- internals ------------------------------------------------------------------------------
+    @property
+    def aux_bn(self) -> AuxBatchNorm | None:
+        """The hard views' BatchNorm twins (`hard_views.aux_bn`), or None."""
+        return self.encoder_q.aux_bn if "aux_bn" in self.encoder_q._modules else None
+
     def _project(self, encoder: nn.Module, x: Tensor) -> Tensor:
         return F.normalize(encoder(self.normalize(x)), dim=1)
 

@@ -39,14 +39,60 @@ def _spread(t):
     return max((p - parts[0]).abs().max().item() for p in parts)
 
 
+def _moco_steps(rank, hexa):
+    """MoCo: different initial weights per rank; DDP and setup_distributed must make them one model."""
+    from pretrain.moco import MoCo, MocoConfig
+
+    torch.manual_seed(rank)
+    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32, hard_views=hexa), "resnet18", 64)
+    moco.adapt_to_data(64, 8)
+    moco.setup_distributed()
+    opt = torch.optim.SGD(moco.param_groups(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(1000 + rank)  # each rank its own data
+    for _ in range(2):
+        views = [torch.rand(4, 3, 32, 32, generator=g) for _ in range(2)]
+        opt.zero_grad()
+        logs = moco.training_step(views, torch.arange(4), lambda loss: loss.backward())
+        opt.step()
+        moco.on_step_end()
+    return {"moco_loss": logs["loss"],
+            "moco_spread": {"encoder_q": _spread(_flat(moco.encoder_q)), "encoder_k": _spread(_flat(moco.encoder_k)),
+                            "queue": _spread(moco.queue)},
+            "moco_moved": _flat(moco.encoder_q.trunk).sub(_flat(moco.encoder_k.trunk)).abs().max().item()}
+
+
+def _deepcluster_steps(rank, hexa):
+    """DeepCluster: epoch 0 fills the per-rank banks, epoch 1 clusters them together and trains."""
+    from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
+
+    torch.manual_seed(rank)
+    dc = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3, 4), freeze_prototypes_niters=0,
+                                         hard_views=hexa), "resnet18", 16)
+    dc.adapt_to_data(16, 8)
+    dc.setup_distributed()
+    opt = torch.optim.SGD(dc.param_groups(), lr=0.05, momentum=0.9)
+    data = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    for epoch in range(2):
+        dc.on_epoch_start(epoch)
+        for step in range(2):
+            idx = torch.arange(16).view(WORLD, 2, 4)[rank, step]  # a DistributedSampler's split
+            crops = [data[idx], data[idx].flip(3), F.interpolate(data[idx], size=16)]
+            opt.zero_grad()
+            logs = dc.training_step(crops, idx, lambda loss: loss.backward())
+            opt.step()
+            dc.on_step_end()
+    return {"dc_loss": logs["loss"], "dc_assigned": int((dc.assignments >= 0).all(dim=1).sum()),
+            "dc_spread": {"online": _spread(torch.cat([_flat(m) for m in dc._online.children()])),
+                          "assignments": _spread(dc.assignments.float())}}
+
+
 def _worker(rank, init_file, out_dir):
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
     from pretrain.hard_views import HardViewConfig
     from pretrain.kmeans import cluster_memory
-    from pretrain.moco import MoCo, MocoConfig, batch_shuffle_ddp, batch_unshuffle_ddp, concat_all_gather
+    from pretrain.moco import batch_shuffle_ddp, batch_unshuffle_ddp, concat_all_gather
 
     res = {}
     # shuffle BN across ranks
@@ -66,47 +112,9 @@ def _worker(rank, init_file, out_dir):
     res["kmeans_assignments"] = assign.tolist()
     res["kmeans_centroids"] = [c.tolist() for c in cents]
 
-    hexa = HardViewConfig(enabled=True)
-    # MoCo: different initial weights per rank; DDP and setup_distributed must make them one model
-    torch.manual_seed(rank)
-    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32, hard_views=hexa), "resnet18", 64)
-    moco.adapt_to_data(64, 8)
-    moco.setup_distributed()
-    opt = torch.optim.SGD(moco.param_groups(), lr=0.05, momentum=0.9)
-    g = torch.Generator().manual_seed(1000 + rank)  # each rank its own data
-    for _ in range(2):
-        views = [torch.rand(4, 3, 32, 32, generator=g) for _ in range(2)]
-        opt.zero_grad()
-        logs = moco.training_step(views, torch.arange(4), lambda loss: loss.backward())
-        opt.step()
-        moco.on_step_end()
-    res["moco_loss"] = logs["loss"]
-    res["moco_spread"] = {"encoder_q": _spread(_flat(moco.encoder_q)), "encoder_k": _spread(_flat(moco.encoder_k)),
-                          "queue": _spread(moco.queue)}
-    res["moco_moved"] = _flat(moco.encoder_q).sub(_flat(moco.encoder_k)).abs().max().item()
-
-    # DeepCluster: epoch 0 fills the per-rank banks, epoch 1 clusters them together and trains
-    torch.manual_seed(rank)
-    dc = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3, 4), freeze_prototypes_niters=0,
-                                         hard_views=hexa), "resnet18", 16)
-    dc.adapt_to_data(16, 8)
-    dc.setup_distributed()
-    opt = torch.optim.SGD(dc.param_groups(), lr=0.05, momentum=0.9)
-    data = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    for epoch in range(2):
-        dc.on_epoch_start(epoch)
-        for step in range(2):
-            idx = torch.arange(16).view(WORLD, 2, 4)[rank, step]  # a DistributedSampler's split
-            crops = [data[idx], data[idx].flip(3), F.interpolate(data[idx], size=16)]
-            opt.zero_grad()
-            logs = dc.training_step(crops, idx, lambda loss: loss.backward())
-            opt.step()
-            dc.on_step_end()
-    res["dc_loss"] = logs["loss"]
-    res["dc_assigned"] = int((dc.assignments >= 0).all(dim=1).sum())
-    res["dc_spread"] = {"online": _spread(_flat(list(dc.trunk.parameters()) + list(dc.projection_head.parameters())
-                                                 + list(dc.prototypes.parameters()))),
-                        "assignments": _spread(dc.assignments.float())}
+    for suffix, hexa in (("", HardViewConfig(enabled=True)), ("_aux", HardViewConfig(enabled=True, aux_bn=True))):
+        res.update({k + suffix: v for k, v in _moco_steps(rank, hexa).items()})
+        res.update({k + suffix: v for k, v in _deepcluster_steps(rank, hexa).items()})
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(res, f)
     dist.barrier()
@@ -145,15 +153,17 @@ def test_distributed_kmeans_equals_single_process(ranks):
         assert torch.equal(torch.tensor(r["kmeans_assignments"]), expected)
 
 
-def test_moco_ddp_keeps_ranks_in_sync(ranks):
-    for r in ranks:
-        assert r["moco_spread"] == {"encoder_q": 0.0, "encoder_k": 0.0, "queue": 0.0}
-        assert r["moco_moved"] > 0  # the query encoder did train
-    assert ranks[0]["moco_loss"] != ranks[1]["moco_loss"]  # on different data
+@pytest.mark.parametrize("aux", ["", "_aux"], ids=["shared_bn", "aux_bn"])
+def test_moco_ddp_keeps_ranks_in_sync(ranks, aux):
+    for r in ranks:  # with aux_bn, encoder_q includes the twins: their gradients are averaged too
+        assert r["moco_spread" + aux] == {"encoder_q": 0.0, "encoder_k": 0.0, "queue": 0.0}
+        assert r["moco_moved" + aux] > 0  # the query encoder did train
+    assert ranks[0]["moco_loss" + aux] != ranks[1]["moco_loss" + aux]  # on different data
 
 
-def test_deepcluster_ddp_clusters_all_ranks_and_keeps_them_in_sync(ranks):
+@pytest.mark.parametrize("aux", ["", "_aux"], ids=["shared_bn", "aux_bn"])
+def test_deepcluster_ddp_clusters_all_ranks_and_keeps_them_in_sync(ranks, aux):
     for r in ranks:
-        assert r["dc_spread"] == {"online": 0.0, "assignments": 0.0}
-        assert r["dc_assigned"] == 2  # both heads assign every image, whichever rank embedded it
-        assert r["dc_loss"] > 0
+        assert r["dc_spread" + aux] == {"online": 0.0, "assignments": 0.0}
+        assert r["dc_assigned" + aux] == 2  # both heads assign every image, whichever rank embedded it
+        assert r["dc_loss" + aux] > 0

@@ -1,5 +1,6 @@
 """Pre-training methods: losses, hard views, k-means, MoCo-v2 and DeepCluster-v2 (one process, CPU)."""
 
+import copy
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from hexa_zoo.errors import ConfigError
 from pretrain import losses
+from pretrain.aux_bn import AuxBatchNorm
 from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
 from pretrain.hard_views import HardViewConfig, adversarial_view, cutmix, frozen_bn_stats
 from pretrain.kmeans import cluster_memory, spherical_kmeans
@@ -78,8 +80,8 @@ def test_step_size_defaults_and_validation():
     assert HardViewConfig().step_size == pytest.approx(1.25 * 4 / 255)
     assert HardViewConfig(steps=5).step_size == pytest.approx(2.5 * (4 / 255) / 5)
     assert HardViewConfig(alpha=0.1).step_size == 0.1
-    with pytest.raises(ConfigError, match="aux_bn"):
-        HardViewConfig(aux_bn=True)
+    assert HardViewConfig(enabled=True, aux_bn=True).use_aux_bn
+    assert not HardViewConfig(enabled=False, aux_bn=True).use_aux_bn  # the baseline has no hard views
     with pytest.raises(ConfigError, match="steps"):
         HardViewConfig(steps=0)
 
@@ -445,3 +447,74 @@ def test_a_timm_backbone_with_a_pre_logits_head_trains():
     assert m.encoder_q.head[0].in_features == m.trunk(torch.rand(2, 3, 32, 32)).shape[1] == 1024
     logs = m.training_step([torch.rand(4, 3, 32, 32) for _ in range(2)], torch.arange(4), lambda loss: loss.backward())
     assert math.isfinite(logs["loss"])
+
+
+def test_aux_bn_forward_and_gradients_are_those_of_a_network_with_the_twins_bn():
+    """Inside `active()` the network behaves exactly like a copy whose BN layers are the twins."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2)).train()
+    aux = AuxBatchNorm(net)
+    for twin in aux.twins:  # make the twins differ from the main layers
+        twin.weight.data.uniform_(0.5, 1.5)
+        twin.bias.data.uniform_(-0.5, 0.5)
+        twin.running_mean.uniform_(-1, 1)
+    reference = copy.deepcopy(net)
+    for i, layer in enumerate((1, 4)):
+        reference[layer].load_state_dict(aux.twins[i].state_dict())
+    main_params = [net[1].weight, net[4].bias]
+    main_stats = net[1].running_mean.clone()
+    x = torch.randn(5, 3, 8, 8)
+
+    with aux.active():
+        out = net(x)
+    expected = reference(x)
+    torch.testing.assert_close(out, expected)
+    (out.square().sum() + aux.idle_main_term()).backward()
+    expected.square().sum().backward()
+
+    assert net[1].weight is main_params[0] and net[4].bias is main_params[1]  # swapped back
+    for i, layer in enumerate((1, 4)):
+        torch.testing.assert_close(aux.twins[i].weight.grad, reference[layer].weight.grad)
+        torch.testing.assert_close(aux.twins[i].running_mean, reference[layer].running_mean)
+        assert int(aux.twins[i].num_batches_tracked) == 1
+        assert torch.count_nonzero(net[layer].weight.grad) == 0  # only the idle term's zero reached it
+    torch.testing.assert_close(net[0].weight.grad, reference[0].weight.grad)
+    torch.testing.assert_close(net[1].running_mean, main_stats)  # the main statistics never moved
+    assert int(net[1].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("family", ["moco", "deepcluster"])
+def test_aux_bn_steps_keep_hard_views_out_of_the_published_bn(family):
+    """With hard_views.aux_bn the clean view alone updates the trunk's BN; the twins see both hard views."""
+    from hexa_zoo.convert import to_timm
+
+    torch.manual_seed(0)
+    hexa = HardViewConfig(enabled=True, aux_bn=True)
+    if family == "moco":
+        method = MoCo(MocoConfig(queue_size=16, hidden_dim=32, hard_views=hexa), "resnet18", 64)
+        views = [torch.rand(8, 3, 32, 32) for _ in range(2)]
+        trunk = method.encoder_q.trunk
+    else:
+        method = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3,), hard_views=hexa,
+                                                 freeze_prototypes_niters=0), "resnet18", 8)
+        views = [torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)]
+        method.on_epoch_start(0)
+        method.training_step(views, torch.arange(8), lambda loss: loss.backward())
+        method.on_epoch_start(1)
+        trunk = method.trunk
+    method.train()
+    opt = torch.optim.SGD([p for g in method.param_groups() for p in g["params"]], lr=0.1)
+    tracked = int(trunk.bn1.num_batches_tracked)
+    logs = method.training_step(views, torch.arange(8), lambda loss: loss.backward())
+    opt.step()
+    method.on_step_end()
+
+    assert math.isfinite(logs["loss"]) and "loss_adv" in logs and "loss_cutmix" in logs
+    assert int(trunk.bn1.num_batches_tracked) == tracked + 1          # the clean view
+    assert int(method.aux_bn.twins[0].num_batches_tracked) == 2        # adversarial + CutMix (attacks frozen)
+    assert method.aux_bn.twins[0].weight.grad.abs().sum() > 0
+    assert any(p is method.aux_bn.twins[0].weight for g in method.param_groups() for p in g["params"])
+    # the checkpoint's twins are not part of the trunk: conversion finds the same weights as the trunk
+    converted = to_timm({"model": method.state_dict(), "arch": "resnet18"})
+    assert converted.state_dict.keys() == trunk.state_dict().keys()
+    torch.testing.assert_close(converted.state_dict["bn1.weight"], trunk.bn1.weight.detach())

@@ -290,8 +290,8 @@ def test_cli_knn_subprocess(tmp_path, model_file):
     out = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "hexa_zoo", "transfer", "knn", "--model", str(model_file),
-                           "--data", "embedded", "--out", str(out), "--set", "resize=32", "--set", "crop=32",
-                           "--set", "max_per_class=20", "--set", "ks=[5]"],
+                           "--data", "embedded", "--out", str(out), "--set", "resize=32", "crop=32",
+                           "--set", "max_per_class=20", "ks=[5]"],  # both forms: several values, repeated flag
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "embedded_knn: top1@5" in proc.stdout

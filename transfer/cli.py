@@ -99,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="`embedded` or a dataset path")
         p.add_argument("--out", required=True, help="results folder (records are added, never overwritten)")
         p.add_argument("--preset", default="embedded", help="named protocol constants: paper, embedded, ...")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config value, e.g. --set epochs=5 (repeatable)")
+        p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="override config values, e.g. --set epochs=5 lr=0.1 (repeatable)")
         p.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="dataset of one protocol (repeatable)")
     s.add_argument("--only", default=None, help="comma-separated protocols to run (default: all)")
     s.add_argument("--skip", default="", help="comma-separated protocols to leave out")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="PROTOCOL.KEY=VALUE",
-                   help="override one protocol's config value, e.g. --set knn.max_per_class=50 (repeatable)")
+    s.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PROTOCOL.KEY=VALUE",
+                   help="override protocol config values, e.g. --set knn.max_per_class=50 (repeatable)")
     s.add_argument("--seed", type=int, default=0)
     return parser
 
