@@ -8,6 +8,11 @@ sets the variables torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MA
 submitit's job environment, so the trainer joins the process group exactly as under torchrun.
 On preemption or time-out the job requeues itself with `--resume auto` and continues from the newest
 checkpoint (`--out` must be on a filesystem every node sees). submitit is imported only here.
+
+`--cluster local` runs the same job on this machine through submitit's local executor (one node,
+`--tasks-per-node` processes; on CPU they train with gloo): a dry run of a cluster job before it
+queues, and how the tests exercise this launcher. `--wait` blocks until the job ends and returns its
+exit status.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ example:
 class PretrainJob:
     """A picklable callable that submitit runs in every task; `checkpoint` makes it requeue with resume."""
 
-    def __init__(self, argv: list[str]):
-        self.argv = list(argv)
+    def __init__(self, argv: list[str], master_port: int = 29500):
+        self.argv, self.master_port = list(argv), master_port
 
     def __call__(self) -> int:
         import submitit
@@ -35,7 +40,7 @@ class PretrainJob:
         env = submitit.JobEnvironment()
         os.environ.update({
             "RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks), "LOCAL_RANK": str(env.local_rank),
-            "MASTER_ADDR": env.hostnames[0], "MASTER_PORT": os.environ.get("MASTER_PORT", "29500"),
+            "MASTER_ADDR": env.hostnames[0], "MASTER_PORT": str(self.master_port),
         })
         from hexa_zoo.cli import main
 
@@ -47,7 +52,7 @@ class PretrainJob:
         argv = list(self.argv)
         if "--resume" not in argv:
             argv += ["--resume", "auto"]
-        return submitit.helpers.DelayedSubmission(PretrainJob(argv))
+        return submitit.helpers.DelayedSubmission(PretrainJob(argv, self.master_port))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pretrain.launch_slurm", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Run `hexa pretrain ARGS` on SLURM (arguments after --).")
+    parser.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
+                        help="slurm, or local: this machine through submitit's local executor (one node)")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--tasks-per-node", type=int, default=0,
+                        help="processes per node (0: one per GPU, or one on a machine without GPUs)")
+    parser.add_argument("--master-port", type=int, default=29500, help="the rendezvous port on the first node")
+    parser.add_argument("--wait", action="store_true", help="wait for the job to end and return its exit status")
     parser.add_argument("--cpus-per-task", type=int, default=10)
     parser.add_argument("--mem-gb", type=int, default=0, help="memory per node (0: the cluster's default)")
     parser.add_argument("--partition", default=None)
@@ -72,16 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("submitit is not installed: pip install 'hexa-zoo[submitit]' (or pip install submitit)", file=sys.stderr)
         return 1
-    executor = submitit.AutoExecutor(folder=args.logs)
-    extra = {"slurm_partition": args.partition} if args.partition else {}
+    if args.cluster == "local" and args.nodes != 1:
+        parser.error("--cluster local runs on one node: use --nodes 1 (and --tasks-per-node for more processes)")
+    tasks = args.tasks_per_node or max(1, args.gpus_per_node)
+    executor = submitit.AutoExecutor(folder=args.logs, cluster=args.cluster)
+    extra = {"slurm_partition": args.partition} if args.partition and args.cluster == "slurm" else {}
     if args.mem_gb:
         extra["mem_gb"] = args.mem_gb
-    executor.update_parameters(name=args.name, nodes=args.nodes, tasks_per_node=args.gpus_per_node,
+    executor.update_parameters(name=args.name, nodes=args.nodes, tasks_per_node=tasks,
                                gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                timeout_min=int(args.hours * 60), **extra)
-    job = executor.submit(PretrainJob(rest))
-    print(f"submitted job {job.job_id}: logs in {args.logs}/")
-    return 0
+    job = executor.submit(PretrainJob(rest, args.master_port))
+    print(f"submitted job {job.job_id}: logs in {args.logs}/", flush=True)
+    if not args.wait:
+        return 0
+    try:
+        codes = job.results()  # one per task
+    except Exception as err:  # submitit re-raises the task's failure with its log excerpt
+        print(f"job {job.job_id} failed: {err}\nlogs: {args.logs}/", file=sys.stderr)
+        return 1
+    return max(int(code or 0) for code in codes)
 
 
 if __name__ == "__main__":
