@@ -468,7 +468,8 @@ class Compiled:
 
 
 def find_published(out: Path, published: str | os.PathLike | None) -> Path | None:
-    """`--published`, else `<out>/published.csv`, else the checkout's leaderboards/published.csv."""
+    """`--published`, else `<out>/published.csv`, else the checkout's leaderboards/published.csv, else the
+    copy installed with the package (hexa_zoo/published.csv links to the checkout's file; a wheel holds it)."""
     if published is not None:
         path = Path(published)
         if not path.is_file():
@@ -476,7 +477,8 @@ def find_published(out: Path, published: str | os.PathLike | None) -> Path | Non
                             "pass --published PATH, or rebuild it with "
                             "--refresh-published ../shared/reference_results.csv")
         return path
-    for path in (out / "published.csv", REPO_ROOT / "leaderboards" / "published.csv"):
+    for path in (out / "published.csv", REPO_ROOT / "leaderboards" / "published.csv",
+                 Path(__file__).with_name("published.csv")):
         if path.is_file():
             return path
     return None

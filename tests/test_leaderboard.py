@@ -285,3 +285,12 @@ def test_cli_help_missing_folder_and_light_import(tmp_path, capsys):
         leaderboard.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     code = "import sys, hexa_zoo.leaderboard; assert not {'pandas', 'matplotlib'} & set(sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_published_references_come_with_the_package_outside_a_checkout(tmp_path, monkeypatch):
+    """An installed wheel has no leaderboards/ folder: the package's own copy of published.csv is used."""
+    monkeypatch.setattr(leaderboard, "REPO_ROOT", tmp_path / "not-a-checkout")
+    found = leaderboard.find_published(tmp_path / "out", None)
+    assert found == Path(leaderboard.__file__).with_name("published.csv")
+    repo_copy = Path(__file__).resolve().parents[1] / "leaderboards" / "published.csv"
+    assert found.read_bytes() == repo_copy.read_bytes()
