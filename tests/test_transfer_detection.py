@@ -193,6 +193,11 @@ def test_detectron2_config_is_the_moco_protocol():
     assert (c["SOLVER"]["BASE_LR"], c["SOLVER"]["IMS_PER_BATCH"], c["SOLVER"]["WARMUP_ITERS"]) == (0.02, 16, 100)
     assert c["INPUT"]["MIN_SIZE_TRAIN"] == list(range(480, 801, 32)) and c["INPUT"]["MIN_SIZE_TEST"] == 800
     assert c["INPUT"]["FORMAT"] == "RGB" and c["TEST"]["PRECISE_BN"]["ENABLED"] is True
+    assert c["MODEL"]["DEVICE"] == "cuda"  # 8 GPUs
+    cpu = detection_d2.detectron2_config(detection.PRESETS["embedded"], depth=50, num_classes=3, weights=Path("/w"),
+                                         mean=(0.5,) * 3, std=(0.5,) * 3, train=["a"], test=["t"],
+                                         output_dir=Path("/o"), seed=0)
+    assert cpu["MODEL"]["DEVICE"] == "cpu"  # the embedded preset runs on the CPU (gpus=0)
 
 
 def test_detectron2_backend_without_detectron2_writes_files_and_no_record(tiny_voc, r18_file, tmp_path, capsys,

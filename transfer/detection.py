@@ -80,7 +80,7 @@ class DetectionConfig:
     roi_resolution: int = 14            # C4 RoIAlign output (ROI_BOX_HEAD.POOLER_RESOLUTION)
     precise_bn_iters: int = 200         # detectron2 TEST.PRECISE_BN (MoCo enables it)
     runs: int = 1                       # independent trainings (seeds seed, seed+1, ...); MoCo reports 5
-    gpus: int = 8                       # detectron2 backend: --num-gpus of the printed command
+    gpus: int = 8                       # detectron2 backend: --num-gpus of its command (0: run on the CPU)
     workers: int = 4
     amp: bool = False
     device: str | None = None
@@ -97,7 +97,7 @@ PRESETS: dict[str, DetectionConfig] = {
                                 warmup_iters=5, min_size_train=(96, 112, 128), min_size_test=128, max_size=256,
                                 rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=128,
                                 rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=20,
-                                box_batch_size_per_image=16, roi_resolution=7, precise_bn_iters=5, gpus=1,
+                                box_batch_size_per_image=16, roi_resolution=7, precise_bn_iters=5, gpus=0,
                                 workers=0, log_every=10),
 }
 

@@ -152,6 +152,7 @@ def detectron2_config(cfg, *, depth: int, num_classes: int, weights: Path, mean,
     """MoCo's detectron2 config (Base-RCNN-C4-BN + pascal_voc_R_50_C4_24k[_moco]) with the preset's schedule."""
     model = {
         "META_ARCHITECTURE": "GeneralizedRCNN",
+        "DEVICE": "cuda" if cfg.gpus > 0 else "cpu",  # gpus=0: a CPU run (slow; for checking the pipeline)
         "WEIGHTS": str(weights),
         "MASK_ON": bool(cfg.masks),
         "PIXEL_MEAN": [round(255.0 * m, 3) for m in mean],
