@@ -223,8 +223,7 @@ class MoCo(nn.Module):
         m = self.cfg.momentum
         params_k = list(self.encoder_k.parameters())
         params_q = [p.detach() for n, p in self.encoder_q.named_parameters() if not n.startswith("aux_bn.")]
-        torch._foreach_mul_(params_k, m)
-        torch._foreach_add_(params_k, params_q, alpha=1.0 - m)
+        torch._foreach_lerp_(params_k, params_q, 1.0 - m)  # k + (1 - m)(q - k) = m k + (1 - m) q, in one pass
 
     def training_step(self, views: list[Tensor], index: Tensor,
                       backward: Callable[[Tensor], None]) -> dict[str, float]:
