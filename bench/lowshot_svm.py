@@ -60,10 +60,12 @@ def main() -> None:
     start, cpu = time.perf_counter(), time.process_time()
     ours = lowshot_svm_eval(train, train_labels, test, test_labels, cfg, seed=0)
     ours_s, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
+    load_after_ours = os.getloadavg()[0]  # 1-minute load averages: other work on the machine skews timings
     print(f"ours: {ours_s:.1f} s ({ours_cpu:.1f} s CPU)", flush=True)
     if args.skip_reference:
         print(json.dumps({"bench": "lowshot_svm", "quick": args.quick, "reference": "skipped",
-                          "load_avg_at_start": round(load_before, 2), "cpus": os.cpu_count(),
+                          "load_avg_at_start": round(load_before, 2),
+                          "load_avg_at_end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
                           "ours_s": round(ours_s, 2), "ours_cpu_s": round(ours_cpu, 2),
                           "map_ours": {k: round(float(np.mean(v)), 3) for k, v in ours.map_values.items()}}))
         return
@@ -78,7 +80,8 @@ def main() -> None:
     print(json.dumps({
         "bench": "lowshot_svm", "quick": args.quick, "features": [5011, 2048], "test": 4952, "classes": 20,
         "ks": list(cfg.ks), "samples": cfg.num_samples, "costs": len(cfg.costs), "cpus": os.cpu_count(),
-        "load_avg_at_start": round(load_before, 2),
+        "load_avg_at_start": round(load_before, 2), "load_avg_after_ours": round(load_after_ours, 2),
+        "load_avg_at_end": round(os.getloadavg()[0], 2),
         "ours_s": round(ours_s, 2), "reference_s": round(ref_s, 2), "speedup": round(ref_s / ours_s, 2),
         "ours_cpu_s": round(ours_cpu, 2), "reference_cpu_s": round(ref_cpu, 2),
         "cpu_time_ratio": round(ref_cpu / ours_cpu, 2),

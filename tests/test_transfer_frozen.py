@@ -167,6 +167,20 @@ def test_lowshot_svm_equals_serial_sklearn_reference(selection):
     assert ours.notes == ref.notes and any("k=100 skipped" in n for n in ours.notes)
 
 
+def test_lowshot_batched_float32_scoring_equals_per_model_ap():
+    # The protocol scores many models with one float32 product; each must get the AP of scoring it alone.
+    test, test_labels = _voc_like(200, 32, 3, 4)
+    xt = lowshot_svm.l2_normalize(test)
+    rng = np.random.default_rng(0)
+    weights = {(k, 0, c): rng.normal(size=(3, 33)).astype(np.float32) for k in (1, 2) for c in range(3)}
+    cfg = lowshot_svm.LowShotSvmConfig(costs=(0.1, 1.0, 10.0), n_jobs=2)
+    got = lowshot_svm._test_aps(weights, lowshot_svm.add_bias(xt).astype(np.float32), test_labels, cfg, chunk=4)
+    assert set(got) == set(weights)
+    for key, W in weights.items():
+        want = [voc07_ap(lowshot_svm.add_bias(xt) @ w.astype(np.float64), test_labels[:, key[2]]) for w in W]
+        np.testing.assert_allclose(got[key], want, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------ feature cache
 
 def _images(folder: Path, n: int) -> list[Path]:

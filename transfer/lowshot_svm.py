@@ -30,10 +30,13 @@ A k that needs more positives or negatives than a class has in trainval is skipp
 Speed: VISSL fits 8,800 low-shot SVMs and 880 cross-validation SVMs one after another. We solve the
 same problem (the L2-regularised squared-hinge SVM dual, by liblinear's coordinate descent with
 shrinking and its stopping rule, same tolerance and iteration cap) in a numba kernel that releases the
-GIL, run classes x samples in parallel threads, and walk each problem's costs in increasing order,
-warm-starting each from the previous solution. The SVM is strictly convex, so the solution is the
-same as liblinear's up to the stopping tolerance: `reference_lowshot_svm` (plain serial scikit-learn)
-is kept here to prove it (tests/test_transfer_frozen.py, bench/lowshot_svm.py).
+GIL, and walk each problem's costs in increasing order, warm-starting each from the previous solution.
+Every cost path of the protocol (low-shot models, full-data models, CV folds) is one job in a single
+thread pool, largest first, so both cores stay busy to the end. The kernel's inner loops run in float32
+(data and working w) with w recomputed exactly in float64 before the stopping rule is accepted; test
+scores come from one float32 matrix product per batch of models. The SVM is strictly convex, so the
+solution is the same as liblinear's up to the stopping tolerance: `reference_lowshot_svm` (plain serial
+scikit-learn) is kept here to prove it (tests/test_transfer_frozen.py, bench/lowshot_svm.py).
 """
 
 from __future__ import annotations
@@ -118,27 +121,50 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ solver
 
 def _dot_py(w, x):  # pragma: no cover - compiled by numba
-    """w . x accumulated in float64 (x may be float32: half the memory traffic of the inner loop)."""
-    acc = 0.0
+    """w . x in float32 (fastmath spreads the sum over many vector accumulators)."""
+    acc = np.float32(0.0)
     for t in range(x.shape[0]):
         acc += w[t] * x[t]
     return acc
 
 
+def _exact_w_py(X, y, alpha, w64, w):  # pragma: no cover - compiled by numba
+    """w64 = sum_i alpha_i y_i x_i accumulated in float64, and the float32 working copy w reset to it."""
+    w64[:] = 0.0
+    for i in range(X.shape[0]):
+        if alpha[i] != 0.0:
+            coef = alpha[i] * y[i]
+            for t in range(X.shape[1]):
+                w64[t] += coef * X[i, t]
+    for t in range(X.shape[1]):
+        w[t] = w64[t]
+
+
 def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_iter):  # pragma: no cover
     """liblinear's dual coordinate descent for the L2-loss SVM, over increasing costs with warm starts.
 
-    X (n, d) includes the bias column; y in {-1, +1}; writes W (n_costs, d) and n_iter. A line-by-line
-    port of liblinear's solve_l2r_l1l2_svc (L2 loss: no upper bound, diagonal 1 / (2 C_i)), including
+    X (n, d) float32 includes the bias column; y in {-1, +1}; writes W (n_costs, d) and n_iter. A port
+    of liblinear's solve_l2r_l1l2_svc (L2 loss: no upper bound, diagonal 1 / (2 C_i)), including
     shrinking and its stopping rule on the projected-gradient gap. Compiled by numba below (nogil, so
     threads run it in parallel).
+
+    Precision: the coordinate loop keeps w in float32 (the dot and the axpy over d are the whole cost,
+    and float32 halves their bytes and doubles the vector width). Rounding drifts w away from
+    sum_i alpha_i y_i x_i by ~1e-6 relative over many epochs, so whenever the stopping rule is met, w
+    is recomputed exactly from alpha in float64 and the rule must hold again for one more full pass on
+    that exact w before the solver stops. Each returned W row is that float64 recomputation.
     """
     n, d = X.shape
     np.random.seed(seed)
-    alpha, w = np.zeros(n), np.zeros(d)
+    alpha = np.zeros(n)
+    w = np.zeros(d, np.float32)
+    w64 = np.zeros(d)
     sqnorm = np.empty(n)
     for i in range(n):
-        sqnorm[i] = _dot(X[i].astype(np.float64), X[i])
+        acc = 0.0
+        for t in range(d):
+            acc += np.float64(X[i, t]) * X[i, t]
+        sqnorm[i] = acc
     diag, qd = np.empty(n), np.empty(n)
     index = np.empty(n, np.int64)
     inf = np.inf
@@ -147,7 +173,7 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
             diag[i] = 0.5 / (costs[c] * (positive_weight if y[i] > 0 else 1.0))
             qd[i] = sqnorm[i] + diag[i]
             index[i] = i
-        active, it = n, 0
+        active, it, exact = n, 0, False
         pg_max_old, pg_min_old = inf, -inf
         while it < max_iter:
             pg_max_new, pg_min_new = -inf, inf
@@ -157,7 +183,7 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
             s = 0
             while s < active:
                 i = index[s]
-                g = y[i] * _dot(w, X[i]) - 1.0 + alpha[i] * diag[i]
+                g = y[i] * np.float64(_dot(w, X[i])) - 1.0 + alpha[i] * diag[i]
                 pg = 0.0
                 if alpha[i] == 0.0:
                     if g > pg_max_old:  # shrink: this alpha will stay at its bound
@@ -172,19 +198,26 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
                 if abs(pg) > 1e-12:
                     old = alpha[i]
                     alpha[i] = max(old - g / qd[i], 0.0)
-                    step = (alpha[i] - old) * y[i]
+                    step = np.float32((alpha[i] - old) * y[i])
                     for t in range(d):
                         w[t] += step * X[i, t]
                 s += 1
             it += 1
             if pg_max_new - pg_min_new <= tol:
                 if active == n:
-                    break
+                    if exact:  # the rule held on a pass that started from the exact w
+                        break
+                    _exact_w(X, y, alpha, w64, w)
+                    exact, pg_max_old, pg_min_old = True, inf, -inf
+                    continue
                 active, pg_max_old, pg_min_old = n, inf, -inf  # unshrink and check everything once more
+                exact = False
                 continue
+            exact = False
             pg_max_old = pg_max_new if pg_max_new > 0 else inf
             pg_min_old = pg_min_new if pg_min_new < 0 else -inf
-        W[c] = w
+        _exact_w(X, y, alpha, w64, w)  # also the next cost's warm start, free of drift
+        W[c] = w64
         n_iter[c] = it
 
 
@@ -192,6 +225,7 @@ try:
     import numba
 
     _dot = numba.njit(fastmath=True, cache=True, inline="always")(_dot_py)
+    _exact_w = numba.njit(fastmath=True, cache=True)(_exact_w_py)
     _dual_cd_path = numba.njit(nogil=True, fastmath=True, cache=True)(_dual_cd_path_py)
 except ImportError:  # pragma: no cover - numba is a dependency; without it the sklearn path still works
     _dual_cd_path = None
@@ -202,20 +236,26 @@ def fit_svm_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], *, positi
     """Weights (n_costs, d + 1) of LinearSVC(C, class_weight={1: w, -1: 1}, dual, squared hinge, bias 1)
     for each cost; `X` (n, d) L2-normalised, `y` in {-1, 1}. Score new data with `add_bias(X) @ W.T`.
 
-    The data are held in float32 inside the solver (w and every sum stay float64): decisions agree
-    with liblinear's to ~1e-7 and the coordinate loop reads half the bytes.
+    The data are held in float32 inside the solver (see `_dual_cd_path_py` for why the result is still
+    float64-exact): decisions agree with liblinear's to its stopping tolerance.
     """
+    return _solve_path(add_bias(X).astype(np.float32), y, costs, positive_weight, tol, max_iter, seed)
+
+
+def _solve_path(Xb32: np.ndarray, y: np.ndarray, costs: Sequence[float], positive_weight: float, tol: float,
+                max_iter: int, seed: int) -> np.ndarray:
+    """`fit_svm_path` on rows that already carry the bias column, in float32."""
     if _dual_cd_path is None:
         from hexa_zoo.errors import ConfigError
 
         raise ConfigError("the fast low-shot SVM solver needs numba, which is not installed",
                           "pip install numba, or run the serial reference with --set solver=sklearn")
     order = np.argsort(costs, kind="stable")
-    Xb = add_bias(X).astype(np.float32)
-    W = np.empty((len(costs), Xb.shape[1]))
+    W = np.empty((len(costs), Xb32.shape[1]))
     n_iter = np.zeros(len(costs), dtype=np.int64)
-    _dual_cd_path(Xb, np.asarray(y, dtype=np.float64), np.asarray(costs, dtype=np.float64)[order],
-                  float(positive_weight), float(tol), int(max_iter), int(seed), W, n_iter)
+    _dual_cd_path(np.ascontiguousarray(Xb32, dtype=np.float32), np.asarray(y, dtype=np.float64),
+                  np.asarray(costs, dtype=np.float64)[order], float(positive_weight), float(tol), int(max_iter),
+                  int(seed), W, n_iter)
     out = np.empty_like(W)
     out[order] = W
     return out
@@ -241,18 +281,66 @@ def _ap_function(cfg: LowShotSvmConfig):
     return lambda scores, labels: voc07_ap(scores, labels, eleven_point=cfg.ap == "voc07_11point")
 
 
-def _cv_choice(X: np.ndarray, y: np.ndarray, cfg: LowShotSvmConfig, folds: int, seed: int) -> int:
-    """Index of the cost with the best mean `folds`-fold CV average precision (sklearn's, as VISSL)."""
-    from sklearn.metrics import average_precision_score
+@dataclass(frozen=True)
+class _PathJob:
+    """One cost path to solve on trainval `rows`. `held_out` rows: a CV fold, scored by sklearn's
+    average precision (as `cross_val_score`); otherwise the weights are kept for the test set."""
+
+    key: tuple               # (k or "full", sample, class) for a test model, plus the fold index for CV
+    rows: np.ndarray
+    y: np.ndarray
+    held_out: np.ndarray | None = None
+
+
+def _cv_jobs(key: tuple, rows: np.ndarray, y: np.ndarray, folds: int) -> list[_PathJob]:
+    """`cross_val_score(cv=folds)`'s splits (StratifiedKFold, unshuffled) of one training set."""
     from sklearn.model_selection import StratifiedKFold
 
-    scores = np.zeros(len(cfg.costs))
-    for train_idx, test_idx in StratifiedKFold(folds).split(X, y):
-        W = fit_svm_path(X[train_idx], y[train_idx], cfg.costs, positive_weight=cfg.positive_weight,
-                         tol=cfg.tol, max_iter=cfg.max_iter, seed=seed)
-        decision = add_bias(X[test_idx]) @ W.T
-        scores += [average_precision_score(y[test_idx], decision[:, j]) for j in range(len(cfg.costs))]
-    return int(np.argmax(scores / folds))
+    return [_PathJob(key + (f,), rows[tr], y[tr], held_out=rows[te])
+            for f, (tr, te) in enumerate(StratifiedKFold(folds).split(rows, y))]
+
+
+def _solve_all(jobs: list[_PathJob], X: np.ndarray, Xb32: np.ndarray, y_of, cfg: LowShotSvmConfig, seed: int):
+    """Solve every job in one thread pool, largest first (so two threads stay busy to the end).
+
+    Returns {key: float32 weights (n_costs, d + 1)} for test models and {key: CV APs (n_costs,)} for folds.
+    """
+    from joblib import Parallel, delayed
+    from sklearn.metrics import average_precision_score
+
+    def solve(job: _PathJob):
+        W = _solve_path(Xb32[job.rows], job.y, cfg.costs, cfg.positive_weight, cfg.tol, cfg.max_iter, seed)
+        if job.held_out is None:
+            return job.key, W.astype(np.float32)
+        decision = add_bias(X[job.held_out]) @ W.T
+        y_out = y_of(job.key, job.held_out)
+        return job.key, np.array([average_precision_score(y_out, decision[:, j]) for j in range(len(cfg.costs))])
+
+    jobs = sorted(jobs, key=lambda job: -len(job.rows))  # stable: ties keep their order
+    out = Parallel(n_jobs=cfg.n_jobs, prefer="threads")(delayed(solve)(job) for job in jobs)
+    weights = {key: v for key, v in out if v.ndim == 2}
+    return weights, {key: v for key, v in out if v.ndim == 1}
+
+
+def _test_aps(weights: dict, Xt_b32: np.ndarray, test_labels: np.ndarray, cfg: LowShotSvmConfig,
+              chunk: int = 48) -> dict:
+    """Test AP of every cost of every model: {key: (n_costs,)}. The scores of `chunk` models come from
+    one float32 matrix product (instead of ~900 thin float64 ones); class c's models are scored against
+    test labels column c (key[2])."""
+    from joblib import Parallel, delayed
+
+    eleven = cfg.ap == "voc07_11point"
+    keys = list(weights)
+
+    def score(part):
+        S = Xt_b32 @ np.concatenate([weights[key] for key in part]).T
+        n = len(cfg.costs)
+        return [(key, voc07_ap_columns(S[:, i * n:(i + 1) * n], test_labels[:, key[2]], eleven_point=eleven))
+                for i, key in enumerate(part)]
+
+    parts = Parallel(n_jobs=cfg.n_jobs, prefer="threads")(
+        delayed(score)(keys[i:i + chunk]) for i in range(0, len(keys), chunk))
+    return {key: aps for part in parts for key, aps in part}
 
 
 def lowshot_svm_eval(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
@@ -262,42 +350,48 @@ def lowshot_svm_eval(train_feats: np.ndarray, train_labels: np.ndarray, test_fea
     if cfg.solver == "sklearn":
         return reference_lowshot_svm(train_feats, train_labels, test_feats, test_labels, cfg, seed=seed,
                                      class_names=class_names)
-    from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
 
-    X, Xt = l2_normalize(train_feats), l2_normalize(test_feats)
-    Xt_b = add_bias(Xt)
+    X = l2_normalize(train_feats)
+    Xb32 = add_bias(X).astype(np.float32)
+    Xt_b32 = add_bias(l2_normalize(test_feats)).astype(np.float32)
     n_classes = train_labels.shape[1]
     names = list(class_names or range(n_classes))
     negatives = cfg.negatives_per_positive if cfg.negatives_per_positive is not None else n_classes - 1
-    eleven = cfg.ap == "voc07_11point"
     result = LowShotResult()
 
-    # Tasks: (k, sample, class) -> the test AP of every cost, plus the CV choice when asked for.
-    def task(k, s, c, idx):
-        y = np.where(train_labels[idx, c] == 1, 1.0, -1.0)
-        W = fit_svm_path(X[idx], y, cfg.costs, positive_weight=cfg.positive_weight, tol=cfg.tol,
-                         max_iter=cfg.max_iter, seed=seed)
-        aps = voc07_ap_columns(Xt_b @ W.T, test_labels[:, c], eleven_point=eleven)
-        choice = None
-        if cfg.cost_selection == "cv" and min(cfg.cv_folds, k) >= 2:
-            choice = _cv_choice(X[idx], y, cfg, min(cfg.cv_folds, k), seed)
-        return k, s, c, aps, choice
+    def y_of(key, rows):  # the class's training labels: present 1, anything else -1 (as VISSL)
+        return np.where(train_labels[rows, key[2]] == 1, 1.0, -1.0)
 
+    # Every SVM path of the protocol: (k, sample, class) low-shot models (and their CV folds when the cost
+    # is chosen by CV), then the full-data model and its CV folds per class.
     jobs, skipped = [], {}
     for k in cfg.ks:
         for s in range(cfg.num_samples):
             for c, idx in enumerate(sample_lowshot(train_labels, k, negatives * k, sample_rng(seed, s, k))):
                 if idx is None:
                     skipped.setdefault(k, set()).add(c)
-                else:
-                    jobs.append(delayed(task)(k, s, c, idx))
-    n_costs = len(cfg.costs)
-    ap = {k: np.full((cfg.num_samples, n_classes, n_costs), np.nan) for k in cfg.ks}
-    cv_pick = {k: np.full((cfg.num_samples, n_classes), -1) for k in cfg.ks}
-    for k, s, c, aps, choice in Parallel(n_jobs=cfg.n_jobs, prefer="threads")(jobs):
-        ap[k][s, c] = aps
-        if choice is not None:
-            cv_pick[k][s, c] = choice
+                    continue
+                jobs.append(_PathJob((k, s, c), idx, y_of((k, s, c), idx)))
+                if cfg.cost_selection == "cv" and min(cfg.cv_folds, k) >= 2:
+                    jobs += _cv_jobs((k, s, c), idx, jobs[-1].y, min(cfg.cv_folds, k))
+    usable = [c for c in range(n_classes) if (train_labels[:, c] == 1).sum() >= cfg.cv_folds] if cfg.full else []
+    every = np.arange(len(X))
+    for c in usable:
+        jobs.append(_PathJob(("full", 0, c), every, y_of(("full", 0, c), every)))
+        if cfg.cost_selection != "test":
+            jobs += _cv_jobs(("full", 0, c), every, jobs[-1].y, cfg.cv_folds)
+
+    with threadpool_limits(limits=1, user_api="blas"):  # the pool's threads are the parallelism
+        weights, cv_aps = _solve_all(jobs, X, Xb32, y_of, cfg, seed)
+        test_ap = _test_aps(weights, Xt_b32, test_labels, cfg)
+
+    fold_aps: dict[tuple, list[np.ndarray]] = {}
+    for fold_key, v in cv_aps.items():
+        fold_aps.setdefault(fold_key[:3], []).append(v)
+
+    def cv_choice(key):  # index of the cost with the best mean CV AP over the folds
+        return int(np.argmax(np.mean(fold_aps[key], axis=0)))
 
     for k in cfg.ks:
         missing = sorted(skipped.get(k, ()))
@@ -307,56 +401,36 @@ def lowshot_svm_eval(train_feats: np.ndarray, train_labels: np.ndarray, test_fea
         kept = [c for c in range(n_classes) if c not in missing]
         if not kept:
             continue
-        per_sample_cost = ap[k][:, kept, :].mean(axis=1)  # (samples, costs) mAP
+        ap = np.array([[test_ap[(k, s, c)] for c in kept] for s in range(cfg.num_samples)])  # (s, c, costs)
         if cfg.cost_selection == "cv" and min(cfg.cv_folds, k) >= 2:
-            picks = cv_pick[k][:, kept]
-            values = [100 * np.mean(ap[k][s, kept, :][np.arange(len(kept)), picks[s]])
+            values = [100 * np.mean([ap[s, i, cv_choice((k, s, c))] for i, c in enumerate(kept)])
                       for s in range(cfg.num_samples)]
             result.chosen_cost[str(k)] = "per class (cv)"
         else:
             if cfg.cost_selection == "cv":
                 result.notes.append(f"k={k}: {k} positive(s) cannot be cross-validated; cost chosen by the "
                                     "best mean test mAP")
+            per_sample_cost = ap.mean(axis=1)  # (samples, costs) mAP
             best = int(np.argmax(per_sample_cost.mean(axis=0)))
             values = list(100 * per_sample_cost[:, best])
             result.chosen_cost[str(k)] = cfg.costs[best]
         result.map_values[str(k)] = [float(v) for v in values]
 
-    if cfg.full:
-        _full_svm(X, Xt_b, train_labels, test_labels, cfg, seed, names, result)
+    if cfg.full:  # k = full: every trainval image, difficult-only ones as negatives (as VISSL's SVMTrainer)
+        if len(usable) < n_classes:
+            result.notes.append(f"k=full skipped for class(es) {[names[c] for c in range(n_classes) if c not in usable]}"
+                                f": fewer than {cfg.cv_folds} positives")
+        if usable:
+            aps = np.stack([test_ap[("full", 0, c)] for c in usable])  # (classes, costs)
+            if cfg.cost_selection == "test":
+                best = int(np.argmax(aps.mean(axis=0)))
+                result.map_values["full"] = [float(100 * aps[:, best].mean())]
+                result.chosen_cost["full"] = cfg.costs[best]
+            else:
+                picks = [cv_choice(("full", 0, c)) for c in usable]
+                result.map_values["full"] = [float(100 * np.mean([aps[i, p] for i, p in enumerate(picks)]))]
+                result.chosen_cost["full"] = {names[c]: cfg.costs[p] for c, p in zip(usable, picks)}
     return result
-
-
-def _full_svm(X, Xt_b, train_labels, test_labels, cfg, seed, names, result) -> None:
-    """k = full: every trainval image, difficult-only ones as negatives (as VISSL's SVMTrainer)."""
-    from joblib import Parallel, delayed
-
-    eleven = cfg.ap == "voc07_11point"
-
-    def task(c):
-        y = np.where(train_labels[:, c] == 1, 1.0, -1.0)
-        W = fit_svm_path(X, y, cfg.costs, positive_weight=cfg.positive_weight, tol=cfg.tol,
-                         max_iter=cfg.max_iter, seed=seed)
-        aps = voc07_ap_columns(Xt_b @ W.T, test_labels[:, c], eleven_point=eleven)
-        choice = _cv_choice(X, y, cfg, cfg.cv_folds, seed) if cfg.cost_selection != "test" else None
-        return aps, choice
-
-    usable = [c for c in range(train_labels.shape[1]) if (train_labels[:, c] == 1).sum() >= cfg.cv_folds]
-    if len(usable) < train_labels.shape[1]:
-        result.notes.append(f"k=full skipped for class(es) {[names[c] for c in range(len(names)) if c not in usable]}"
-                            f": fewer than {cfg.cv_folds} positives")
-    if not usable:
-        return
-    out = Parallel(n_jobs=cfg.n_jobs, prefer="threads")(delayed(task)(c) for c in usable)
-    aps = np.stack([a for a, _ in out])  # (classes, costs)
-    if cfg.cost_selection == "test":
-        best = int(np.argmax(aps.mean(axis=0)))
-        result.map_values["full"] = [float(100 * aps[:, best].mean())]
-        result.chosen_cost["full"] = cfg.costs[best]
-    else:
-        picks = [choice for _, choice in out]
-        result.map_values["full"] = [float(100 * np.mean([aps[i, p] for i, p in enumerate(picks)]))]
-        result.chosen_cost["full"] = {names[c]: cfg.costs[p] for c, p in zip(usable, picks)}
 
 
 # ------------------------------------------------------------------------------- serial reference
