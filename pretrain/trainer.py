@@ -57,11 +57,6 @@ from .processes import Processes, cpu_threads, init_processes
 from .runlog import RunLog
 from .sampling import ResumableSampler, build_dataset, even_out, fit_batch, make_loader, sample_seed
 
-# Re-exported: code and tests written before the split import these from here.
-from .checkpoint import checkpoint_name, list_checkpoints  # noqa: F401,E402
-from .optim import LARC  # noqa: F401,E402
-from .sampling import SeededViews  # noqa: F401,E402
-
 log = logging.getLogger("pretrain")
 
 

@@ -20,7 +20,10 @@ from PIL import Image
 
 from hexa_zoo.errors import HexaError
 from pretrain import trainer
+from pretrain.checkpoint import checkpoint_name, list_checkpoints
 from pretrain.config import PretrainConfig, load_recipe, recipe_names
+from pretrain.optim import LARC
+from pretrain.sampling import SeededViews
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -69,7 +72,7 @@ def csv_rows(out: Path) -> list[dict]:
 
 
 def newest_model(out: Path) -> dict:
-    return torch.load(trainer.list_checkpoints(out)[-1], map_location="cpu", weights_only=True)["model"]
+    return torch.load(list_checkpoints(out)[-1], map_location="cpu", weights_only=True)["model"]
 
 
 # ---------------------------------------------------------------------------------------- recipes
@@ -142,7 +145,7 @@ def test_larc_step_matches_the_apex_formula():
     w = torch.randn(5, 3, requires_grad=True)
     zero = torch.zeros(4, requires_grad=True)
     w0 = w.detach().clone()
-    opt = trainer.LARC([w, zero], lr=0.5, momentum=0.0, weight_decay=0.1, trust_coefficient=0.02)
+    opt = LARC([w, zero], lr=0.5, momentum=0.0, weight_decay=0.1, trust_coefficient=0.02)
     g = torch.randn(5, 3)
     w.grad, zero.grad = g.clone(), torch.ones(4)
     opt.step()
@@ -160,7 +163,7 @@ def test_views_are_seeded_per_sample_and_stay_in_pixel_space(tmp_path):
     data = make_images(tmp_path / "imgs", 4)
     cfg = load_recipe("dcluster_v2_r18_embedded")
     base = ImageFolderDataset(data, transform=multicrop_transform(cfg.augment))
-    views = trainer.SeededViews(base, seed=1)
+    views = SeededViews(base, seed=1)
     first = views[2][0]
     assert len(first) == sum(cfg.augment.crop_counts)
     assert [v.shape[-1] for v in first] == [s for s, c in zip(cfg.augment.crop_sizes, cfg.augment.crop_counts)
@@ -173,7 +176,7 @@ def test_views_are_seeded_per_sample_and_stay_in_pixel_space(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     views.set_epoch(1)
     assert not torch.equal(views[2][0][0], first[0])
-    two = trainer.SeededViews(ImageFolderDataset(data, transform=two_view_transform(cfg.augment)), seed=1)[0][0]
+    two = SeededViews(ImageFolderDataset(data, transform=two_view_transform(cfg.augment)), seed=1)[0][0]
     assert len(two) == 2 and not torch.equal(two[0], two[1])
     subset, _, notes = trainer.build_dataset(dataclasses.replace(cfg, data=str(data), limit_images=3))
     assert len(subset) == 3 and len(set(subset.indices)) == 3 and "subset of 3 of the 4" in notes[0]
@@ -206,14 +209,14 @@ def test_killed_run_resumes_exactly(tmp_path):
     # The same run in a subprocess, slowed down, killed by SIGKILL once the step-2 checkpoint exists.
     proc = subprocess.Popen([PY, __file__, "slow-run", str(data), str(cut_out)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    target = cut_out / "checkpoints" / trainer.checkpoint_name(0, 2)
+    target = cut_out / "checkpoints" / checkpoint_name(0, 2)
     deadline = time.time() + 60
     while not target.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    assert trainer.checkpoint_name(2, 0) not in [p.name for p in trainer.list_checkpoints(cut_out)]
+    assert checkpoint_name(2, 0) not in [p.name for p in list_checkpoints(cut_out)]
 
     with pytest.raises(HexaError, match="already holds checkpoints"):  # a fresh run never mixes into an old one
         trainer.train(tiny_cfg(data, cut_out))
@@ -324,8 +327,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(trainer.TrainingDivergedError, match=r"loss is not finite \(loss=nan\) at epoch 2, step 4") as err:
         trainer.train(cfg, method_factory=poisoned)
     assert "checkpoint_e00001_b0000000.pt" in str(err.value) and "--resume auto" in str(err.value)
-    kept = trainer.list_checkpoints(tmp_path / "run")
-    assert kept[-1].name == trainer.checkpoint_name(1, 0)  # step 3 = end of epoch 1; nothing after
+    kept = list_checkpoints(tmp_path / "run")
+    assert kept[-1].name == checkpoint_name(1, 0)  # step 3 = end of epoch 1; nothing after
     state = torch.load(kept[-1], map_location="cpu", weights_only=True)["model"]
     params = dict(made[0].named_parameters())  # BN buffers did see the NaN step's forward; weights must not
     assert all(torch.equal(state[k], p) for k, p in params.items() if k.startswith("encoder_q."))
