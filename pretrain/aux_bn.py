@@ -32,21 +32,28 @@ from torch.nn.modules.batchnorm import _BatchNorm
 _SWAPPED = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
+def _batch_norms(network: nn.Module) -> list[_BatchNorm]:
+    return [m for m in network.modules() if isinstance(m, _BatchNorm)]
+
+
 class AuxBatchNorm(nn.Module):
-    """A twin of every BatchNorm layer of `network` (layers found in `network.modules()` order)."""
+    """A twin of every BatchNorm layer of `network` (layers found in `network.modules()` order).
+
+    `network` is the set of layers whose BN gets twins (e.g. `nn.ModuleList([trunk, head])`); it must not
+    contain this module, which the method registers wherever its DDP wrapper will see it.
+    """
 
     def __init__(self, network: nn.Module):
         super().__init__()
         self.__dict__["_network"] = network  # not a child: the network owns its BN layers
         self._swapped = False
-        self.twins = nn.ModuleList(copy.deepcopy(bn) for bn in self._main_layers())
+        self.twins = nn.ModuleList(copy.deepcopy(bn) for bn in _batch_norms(network))
 
     def _main_layers(self) -> list[_BatchNorm]:
         # Looked up on every use: SyncBatchNorm conversion replaces the network's BN modules after we
-        # were built; our own twins are skipped when this module sits inside the network.
-        twins = {id(t) for t in self.twins} if "twins" in self._modules else set()
-        layers = [m for m in self._network.modules() if isinstance(m, _BatchNorm) and id(m) not in twins]
-        if "twins" in self._modules and len(layers) != len(self.twins):
+        # were built.
+        layers = _batch_norms(self._network)
+        if len(layers) != len(self.twins):
             raise RuntimeError(f"the network has {len(layers)} BatchNorm layers but {len(self.twins)} auxiliary "
                                "twins were built: build AuxBatchNorm after the network's final layout")
         return layers

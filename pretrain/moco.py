@@ -167,7 +167,7 @@ class MoCo(nn.Module):
         for p in self.encoder_k.parameters():
             p.requires_grad = False
         if cfg.hard_views.use_aux_bn:  # inside encoder_q, so DDP averages the twins' gradients too
-            self.encoder_q.aux_bn = AuxBatchNorm(self.encoder_q)
+            self.encoder_q.aux_bn = AuxBatchNorm(nn.ModuleList([self.encoder_q.trunk, self.encoder_q.head]))
         self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
         self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
