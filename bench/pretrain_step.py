@@ -1,6 +1,7 @@
-"""Benchmark (not a test): images per second of one pre-training step, per method, on the CPU.
+"""Benchmark (not a test): images per second of one pre-training step, per method, on the CPU or a GPU.
 
     .venv/bin/python bench/pretrain_step.py [--batch 128] [--size 32] [--rounds 6] [--threads N]
+    python bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 64 --rounds 10
 
 Each method (MoCo-v2, HEXA_MoCo, DeepCluster-v2, HEXA_DCluster; ResNet-18 at 32 px, batch 128, the
 embedded recipes otherwise) runs the trainer's exact step (zero_grad, `training_step` with backward,
@@ -13,6 +14,11 @@ Reference: the same MoCo-v2 model (timm resnet18, MLP head 512-512-128, queue of
 T 0.2, shuffled key batch) built from lightly's MoCo building blocks (`pip install lightly`), timed in
 the same rounds. Without lightly installed that comparison is skipped with a note.
 
+On CUDA every method runs twice, as the trainer would run it: in float32 (contiguous) and with amp
+(float16 autocast, GradScaler, channels_last), so the figures show what mixed precision buys; the
+lightly reference runs on the CPU with the embedded recipes only. `--recipes paper` takes the ResNet-50 ImageNet recipes instead of
+the embedded ones (use `--size 224`).
+
 Goals (issue 3): HEXA_MoCo within 2.6x of MoCo-v2's step time (its floor is about 2.5x: two more query
 views, the adversarial one with a free gradient); MoCo-v2 at least as fast as lightly's.
 The figures are printed last, as one JSON line.
@@ -21,6 +27,7 @@ The figures are printed last, as one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -33,8 +40,10 @@ from pretrain.config import load_recipe
 from pretrain.optim import make_optimizer
 from pretrain.trainer import build_method
 
-RECIPES = {"moco_v2": "moco_v2_r18_embedded", "hexa_moco": "hexa_moco_r18_embedded",
-           "dcluster_v2": "dcluster_v2_r18_embedded", "hexa_dcluster": "hexa_dcluster_r18_embedded"}
+RECIPES = {"embedded": {"moco_v2": "moco_v2_r18_embedded", "hexa_moco": "hexa_moco_r18_embedded",
+                        "dcluster_v2": "dcluster_v2_r18_embedded", "hexa_dcluster": "hexa_dcluster_r18_embedded"},
+           "paper": {"moco_v2": "moco_v2_r50_200ep", "hexa_moco": "hexa_moco_r50_200ep",
+                     "dcluster_v2": "dcluster_v2_r50_400ep", "hexa_dcluster": "hexa_dcluster_r50_800ep"}}
 
 
 def random_views(cfg, batch: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -48,27 +57,41 @@ def random_views(cfg, batch: int, size: int, generator: torch.Generator) -> list
 
 
 class MethodStep:
-    """One of our methods, stepped exactly as the trainer steps it."""
+    """One of our methods, stepped exactly as the trainer steps it (amp: fp16 autocast, GradScaler, channels_last)."""
 
-    def __init__(self, method_name: str, batch: int, size: int, generator: torch.Generator):
+    def __init__(self, method_name: str, recipe: str, batch: int, size: int, generator: torch.Generator,
+                 device: torch.device, amp: bool = False):
         dataset = 4 * batch if method_name in ("dcluster_v2", "hexa_dcluster") else 1 << 20
-        cfg = load_recipe(RECIPES[method_name], [f"batch_size={batch}", f"augment.image_size={size}"])
-        self.method = build_method(cfg, dataset)
+        cfg = load_recipe(recipe, [f"batch_size={batch}", f"augment.image_size={size}"])
+        self.cfg, self.device, self.amp = cfg, device, amp
+        self.method = build_method(cfg, dataset).to(device)
+        fmt = torch.channels_last if amp else torch.contiguous_format
+        self.method.to(memory_format=fmt)
         self.notes = self.method.adapt_to_data(dataset, batch)
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
-        self.views = random_views(cfg, batch, size, generator)
-        self.index = torch.randperm(dataset, generator=generator)[:batch]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.views = [v.to(device, memory_format=fmt) for v in random_views(cfg, batch, size, generator)]
+        self.index = torch.randperm(dataset, generator=generator)[:batch].to(device)
         self.method.train()
         if cfg.family == "deepcluster":  # epoch 0 fills the memory bank; epoch 1 clusters it and trains
             self.method.on_epoch_start(0)
-            for chunk in torch.arange(dataset).split(batch):
-                self.method.training_step([v[: len(chunk)] for v in self.views], chunk, lambda loss: loss.backward())
+            for chunk in torch.arange(dataset, device=device).split(batch):
+                with self._autocast():
+                    self.method.training_step([v[: len(chunk)] for v in self.views], chunk, self._backward)
             self.method.on_epoch_start(1)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+
+    def _backward(self, loss: torch.Tensor, **kwargs) -> None:
+        self.scaler.scale(loss).backward(**kwargs)
 
     def __call__(self) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
-        logs = self.method.training_step(self.views, self.index, lambda loss: loss.backward())
-        self.optimizer.step()
+        with self._autocast():
+            logs = self.method.training_step(self.views, self.index, self._backward)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.method.on_step_end()
         return logs
 
@@ -119,54 +142,79 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds after one warm-up round")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--methods", default="moco_v2,hexa_moco,dcluster_v2,hexa_dcluster")
+    parser.add_argument("--recipes", choices=sorted(RECIPES), default="embedded")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as the trainer
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
 
     steps: dict[str, object] = {}
     for name in args.methods.split(","):
-        steps[name] = MethodStep(name, args.batch, args.size, generator)
+        recipe = RECIPES[args.recipes][name]
+        steps[name] = MethodStep(name, recipe, args.batch, args.size, generator, device)
+        if cuda:
+            steps[f"{name}_amp"] = MethodStep(name, recipe, args.batch, args.size, generator, device, amp=True)
     notes = []
-    try:
-        moco_cfg = load_recipe(RECIPES["moco_v2"]).moco
-        queue = steps["moco_v2"].method.queue_size if "moco_v2" in steps else moco_cfg.queue_size
-        steps["lightly_moco_v2"] = LightlyMocoStep(args.batch, args.size, generator, queue, moco_cfg.temperature)
-    except ImportError:
-        notes.append("lightly is not installed (pip install lightly): the lightly MoCo comparison was skipped")
+    if cuda or args.recipes != "embedded":
+        notes.append("the lightly reference (resnet18, CPU) runs with the embedded recipes on the CPU only: skipped")
+    else:
+        try:
+            moco_cfg = load_recipe(RECIPES[args.recipes]["moco_v2"]).moco
+            queue = steps["moco_v2"].method.queue_size if "moco_v2" in steps else moco_cfg.queue_size
+            steps["lightly_moco_v2"] = LightlyMocoStep(args.batch, args.size, generator, queue, moco_cfg.temperature)
+        except ImportError:
+            notes.append("lightly is not installed (pip install lightly): the lightly MoCo comparison was skipped")
+
+    def sync() -> None:
+        if cuda:  # GPU work is asynchronous: time it to completion
+            torch.cuda.synchronize(device)
 
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(args.rounds + 1):
         order = list(steps) if round_ % 2 else list(steps)[::-1]  # alternate, so no method always runs first
         for name in order:
             step = steps[name]
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             elapsed = time.perf_counter() - start
             if round_ > 0:  # round 0 warms up allocators and kernels
                 times[name].append(elapsed)
         print(f"round {round_}/{args.rounds}: " + ", ".join(
-            f"{n} {times[n][-1]:.2f}s" for n in steps if round_ > 0), flush=True)
+            f"{n} {times[n][-1]:.3f}s" for n in steps if round_ > 0), flush=True)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     img_per_s = {name: args.batch / t for name, t in median.items()}
     for name in steps:
-        print(f"{name:>16}: {img_per_s[name]:8.1f} img/s  (median step {median[name]:.3f} s over {args.rounds})")
-    figures = {"benchmark": "pretrain_step", "device": "cpu", "threads": torch.get_num_threads(),
-               "cpu": platform.processor() or platform.machine(), "arch": "resnet18", "image_size": args.size,
-               "batch": args.batch, "rounds": args.rounds,
+        print(f"{name:>18}: {img_per_s[name]:8.1f} img/s  (median step {median[name]:.4f} s over {args.rounds})")
+    figures = {"benchmark": "pretrain_step", "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+               "recipes": {n: RECIPES[args.recipes][n] for n in args.methods.split(",")},
+               "image_size": args.size, "batch": args.batch, "rounds": args.rounds,
                "img_per_s": {k: round(v, 2) for k, v in img_per_s.items()},
                "step_s": {k: round(v, 4) for k, v in median.items()}}
+
     def ratio(slow: str, fast: str) -> float:
         """Median over rounds of the per-round step-time ratio: steps of one round share the machine's load."""
         return round(statistics.median(a / b for a, b in zip(times[slow], times[fast])), 3)
 
-    if "moco_v2" in median and "hexa_moco" in median:
-        figures["hexa_moco_over_moco_v2_step_time"] = ratio("hexa_moco", "moco_v2")
+    for suffix in ("", "_amp"):
+        if f"moco_v2{suffix}" in median and f"hexa_moco{suffix}" in median:
+            figures[f"hexa_moco_over_moco_v2_step_time{suffix}"] = ratio(f"hexa_moco{suffix}", f"moco_v2{suffix}")
+        if f"dcluster_v2{suffix}" in median and f"hexa_dcluster{suffix}" in median:
+            figures[f"hexa_dcluster_over_dcluster_v2_step_time{suffix}"] = ratio(f"hexa_dcluster{suffix}",
+                                                                                 f"dcluster_v2{suffix}")
+    if "hexa_moco_over_moco_v2_step_time" in figures:
         figures["goal_hexa_moco_within_2.6x"] = figures["hexa_moco_over_moco_v2_step_time"] <= 2.6
-    if "dcluster_v2" in median and "hexa_dcluster" in median:
-        figures["hexa_dcluster_over_dcluster_v2_step_time"] = ratio("hexa_dcluster", "dcluster_v2")
+    if cuda:
+        figures["amp_speedup"] = {n: ratio(n, f"{n}_amp") for n in args.methods.split(",")}
     if "lightly_moco_v2" in median and "moco_v2" in median:
         figures["moco_v2_speed_over_lightly"] = ratio("lightly_moco_v2", "moco_v2")
         figures["goal_moco_v2_at_least_lightly"] = figures["moco_v2_speed_over_lightly"] >= 1.0

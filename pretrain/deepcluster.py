@@ -44,6 +44,7 @@ from .aux_bn import AuxBatchNorm, hard_view_norm, idle_main_term
 from .hard_views import HardViewConfig, adversarial_view, cutmix
 from .kmeans import cluster_memory
 from .losses import IGNORE_INDEX, mixed_targets, prototype_cross_entropy
+from .processes import distributed
 from .moco import create_trunk, trunk_output_size
 
 
@@ -160,7 +161,7 @@ class DeepClusterV2(nn.Module):
         """
         if dataset_size != self.dataset_size:  # a fresh method: nothing in the bank to keep
             self._allocate_memory(dataset_size, self.memory_embeddings.device)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = dist.get_world_size() if distributed() else 1
         per_rank, local_batch = dataset_size // world, max(1, batch_size // world)
         in_bank = (per_rank // local_batch) * local_batch or per_rank  # the last partial batch may be dropped
         notes, sizes = [], []
@@ -199,7 +200,7 @@ class DeepClusterV2(nn.Module):
         if int(self.memory_epoch) == epoch:  # resumed inside this epoch: its clustering is already restored
             return
         filled = (self.memory_index >= 0).any().float()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if distributed():
             dist.all_reduce(filled, op=dist.ReduceOp.MAX)  # every rank must join the k-means collectives
         if int(self.memory_epoch) >= 0 and bool(filled):
             centroids, assignments = cluster_memory(self.memory_embeddings, self.memory_index,
@@ -286,7 +287,7 @@ class DeepClusterV2(nn.Module):
     def _allocate_memory(self, dataset_size: int, device: torch.device) -> None:
         """Empty memory bank (per rank: the most images one rank sees in an epoch) and assignments."""
         self.dataset_size = dataset_size
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = dist.get_world_size() if distributed() else 1
         bank = math.ceil(dataset_size / world)
         n_crops = len(self.cfg.crops_for_assign)
         self.register_buffer("memory_embeddings", torch.zeros(n_crops, bank, self.cfg.feat_dim, device=device))

@@ -20,11 +20,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from .processes import distributed
+
 IGNORE_INDEX = -100
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def initial_centroids(local_embeddings: Tensor, k: int) -> Tensor:
@@ -35,7 +33,7 @@ def initial_centroids(local_embeddings: Tensor, k: int) -> Tensor:
     """
     centroids = torch.empty(k, local_embeddings.shape[1], device=local_embeddings.device,
                             dtype=local_embeddings.dtype)
-    if not _distributed() or dist.get_rank() == 0:
+    if not distributed() or dist.get_rank() == 0:
         n = local_embeddings.shape[0]
         if n == 0:
             raise ValueError("cannot pick k-means centroids from an empty memory bank")
@@ -43,7 +41,7 @@ def initial_centroids(local_embeddings: Tensor, k: int) -> Tensor:
         if len(idx) < k:
             idx = torch.cat([idx, torch.randint(n, (k - len(idx),))])
         centroids = local_embeddings[idx.to(local_embeddings.device)].clone()
-    if _distributed():
+    if distributed():
         dist.broadcast(centroids, 0)
     return centroids
 
@@ -62,7 +60,7 @@ def spherical_kmeans(embeddings: Tensor, centroids: Tensor, iters: int = 10) -> 
             break
         counts = torch.bincount(assignments, minlength=k).to(embeddings.dtype)
         sums = torch.zeros_like(centroids).index_add_(0, assignments, embeddings)
-        if _distributed():
+        if distributed():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
         filled = counts > 0
@@ -72,7 +70,7 @@ def spherical_kmeans(embeddings: Tensor, centroids: Tensor, iters: int = 10) -> 
 
 
 def _all_gather_cat(t: Tensor) -> Tensor:
-    if not _distributed():
+    if not distributed():
         return t
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t)

@@ -40,6 +40,7 @@ from hexa_zoo.errors import ConfigError
 from .aux_bn import AuxBatchNorm, hard_view_norm, idle_main_term
 from .hard_views import HardViewConfig, adversarial_view, cutmix
 from .losses import batch_queue_logits, info_nce, mixed_targets, moco_logits
+from .processes import distributed
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,10 @@ class Encoder(nn.Module):
         return self.head(self.trunk(x))
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 @torch.no_grad()
 def concat_all_gather(t: Tensor) -> Tensor:
     """All ranks' tensors concatenated along dim 0 (no gradient), as the official `concat_all_gather`."""
-    if not _distributed():
+    if not distributed():
         return t
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
@@ -125,10 +122,10 @@ def batch_shuffle_ddp(x: Tensor) -> tuple[Tensor, Tensor]:
     gathered = concat_all_gather(x)
     world = gathered.shape[0] // local
     idx_shuffle = torch.randperm(gathered.shape[0], device=x.device)
-    if _distributed():
+    if distributed():
         dist.broadcast(idx_shuffle, src=0)
     idx_unshuffle = torch.argsort(idx_shuffle)
-    rank = dist.get_rank() if _distributed() else 0
+    rank = dist.get_rank() if distributed() else 0
     return gathered[idx_shuffle.view(world, -1)[rank]], idx_unshuffle
 
 
@@ -138,7 +135,7 @@ def batch_unshuffle_ddp(x: Tensor, idx_unshuffle: Tensor) -> Tensor:
     local = x.shape[0]
     gathered = concat_all_gather(x)
     world = gathered.shape[0] // local
-    rank = dist.get_rank() if _distributed() else 0
+    rank = dist.get_rank() if distributed() else 0
     return gathered[idx_unshuffle.view(world, -1)[rank]]
 
 
@@ -292,7 +289,7 @@ class MoCo(nn.Module):
     def _keys(self, x_k: Tensor) -> Tensor:
         """Normalised keys of the batch, computed with shuffle BN."""
         x = self.normalize(x_k)
-        if _distributed() and self.cfg.shuffle_bn:
+        if distributed() and self.cfg.shuffle_bn:
             x, idx_unshuffle = batch_shuffle_ddp(x)
             return batch_unshuffle_ddp(F.normalize(self.encoder_k(x), dim=1), idx_unshuffle)
         if self.cfg.shuffle_bn:

@@ -1,7 +1,9 @@
 """Which process this is: torchrun's rank and world size, the device, and CPU threads per process.
 
-One process by default; under torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) every process joins the
-process group, NCCL on CUDA and gloo on CPU, with one GPU per local rank.
+One process by default; under torchrun or the SLURM launcher (WORLD_SIZE and MASTER_ADDR set) every
+process joins the process group, NCCL on CUDA and gloo on CPU, with one GPU per local rank. As in MoCo's
+own launcher, a launch of one process is distributed too (DDP over a group of one), so
+`torchrun --nproc_per_node 1` runs the same code path as a multi-GPU job.
 """
 
 from __future__ import annotations
@@ -19,14 +21,25 @@ class Processes:
     world_size: int
     local_rank: int
     device: torch.device
+    distributed: bool = False  # a process group is joined (possibly of one process)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
+def launched_distributed() -> bool:
+    """True under torchrun or the SLURM launcher, which set the env:// rendezvous variables."""
+    return "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def distributed() -> bool:
+    """True once this process belongs to a process group (of any size)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def init_processes() -> tuple[Processes, bool]:
-    """Join torchrun's process group (from RANK/WORLD_SIZE/LOCAL_RANK); returns (processes, we_created_it)."""
+    """Join the launcher's process group (from RANK/WORLD_SIZE/LOCAL_RANK); returns (processes, we_created_it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
@@ -34,10 +47,10 @@ def init_processes() -> tuple[Processes, bool]:
         torch.cuda.set_device(local)
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     created = False
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or launched_distributed()) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         created = True
-    return Processes(rank, world, local, device), created
+    return Processes(rank, world, local, device, distributed()), created
 
 
 def cpu_threads(threads: int, workers: int) -> int | None:

@@ -118,6 +118,8 @@ class _Run:
                  method_factory: Callable[[PretrainConfig, int], nn.Module]):
         self.procs, self.out = procs, Path(cfg.out)
         self.cuda = procs.device.type == "cuda"
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # crop sizes are fixed: let cuDNN pick its fastest kernels, as MoCo
         log.setLevel(logging.INFO if procs.is_main else logging.WARNING)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
         self.data, self.data_root, notes = build_dataset(cfg)
@@ -133,7 +135,7 @@ class _Run:
         self.channels_last = self.cuda and cfg.channels_last
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        if procs.world_size > 1:
+        if procs.distributed:
             self.method.setup_distributed()
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
         self.amp = self.cuda and cfg.amp
@@ -212,7 +214,7 @@ class _Run:
     def _stop_if_diverged(self, logs: dict, lr: float) -> None:
         bad = [k for k, v in logs.items() if k.startswith("loss") and not math.isfinite(v)]
         flag = torch.tensor([float(bool(bad))], device=self.procs.device)
-        if self.procs.world_size > 1:  # every rank must stop together, or the others hang
+        if self.procs.distributed:  # every rank must stop together, or the others hang
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() == 0:
             return
@@ -233,10 +235,12 @@ class _Run:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_unfinished_writes(self.out)
             save_config(cfg, self.out / "config.yaml")
-            log.info("%s on %s: %d images from %s, %d process(es) x batch %d, %d steps/epoch, device %s%s",
-                     cfg.method, cfg.arch, len(self.data), self.data_root, procs.world_size, self.per_rank,
+            log.info("%s on %s: %d images from %s, %d process(es)%s x batch %d, %d steps/epoch, device %s%s%s",
+                     cfg.method, cfg.arch, len(self.data), self.data_root, procs.world_size,
+                     f" ({dist.get_backend()} DDP)" if procs.distributed else "", self.per_rank,
                      self.steps_per_epoch, procs.device,
-                     f" ({torch.get_num_threads()} threads)" if procs.device.type == "cpu" else "")
+                     f" ({torch.get_num_threads()} threads)" if procs.device.type == "cpu" else "",
+                     ", fp16 autocast" if self.amp else "")
             for note in self.notes:
                 log.info("adapted to the data: %s", note)
         loader = make_loader(self.data, self.per_rank, self.sampler, workers=cfg.workers, pin_memory=self.cuda,
@@ -255,7 +259,7 @@ class _Run:
         final = dict(logs, steps=self.epoch * self.steps_per_epoch, epochs=cfg.epochs, bad_images=bad_total,
                      notes=list(self.notes), wall_time_s=time.perf_counter() - t0)
         zoo_dir = self._publish(final) if main and cfg.publish else None
-        if procs.world_size > 1:
+        if procs.distributed:
             dist.barrier()
         return TrainResult(self.out, zoo_dir, final)
 
@@ -300,7 +304,7 @@ class _Run:
     def _report_bad_images(self, bad: list[str]) -> int:
         """Log the epoch's unreadable images (counted over all processes); returns the count."""
         count = torch.tensor([len(bad)], device=self.procs.device)
-        if self.procs.world_size > 1:
+        if self.procs.distributed:
             dist.all_reduce(count)
         if count.item() and self.procs.is_main:
             shown = "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")

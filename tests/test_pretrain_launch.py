@@ -32,7 +32,7 @@ def test_local_cluster_runs_two_tasks_in_one_process_group(tmp_path, monkeypatch
     assert code == 0, capsys.readouterr().err
     task_logs = {p.name: p.read_text() for p in logs.glob("*_log.err")}
     assert len(task_logs) == 2  # one per task
-    assert any("2 process(es) x batch 4" in text for text in task_logs.values()), task_logs
+    assert any("2 process(es) (gloo DDP) x batch 4" in text for text in task_logs.values()), task_logs
     steps = [line for line in (out / "log.csv").read_text().splitlines()[1:] if line]
     assert len(steps) == 2  # 16 images / global batch 8
     checkpoint = sorted((out / "checkpoints").glob("checkpoint_*.pt"))[-1]

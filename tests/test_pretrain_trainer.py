@@ -200,6 +200,31 @@ def test_cpu_threads_leave_room_for_loader_workers(monkeypatch):
     assert trainer.cpu_threads(0, 0) is None  # the user's (or torchrun's) setting stands
 
 
+def test_a_one_process_launch_joins_a_process_group(monkeypatch):
+    # As MoCo's launcher: `torchrun --nproc_per_node 1` runs DDP over a group of one (gloo here, NCCL on a GPU).
+    import socket
+
+    import torch.distributed as dist
+
+    from pretrain.processes import init_processes
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    procs, created = init_processes()
+    try:
+        assert created and procs.distributed and procs.world_size == 1 and dist.get_backend() == "gloo"
+    finally:
+        dist.destroy_process_group()
+    for key in ("WORLD_SIZE", "MASTER_ADDR"):  # a plain launch stays a single process
+        monkeypatch.delenv(key)
+    procs, created = init_processes()
+    assert not created and not procs.distributed and not dist.is_initialized()
+
+
 # ------------------------------------------------------------------------------------- end to end
 def test_killed_run_resumes_exactly(tmp_path):
     data = make_images(tmp_path / "imgs", 24)

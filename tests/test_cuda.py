@@ -1,0 +1,147 @@
+"""CUDA paths: fp16 autocast with GradScaler, channels_last, NCCL with DDP and SyncBN (skipped without a GPU).
+
+CI has no GPU, so these run where one is lent: `python -m pytest tests/test_cuda.py`. They check that a
+HEXA step under amp and channels_last tracks the same step in float32, that the trainer trains, resumes
+and publishes on the GPU, and that `torchrun --nproc_per_node 1` runs the distributed code on NCCL.
+"""
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pretrain import trainer
+from pretrain.config import load_recipe
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["workers=2", "limit_images=256", "batch_size=64", "log_every_steps=1", "tensorboard=false",
+         "progress=false", "warmup_epochs=0", "checkpoint_every_steps=2"]
+
+
+def recipe(method: str, out: Path | None = None, *changes: str):
+    extra = [f"out={out}"] if out else []
+    return load_recipe(f"{method}_r18_embedded", [*SMALL, *extra, *changes])
+
+
+def make_step(method: str):
+    """A HEXA method on the GPU, ready to train (DeepCluster: bank filled and clustered), and its views."""
+    torch.manual_seed(0)
+    cfg = recipe(method)
+    dataset = 64
+    model = trainer.build_method(cfg, dataset).cuda()
+    model.adapt_to_data(dataset, 32)
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    if cfg.family == "moco":
+        views = [torch.rand(32, 3, 32, 32, generator=g) for _ in range(2)]
+    else:
+        views = [torch.rand(32, 3, s, s, generator=g) for s, n in zip(cfg.augment.crop_sizes, cfg.augment.crop_counts)
+                 for _ in range(n)]
+    views = [v.cuda() for v in views]
+    if cfg.family == "deepcluster":
+        model.on_epoch_start(0)
+        for chunk in torch.arange(dataset, device="cuda").split(32):
+            model.training_step([v[: len(chunk)] for v in views], chunk, lambda loss: loss.backward())
+        model.on_epoch_start(1)
+    return model, views, torch.arange(32, device="cuda")
+
+
+def step_grads(model, views, index, amp: bool):
+    """Logs and unscaled gradients of one training step, run as the trainer runs it."""
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    fmt = torch.channels_last if amp else torch.contiguous_format
+    model.to(memory_format=fmt)
+    views = [v.contiguous(memory_format=fmt) for v in views]
+    torch.manual_seed(7)  # the same shuffles, CutMix boxes and PGD starts in both runs
+    np.random.seed(7)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        logs = model.training_step(views, index, lambda loss, **kw: scaler.scale(loss).backward(**kw))
+    scale = scaler.get_scale() if amp else 1.0
+    grads = torch.cat([p.grad.float().flatten() / scale for p in model.parameters() if p.grad is not None])
+    return logs, grads
+
+
+@pytest.mark.parametrize("method", ["hexa_moco", "hexa_dcluster"])
+def test_amp_channels_last_step_tracks_the_float32_step(method):
+    model, views, index = make_step(method)
+    twin = copy.deepcopy(model)
+    logs32, grads32 = step_grads(model, views, index, amp=False)
+    logs16, grads16 = step_grads(twin, views, index, amp=True)
+    assert twin.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for key in ("loss_clean", "loss_adv", "loss_cutmix"):
+        assert math.isfinite(logs16[key])
+        assert logs16[key] == pytest.approx(logs32[key], rel=2e-2), key
+    assert torch.isfinite(grads16).all()
+    # float16 moves a few adversarial pixels' signs and some products' last digits, not the gradient:
+    assert F.cosine_similarity(grads16, grads32, dim=0).item() > 0.95  # (bfloat16 on a CPU gives 0.977)
+    assert (grads16.norm() / grads32.norm()).item() == pytest.approx(1.0, abs=0.1)  # unscaled as the optimizer sees it
+
+
+@pytest.mark.parametrize("method", ["hexa_moco", "hexa_dcluster"])
+def test_trainer_on_cuda_trains_resumes_and_publishes(tmp_path, method):
+    out = tmp_path / "run"
+    first = trainer.train(recipe(method, out, "epochs=2"))
+    assert first.zoo_dir is not None
+    ckpt = torch.load(sorted((out / "checkpoints").glob("*.pt"))[-1], map_location="cpu", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 0  # amp was on: the GradScaler's state is checkpointed
+    resumed = trainer.train(recipe(method, out, "epochs=3"), resume="auto")
+    assert resumed.final_logs["steps"] == 3 * first.final_logs["steps"] // 2
+    assert all(math.isfinite(v) for k, v in resumed.final_logs.items() if k.startswith("loss"))
+
+    from hexa_zoo.weights import load_trunk
+
+    trunk, _ = load_trunk(resumed.zoo_dir)
+    x = torch.rand(4, 3, 32, 32)
+    on_cpu = trunk(x)
+    trunk = trunk.cuda().to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        on_gpu = trunk(x.cuda().contiguous(memory_format=torch.channels_last)).float().cpu()
+    assert (on_gpu - on_cpu.detach()).norm() / on_cpu.norm() < 2e-2  # float16 rounding, nothing more
+
+
+@pytest.mark.parametrize("method", ["hexa_moco", "hexa_dcluster"])
+def test_torchrun_one_gpu_uses_nccl_ddp_and_syncbn(tmp_path, method):
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                          __file__, method, str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    facts = json.loads((out / "facts.json").read_text())
+    assert facts["backend"] == "nccl" and facts["ddp"]
+    assert facts["sync_bn"] == (method == "hexa_dcluster")  # SyncBN in DeepCluster (swav); MoCo uses shuffle BN
+    assert facts["steps"] > 0 and all(math.isfinite(v) for v in facts["losses"].values())
+
+
+def _torchrun_driver(method: str, out: str) -> None:
+    """Under torchrun: train, then record what ran (backend, DDP, SyncBN, losses)."""
+    import torch.distributed as dist
+
+    holder = {}
+
+    def keep(cfg, size):  # called inside the run, while its process group exists
+        holder["backend"] = dist.get_backend() if dist.is_initialized() else None
+        holder["method"] = trainer.build_method(cfg, size)
+        return holder["method"]
+
+    result = trainer.train(recipe(method, Path(out), "epochs=2", "deepcluster.sync_bn=true"), method_factory=keep)
+    model = holder["method"]
+    facts = {"backend": holder["backend"],
+             "ddp": isinstance(model.__dict__.get("_ddp"), torch.nn.parallel.DistributedDataParallel),
+             "sync_bn": any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()),
+             "steps": result.final_logs["steps"],
+             "losses": {k: v for k, v in result.final_logs.items() if k.startswith("loss")}}
+    if int(os.environ["RANK"]) == 0:
+        (Path(out) / "facts.json").write_text(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    _torchrun_driver(*sys.argv[1:])
