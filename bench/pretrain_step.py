@@ -16,8 +16,8 @@ the same rounds. Without lightly installed that comparison is skipped with a not
 
 On CUDA every method runs twice, as the trainer would run it: in float32 (contiguous) and with amp
 (float16 autocast, GradScaler, channels_last), so the figures show what mixed precision buys; the
-lightly reference runs on the CPU with the embedded recipes only. `--recipes paper` takes the ResNet-50 ImageNet recipes instead of
-the embedded ones (use `--size 224`).
+lightly reference runs on the CPU with the embedded recipes only. `--recipes paper` takes the
+ResNet-50 ImageNet recipes instead of the embedded ones (use `--size 224`).
 
 Goals (issue 3): HEXA_MoCo within 2.6x of MoCo-v2's step time (its floor is about 2.5x: two more query
 views, the adversarial one with a free gradient); MoCo-v2 at least as fast as lightly's.
