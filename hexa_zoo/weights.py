@@ -182,7 +182,7 @@ def how_to_get(name: str, tag: str, url: str | None) -> str:
     return "\n  or ".join(ways)
 
 
-def _download_from_hub(repo: str) -> tuple[Path, None, dict]:
+def _download_from_hub(repo: str) -> tuple[Path, dict]:
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     # One HEAD request without retries first: hf_hub_download retries network errors with backoff

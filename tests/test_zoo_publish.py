@@ -1,11 +1,13 @@
 """Publishing and loading: a published folder is what `timm.create_model(NAME, pretrained=True)` loads,
 exactly; it loads with plain timm; the Hub cache and official releases resolve in order."""
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 import timm
@@ -119,6 +121,85 @@ def test_hub_cache_serves_offline_under_the_configured_org(tv18, images, tmp_pat
     assert torch.equal(timm_features(model, images), torchvision_features(tv18, images))
     assert zoo_cli.main(["list"]) == 0
     assert "cached from the Hub: my-lab/moco_v2_r18.embedded" in capsys.readouterr().out
+
+
+class _FakeHub(http.server.BaseHTTPRequestHandler):
+    """The Hub's file endpoint, `/<org>/<repo>/resolve/<revision>/<file>`, serving local folders."""
+
+    repos: dict = {}   # "org/repo" -> folder
+    requests: list = []
+    commit = "c0ffee" * 6 + "abcd"
+
+    def _file(self):
+        parts = self.path.split("/")  # "", org, repo, "resolve", revision, file
+        if len(parts) == 6 and parts[3] == "resolve" and f"{parts[1]}/{parts[2]}" in self.repos:
+            path = self.repos[f"{parts[1]}/{parts[2]}"] / parts[5]
+            if path.is_file():
+                return path
+        return None
+
+    def do_HEAD(self, body=False):
+        self.requests.append((self.command, self.path))
+        path = self._file()
+        if path is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.commit)
+        self.send_header("ETag", f'"{sha256_file(path)}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_GET(self):
+        self.do_HEAD(body=True)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_hub_download_through_huggingface_hub_from_a_local_endpoint(tv18, images, tmp_path):
+    # The online path, end to end with the real huggingface_hub client: an empty zoo and cache, the Hub
+    # at a local HF_ENDPOINT. timm.create_model downloads, loads exactly those weights, and the next
+    # load is served from huggingface_hub's cache with the Hub gone.
+    folder = publish(trunk_of(tv18), "hexa_moco_r18", zoo=tmp_path / "on_the_hub")
+    _FakeHub.repos = {"my-lab/hexa_moco_r18.embedded": folder}
+    _FakeHub.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HEXA_ZOO_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}", HEXA_ZOO_HF_ORG="my-lab",
+               HEXA_ZOO_HOME=str(tmp_path / "zoo"), HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_XET="1")
+    torch.save(images, tmp_path / "images.pt")
+    child = ("import sys, timm, torch, hexa_zoo\n"
+             "m = timm.create_model('hexa_moco_r18', pretrained=True).eval()\n"
+             "x = torch.load(sys.argv[1])\n"
+             "torch.save({'source': m.weights_source, 'features': m(x).detach()}, sys.argv[2])\n")
+    try:
+        run = subprocess.run([sys.executable, "-c", child, str(tmp_path / "images.pt"), str(tmp_path / "out1.pt")],
+                             env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    first = torch.load(tmp_path / "out1.pt", weights_only=True)
+    assert first["source"] == "Hub: my-lab/hexa_moco_r18.embedded"
+    assert torch.allclose(first["features"], torchvision_features(tv18, images), atol=1e-5)
+    fetched = {path.rsplit("/", 1)[1] for command, path in _FakeHub.requests
+               if command == "GET" and "/resolve/" in path}
+    assert fetched == {"model.safetensors", "config.json"}, _FakeHub.requests
+
+    run = subprocess.run([sys.executable, "-c", child, str(tmp_path / "images.pt"), str(tmp_path / "out2.pt")],
+                         env=env, capture_output=True, text=True, timeout=120)  # the Hub is down now
+    assert run.returncode == 0, run.stderr[-3000:]
+    second = torch.load(tmp_path / "out2.pt", weights_only=True)
+    assert second["source"] == "Hub cache: my-lab/hexa_moco_r18.embedded"
+    assert torch.equal(second["features"], first["features"])
 
 
 def test_official_release_is_converted_on_the_fly(moco_r50):  # noqa: F811 (the fixture, by name)
