@@ -26,6 +26,17 @@ def _isolated_zoo(tmp_path_factory, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _cpu_unless_a_cuda_test(request, monkeypatch):
+    """The suite is the CPU suite on a GPU machine too; only tests/test_cuda.py sees the GPU.
+
+    Exactness tests (resume, DDP sync) are CPU statements, and subprocesses inherit the hidden device.
+    """
+    if request.node.path.name != "test_cuda.py":
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 @pytest.fixture(scope="module")
 def r18_file(tmp_path_factory):
     """A randomly initialised timm resnet18 trunk saved as safetensors (seeded, so the same every time)."""
