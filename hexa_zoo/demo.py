@@ -1,9 +1,10 @@
 """`hexa demo` (what `make demo` runs): the whole mission on the embedded dataset, on a CPU.
 
     pre-train MoCo-v2 and HEXA_MoCo (same seed, same budget)   -> <out>/runs/<method>/ and the local zoo
-    run the embedded transfer suite on each                      -> <out>/results/*.json
+    run the embedded transfer suite on each, and on the same
+    trunk untrained (timm's initialisation under the seed)       -> <out>/results/*.json
     compile the leaderboard                                      -> <out>/leaderboard/README.md, plots/
-    print HEXA against its baseline, whatever the runs give
+    print HEXA against its baseline and the untrained trunk, whatever the runs give
 
 `--budget 1.0` takes about ten minutes on two CPU cores. The budget scales pre-training as
 `budget x EPOCHS_AT_BUDGET_1` passes over the embedded training images (below one pass: one epoch on a
@@ -157,14 +158,32 @@ def run_pretrain(step: PretrainStep) -> None:
 
 # ------------------------------------------------------------------------------------ transfer
 
-def weights_sha256(step: PretrainStep) -> str:
-    """The weights hash a transfer record of this model carries (what `load_trunk` reports)."""
+def trunk_identity(spec: str) -> tuple[str, str]:
+    """(name, weights hash) that a transfer record of this model carries (what `load_trunk` reports)."""
     from . import load_trunk
 
-    return load_trunk(str(zoo_folder(step)))[1]["weights_sha256"]
+    info = load_trunk(spec)[1]
+    return info["name"], info["weights_sha256"]
 
 
-def done_protocols(results: Path, step: PretrainStep, sha: str, budget: float) -> set[str]:
+def untrained_trunk(arch: str, seed: int, out: Path) -> Path:
+    """`arch` as timm initialises it under `seed`, saved once: the reference pre-training has to beat."""
+    path = out / "untrained" / f"{arch}_untrained_seed{seed}.safetensors"
+    if not path.is_file():
+        import timm
+        from safetensors.torch import save_file
+
+        from .fileio import atomic_path
+        from .seeding import seed_everything
+
+        seed_everything(seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(timm.create_model(arch, num_classes=0).state_dict(), str(tmp))
+    return path
+
+
+def done_protocols(results: Path, name: str, sha: str, budget: float) -> set[str]:
     """Protocols (CLI names) with a record for exactly these weights and this budget's protocol sizes."""
     if not results.is_dir():
         return set()
@@ -174,7 +193,7 @@ def done_protocols(results: Path, step: PretrainStep, sha: str, budget: float) -
     for r in records:
         protocol = str(r["protocol"]).replace("_", "-")
         config = r.get("config") or {}
-        if (r["model"].get("weights_sha256") == sha and r["model"].get("name") == step.model
+        if (r["model"].get("weights_sha256") == sha and r["model"].get("name") == name
                 and all(config.get(k) == v for k, v in expected.get(protocol, {}).items())):
             done.add(protocol)
     return done
@@ -224,36 +243,39 @@ def transfer_overrides(budget: float) -> list[str]:
     return overrides
 
 
-def run_transfer(step: PretrainStep, results: Path, budget: float, *, force: bool = False,
+def run_transfer(model: str, seed: int, results: Path, budget: float, *, force: bool = False,
                  protocols: Sequence[str] | None = None) -> list[str]:
-    """`hexa transfer suite --suite embedded` on one model, leaving out protocols already recorded for it.
+    """`hexa transfer suite --suite embedded` on one model (any `--model` spec), leaving out protocols
+    already recorded for exactly its weights.
 
     Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
     """
     from transfer.cli import PROTOCOLS
     from transfer.cli import main as transfer_main
 
+    name, sha = trunk_identity(model)
     wanted = [p for p in PROTOCOLS if protocols is None or p in protocols]
-    done = set() if force else done_protocols(results, step, weights_sha256(step), budget) & set(wanted)
+    done = set() if force else done_protocols(results, name, sha, budget) & set(wanted)
     todo = [p for p in wanted if p not in done]
     for protocol in sorted(done):
         print(f"       {protocol}: reusing the record for these weights")
     if not todo:
         return []
-    argv = ["suite", "--suite", "embedded", "--model", step.model, "--out", str(results), "--seed", str(step.seed),
+    argv = ["suite", "--suite", "embedded", "--model", model, "--out", str(results), "--seed", str(seed),
             "--only", ",".join(todo)]
     for item in transfer_overrides(budget):
         if item.split(".", 1)[0] in todo:
             argv += ["--set", item]
     if transfer_main(argv) == 0:
         return []
-    return sorted(set(todo) - done_protocols(results, step, weights_sha256(step), budget))
+    return sorted(set(todo) - done_protocols(results, name, sha, budget))
 
 
 # ------------------------------------------------------------------------------------ comparison
 
-def comparison_lines(compiled, current: dict[str, str]) -> list[str]:
-    """HEXA against its baseline on this demo's weights, one line per table and metric."""
+def comparison_lines(compiled, current: dict[str, str], untrained: str | None = None) -> list[str]:
+    """HEXA against its baseline on this demo's weights, one line per table and metric, beside the
+    untrained trunk's number (model name `untrained`) where this demo evaluated it once for that table."""
     from types import SimpleNamespace
 
     from .leaderboard_plots import hexa_vs_baseline_pairs
@@ -265,13 +287,19 @@ def comparison_lines(compiled, current: dict[str, str]) -> list[str]:
         if len(keep):
             tables[table] = keep
     pairs = hexa_vs_baseline_pairs(SimpleNamespace(tables=tables, metrics=compiled.metrics))
+
+    def reference(label: str) -> str:
+        table, metric = label.split("\n")
+        rows = tables[table][tables[table]["model"] == untrained] if table in tables else []
+        return f"{rows.iloc[0][metric]:.2f}" if len(rows) == 1 else "-"
+
     lines = []
     for title, bars in sorted(pairs.items()):
         hexa, base = title.split(" vs ")
-        rows = [(*label.split("\n"), f"{b_mean:.2f}", f"{h_mean:.2f}", f"{round(h_mean - b_mean, 2) + 0.0:+.2f}")
-                for label, h_mean, _, b_mean, _ in bars]
-        header = ("table", "metric", base, hexa, "HEXA - base")
-        widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
+        rows = [(*label.split("\n"), f"{b_mean:.2f}", f"{h_mean:.2f}", f"{round(h_mean - b_mean, 2) + 0.0:+.2f}",
+                 reference(label)) for label, h_mean, _, b_mean, _ in bars]
+        header = ("table", "metric", base, hexa, "HEXA - base", "untrained")
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(6)]
         for r in [header] + rows:
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         lines.append("")
@@ -348,7 +376,7 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
 
     t0 = time.perf_counter()
     steps = plan(args.budget, methods, args.seed, out)
-    total = 2 * len(steps) + 1
+    total = 2 * len(steps) + 2  # pre-train and transfer each method, transfer the untrained trunk, compile
     n = 0
 
     def say(text: str) -> None:
@@ -369,19 +397,21 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
 
     results = out / "results"
     current = {}
-    for step in steps:
-        say(f"transfer suite on {step.model} -> {results}")
-        failed = run_transfer(step, results, args.budget, force=args.force, protocols=args.protocols)
+    untrained = str(untrained_trunk(steps[0].arch, args.seed, out))
+    for model in [step.model for step in steps] + [untrained]:
+        say(f"transfer suite on {Path(model).name} -> {results}")
+        failed = run_transfer(model, args.seed, results, args.budget, force=args.force, protocols=args.protocols)
         if failed:
-            print(f"       failed on {step.model}: {', '.join(failed)} (see above); the leaderboard shows the rest")
-        current[step.model] = weights_sha256(step)
+            print(f"       failed on {model}: {', '.join(failed)} (see above); the leaderboard shows the rest")
+        name, sha = trunk_identity(model)
+        current[name] = sha
 
     say(f"compile the leaderboard -> {out / 'leaderboard'}")
     compiled = compile_leaderboard([results], out / "leaderboard", runs=[out / "runs"])
-    lines = comparison_lines(compiled, current)
+    lines = comparison_lines(compiled, current, untrained=Path(untrained).name)
     print()
-    print(f"HEXA against its baseline on the embedded dataset (seed {args.seed}, budget {args.budget:g}; "
-          "the numbers are whatever these runs gave):")
+    print(f"HEXA against its baseline on the embedded dataset (seed {args.seed}, budget {args.budget:g}), beside "
+          f"the untrained {steps[0].arch}; the numbers are whatever these runs gave:")
     print("\n".join("  " + line for line in lines) if lines else "  (no HEXA/baseline pair among --methods)")
     print(f"\nleaderboard: {compiled.readme}")
     plots = sorted((out / "leaderboard" / "plots").glob("*.png"))

@@ -59,25 +59,27 @@ def test_a_protocol_is_done_only_for_the_same_weights_and_sizes(tmp_path):
     records.write_record(results, rec)
     tiny = demo.expected_sizes(0.002)["knn"]["max_per_class"]
     assert tiny == 20  # max(20, 200 x budget) images per class below budget 1
-    assert demo.done_protocols(results, step, "abc", 0.002) == {"knn"}
-    assert demo.done_protocols(results, step, "other weights", 0.002) == set()
-    assert demo.done_protocols(results, step, "abc", demo.FULL_SUITE_BUDGET) == set()  # full preset: all images
+    assert demo.done_protocols(results, step.model, "abc", 0.002) == {"knn"}
+    assert demo.done_protocols(results, step.model, "other weights", 0.002) == set()
+    assert demo.done_protocols(results, step.model, "abc", demo.FULL_SUITE_BUDGET) == set()  # full preset: all images
 
 
-def test_comparison_pairs_hexa_with_its_baseline(tmp_path):
+def test_comparison_pairs_hexa_with_its_baseline_beside_the_untrained_trunk(tmp_path):
     results = tmp_path / "results"
-    for model, value in (("moco_v2_r18.embedded", 40.0), ("hexa_moco_r18.embedded", 43.5)):
+    untrained = "resnet18_untrained_seed0.safetensors"
+    for model, value in (("moco_v2_r18.embedded", 40.0), ("hexa_moco_r18.embedded", 43.5), (untrained, 21.25)):
         rec = records.make_record(protocol="knn", benchmark="embedded_knn", preset="embedded",
                                   dataset={"name": "embedded", "fingerprint": "sha256:ab"},
                                   model={"name": model, "weights_sha256": model + "0" * 20},
                                   metrics={"top1@20": records.metric(value)}, config={}, seed=0)
         records.write_record(results, rec)
     compiled = leaderboard.compile_leaderboard([results], tmp_path / "board", plots=False)
-    current = {"moco_v2_r18.embedded": "moco_v2_r18.embedded" + "0" * 20,
-               "hexa_moco_r18.embedded": "hexa_moco_r18.embedded" + "0" * 20}
-    lines = demo.comparison_lines(compiled, current)
+    current = {model: model + "0" * 20 for model in ("moco_v2_r18.embedded", "hexa_moco_r18.embedded", untrained)}
+    lines = demo.comparison_lines(compiled, current, untrained=untrained)
     row = next(line for line in lines if "top1@20" in line)
-    assert re.search(r"40\.00\s+43\.50\s+\+3\.50$", row)
+    assert re.search(r"40\.00\s+43\.50\s+\+3\.50\s+21\.25$", row)
+    row = next(line for line in demo.comparison_lines(compiled, current) if "top1@20" in line)
+    assert row.endswith("-")  # no untrained trunk named: no reference number
     # rows of other weights (an older run) are left out of the comparison
     assert demo.comparison_lines(compiled, {"moco_v2_r18.embedded": "other"}) == []
 
@@ -92,11 +94,16 @@ def test_tiny_demo_end_to_end_then_reuse(tmp_path, capsys):
         assert f"**{model}**" in readme
         assert (Path(os.environ["HEXA_ZOO_HOME"]) / model / "model.safetensors").is_file()
         assert model in printed
+    untrained = "resnet18_untrained_seed0.safetensors"
+    assert (out / "untrained" / untrained).is_file() and f"**{untrained}**" in readme
     assert "HEXA - base" in printed and "leaderboard:" in printed
+    comparison = printed.split("HEXA against its baseline")[1]
+    knn_row = next(line for line in comparison.splitlines() if "top1@20" in line)
+    assert re.search(r"\d+\.\d\d$", knn_row)  # the untrained trunk's kNN, beside the pair
     assert (out / "leaderboard" / "plots" / "pretrain_curves.png").is_file()
     got, skipped = records.read_records([out / "results"])
     assert got and not skipped
-    assert {r["model"]["name"] for r in got} == {"hexa_moco_r18.embedded", "moco_v2_r18.embedded"}
+    assert {r["model"]["name"] for r in got} == {"hexa_moco_r18.embedded", "moco_v2_r18.embedded", untrained}
 
     # a second demo reuses every finished step: no training, no new records, the same leaderboard
     before = readme

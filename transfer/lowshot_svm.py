@@ -174,7 +174,7 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
             qd[i] = sqnorm[i] + diag[i]
             index[i] = i
         active, it, exact = n, 0, False
-        pg_max_old, pg_min_old = inf, -inf
+        pg_max_old = inf  # liblinear's PGmin_old only shrinks alphas at an upper bound: L2 loss has none
         while it < max_iter:
             pg_max_new, pg_min_new = -inf, inf
             for s in range(active):
@@ -208,14 +208,13 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
                     if exact:  # the rule held on a pass that started from the exact w
                         break
                     _exact_w(X, y, alpha, w64, w)
-                    exact, pg_max_old, pg_min_old = True, inf, -inf
+                    exact, pg_max_old = True, inf
                     continue
-                active, pg_max_old, pg_min_old = n, inf, -inf  # unshrink and check everything once more
+                active, pg_max_old = n, inf  # unshrink and check everything once more
                 exact = False
                 continue
             exact = False
             pg_max_old = pg_max_new if pg_max_new > 0 else inf
-            pg_min_old = pg_min_new if pg_min_new < 0 else -inf
         _exact_w(X, y, alpha, w64, w)  # also the next cost's warm start, free of drift
         W[c] = w64
         n_iter[c] = it
@@ -283,24 +282,25 @@ def _ap_function(cfg: LowShotSvmConfig):
 
 @dataclass(frozen=True)
 class _PathJob:
-    """One cost path to solve on trainval `rows`. `held_out` rows: a CV fold, scored by sklearn's
-    average precision (as `cross_val_score`); otherwise the weights are kept for the test set."""
+    """One cost path to solve on trainval `rows`. `held_out` rows (labels `held_out_y`): a CV fold, scored by
+    sklearn's average precision (as `cross_val_score`); otherwise the weights are kept for the test set."""
 
     key: tuple               # (k or "full", sample, class) for a test model, plus the fold index for CV
     rows: np.ndarray
     y: np.ndarray
     held_out: np.ndarray | None = None
+    held_out_y: np.ndarray | None = None
 
 
 def _cv_jobs(key: tuple, rows: np.ndarray, y: np.ndarray, folds: int) -> list[_PathJob]:
     """`cross_val_score(cv=folds)`'s splits (StratifiedKFold, unshuffled) of one training set."""
     from sklearn.model_selection import StratifiedKFold
 
-    return [_PathJob(key + (f,), rows[tr], y[tr], held_out=rows[te])
+    return [_PathJob(key + (f,), rows[tr], y[tr], held_out=rows[te], held_out_y=y[te])
             for f, (tr, te) in enumerate(StratifiedKFold(folds).split(rows, y))]
 
 
-def _solve_all(jobs: list[_PathJob], X: np.ndarray, Xb32: np.ndarray, y_of, cfg: LowShotSvmConfig, seed: int):
+def _solve_all(jobs: list[_PathJob], X: np.ndarray, Xb32: np.ndarray, cfg: LowShotSvmConfig, seed: int):
     """Solve every job in one thread pool, largest first (so two threads stay busy to the end).
 
     Returns {key: float32 weights (n_costs, d + 1)} for test models and {key: CV APs (n_costs,)} for folds.
@@ -313,8 +313,8 @@ def _solve_all(jobs: list[_PathJob], X: np.ndarray, Xb32: np.ndarray, y_of, cfg:
         if job.held_out is None:
             return job.key, W.astype(np.float32)
         decision = add_bias(X[job.held_out]) @ W.T
-        y_out = y_of(job.key, job.held_out)
-        return job.key, np.array([average_precision_score(y_out, decision[:, j]) for j in range(len(cfg.costs))])
+        return job.key, np.array([average_precision_score(job.held_out_y, decision[:, j])
+                                  for j in range(len(cfg.costs))])
 
     jobs = sorted(jobs, key=lambda job: -len(job.rows))  # stable: ties keep their order
     out = Parallel(n_jobs=cfg.n_jobs, prefer="threads")(delayed(solve)(job) for job in jobs)
@@ -360,8 +360,8 @@ def lowshot_svm_eval(train_feats: np.ndarray, train_labels: np.ndarray, test_fea
     negatives = cfg.negatives_per_positive if cfg.negatives_per_positive is not None else n_classes - 1
     result = LowShotResult()
 
-    def y_of(key, rows):  # the class's training labels: present 1, anything else -1 (as VISSL)
-        return np.where(train_labels[rows, key[2]] == 1, 1.0, -1.0)
+    def y_of(c, rows):  # class c's training labels: present 1, anything else -1 (as VISSL)
+        return np.where(train_labels[rows, c] == 1, 1.0, -1.0)
 
     # Every SVM path of the protocol: (k, sample, class) low-shot models (and their CV folds when the cost
     # is chosen by CV), then the full-data model and its CV folds per class.
@@ -372,18 +372,18 @@ def lowshot_svm_eval(train_feats: np.ndarray, train_labels: np.ndarray, test_fea
                 if idx is None:
                     skipped.setdefault(k, set()).add(c)
                     continue
-                jobs.append(_PathJob((k, s, c), idx, y_of((k, s, c), idx)))
+                jobs.append(_PathJob((k, s, c), idx, y_of(c, idx)))
                 if cfg.cost_selection == "cv" and min(cfg.cv_folds, k) >= 2:
                     jobs += _cv_jobs((k, s, c), idx, jobs[-1].y, min(cfg.cv_folds, k))
     usable = [c for c in range(n_classes) if (train_labels[:, c] == 1).sum() >= cfg.cv_folds] if cfg.full else []
     every = np.arange(len(X))
     for c in usable:
-        jobs.append(_PathJob(("full", 0, c), every, y_of(("full", 0, c), every)))
+        jobs.append(_PathJob(("full", 0, c), every, y_of(c, every)))
         if cfg.cost_selection != "test":
             jobs += _cv_jobs(("full", 0, c), every, jobs[-1].y, cfg.cv_folds)
 
     with threadpool_limits(limits=1, user_api="blas"):  # the pool's threads are the parallelism
-        weights, cv_aps = _solve_all(jobs, X, Xb32, y_of, cfg, seed)
+        weights, cv_aps = _solve_all(jobs, X, Xb32, cfg, seed)
         test_ap = _test_aps(weights, Xt_b32, test_labels, cfg)
 
     fold_aps: dict[tuple, list[np.ndarray]] = {}
