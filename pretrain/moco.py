@@ -289,7 +289,7 @@ class MoCo(nn.Module):
     def _keys(self, x_k: Tensor) -> Tensor:
         """Normalised keys of the batch, computed with shuffle BN."""
         x = self.normalize(x_k)
-        if distributed() and self.cfg.shuffle_bn:
+        if distributed() and dist.get_world_size() > 1 and self.cfg.shuffle_bn:  # a group of one shuffles below
             x, idx_unshuffle = batch_shuffle_ddp(x)
             return batch_unshuffle_ddp(F.normalize(self.encoder_k(x), dim=1), idx_unshuffle)
         if self.cfg.shuffle_bn:

@@ -214,9 +214,22 @@ def test_a_one_process_launch_joins_a_process_group(monkeypatch):
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
+    from pretrain.moco import MoCo, MocoConfig
+
+    torch.manual_seed(0)
+    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32), "resnet10t", 64)
+    x = torch.rand(8, 3, 32, 32)
+
+    def keys():
+        torch.manual_seed(1)
+        return moco._keys(x)
+
+    alone = keys()
     procs, created = init_processes()
     try:
         assert created and procs.distributed and procs.world_size == 1 and dist.get_backend() == "gloo"
+        # a group of one still splits the key batch for shuffle BN, as one process does
+        assert torch.equal(keys(), alone)
     finally:
         dist.destroy_process_group()
     for key in ("WORLD_SIZE", "MASTER_ADDR"):  # a plain launch stays a single process
