@@ -121,6 +121,43 @@ def test_torchrun_one_gpu_uses_nccl_ddp_and_syncbn(tmp_path, method):
     assert facts["steps"] > 0 and all(math.isfinite(v) for v in facts["losses"].values())
 
 
+# ------------------------------------------------------------------------------------------ transfer
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_features_on_cuda_match_the_cpu(r18_file):
+    from hexa_zoo.embedded import embedded_root
+    from transfer.common import load_model, read_image_split
+    from transfer.features import EvalTransform, extract_features
+
+    model, info = load_model(str(r18_file))
+    paths = read_image_split(embedded_root() / "classify", "val", max_per_class=4).paths
+    tf = EvalTransform.for_model(info, 64, 64)
+    on_cpu = extract_features(model, paths, tf, weights_sha256=None, device="cpu").features
+    on_gpu = extract_features(model, paths, tf, weights_sha256=None, device="cuda").features  # channels_last
+    in_bf16 = extract_features(model, paths, tf, weights_sha256=None, device="cuda", amp=True).features
+    assert on_gpu.dtype == in_bf16.dtype == torch.float32 and on_gpu.device.type == "cpu"
+    assert _relative_error(on_gpu, on_cpu) < 1e-2  # TF32 convolutions
+    assert _relative_error(in_bf16, on_cpu) < 5e-2
+
+
+def test_linear_and_detection_train_on_cuda_with_amp(tmp_path, r18_file):
+    from test_transfer_detection import TINY as TINY_DETECTION
+    from test_transfer_detection import make_tiny_voc
+    from transfer import detection, linear
+
+    record = linear.run(str(r18_file), "embedded", tmp_path, overrides=[
+        "resize=32", "crop=32", "train_crop=32", "epochs=2", "milestones=[1]", "max_per_class=10", "amp=true"])
+    assert all(math.isfinite(m["mean"]) for m in record["metrics"].values())
+    voc = make_tiny_voc(tmp_path / "voc")
+    record = detection.run(str(r18_file), str(voc), tmp_path, preset="embedded",
+                           overrides=TINY_DETECTION + ["amp=true"], seed=0)
+    assert set(record["metrics"]) == {"AP50", "AP", "AP75"}
+    assert all(0.0 <= m["mean"] <= 100.0 for m in record["metrics"].values())
+
+
 def _torchrun_driver(method: str, out: str) -> None:
     """Under torchrun: train, then record what ran (backend, DDP, SyncBN, losses)."""
     import torch.distributed as dist

@@ -138,11 +138,15 @@ def test_lr_schedule_is_detectron2_warmup_multistep():
 
 @pytest.fixture(scope="module")
 def tiny_voc(tmp_path_factory) -> Path:
+    return make_tiny_voc(tmp_path_factory.mktemp("tinyvoc"))
+
+
+def make_tiny_voc(root: Path) -> Path:
     """A 6-image VOCdevkit copied from the embedded scenes (real XML and JPEGs), 4 trainval / 2 test."""
     from hexa_zoo.embedded import embedded_root
 
     src = embedded_root() / "VOCdevkit" / "VOC2007"
-    dst = tmp_path_factory.mktemp("tinyvoc") / "VOCdevkit" / "VOC2007"
+    dst = root / "VOCdevkit" / "VOC2007"
     main = dst / "ImageSets" / "Main"
     main.mkdir(parents=True)
     (dst / "Annotations").mkdir()
