@@ -274,8 +274,8 @@ def run_transfer(model: str, seed: int, results: Path, budget: float, *, force: 
 # ------------------------------------------------------------------------------------ comparison
 
 def comparison_lines(compiled, current: dict[str, str], untrained: str | None = None) -> list[str]:
-    """HEXA against its baseline on this demo's weights, one line per table and metric, beside the
-    untrained trunk's number (model name `untrained`) where this demo evaluated it once for that table."""
+    """HEXA against its baseline on this demo's weights, one line per table and metric, beside the number
+    of the untrained trunk (`untrained`: its model name in the records) where it has one row in that table."""
     from types import SimpleNamespace
 
     from .leaderboard_plots import hexa_vs_baseline_pairs
