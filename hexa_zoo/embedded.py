@@ -3,13 +3,16 @@
 What it is: a deterministic, seeded generator of 64x64 pictures of ten procedural object classes
 (arrow, crescent, cross, disc, dumbbell, hexagon, ring, square, star, triangle). Each classification
 image shows one large object near the centre, roughly upright (rotated by at most 26 degrees, slightly
-stretched, about 0.6-0.8 of the image across), in a random plain colour with lighting and a soft drop
-shadow, on a plain backdrop of another random colour under a gentle gradient, with sensor noise.
-Colour is drawn independently of the class, so only shape tells the classes apart: colour jitter and
-grayscale do not make the task trivial or impossible. These images are deliberately easy (no clutter,
-no texture, little pose variation) because `hexa demo` trains a resnet18 for only a few hundred CPU
-steps: on the earlier version's images (textures, full turns, background clutter) even a supervised
-resnet18 stayed near chance after that many steps; on these, one reaches about 75% in 200 steps.
+stretched, about 0.6-0.8 of the image across), in a plain colour with lighting and a soft drop shadow,
+on a plain backdrop of another colour under a gentle gradient, with sensor noise. Both colours come
+from a palette of four (`PALETTE`), independently of the class, so only shape tells the classes apart.
+The palette is small on purpose: with freely drawn colours, the pair (object, backdrop) named each image
+almost uniquely and survived colour jitter (a hue shift moves both), so MoCo told instances apart by
+colour and learnt no shape (kNN stayed at chance); with twelve pairs over 2000 images, instance
+discrimination has to use shape. These images are deliberately easy (no clutter, no texture, little
+pose variation) because `hexa demo` trains a resnet18 for only a few hundred CPU steps: on the earlier
+version's images (textures, full turns, background clutter) even a supervised resnet18 stayed near
+chance after that many steps; on these, one reaches about 75% in 200 steps.
 Ten more shapes (`HELDOUT_CLASSES`), drawn the same way, appear only in the few-shot split.
 Multi-object 128x128 scenes are busier: 1-4 objects of the ten classes at any rotation, textured
 (solid, stripes, checks, dots, blotches), on a cluttered background (smooth colour field, stray lines
@@ -196,6 +199,17 @@ def _random_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) ->
     return rgb
 
 
+# The one-object images' colours (hue 0, 0.33, 0.6 at saturation 0.7, value 0.8, and mid grey): any two
+# differ by more than the 0.45 that an object keeps from its backdrop.
+PALETTE = tuple(np.array(colorsys.hsv_to_rgb(h, 0.7, 0.8)) for h in (0.0, 0.33, 0.6)) + (np.full(3, 0.5),)
+
+
+def _palette_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
+    """A colour of PALETTE, other than the one nearest `avoid` when given."""
+    choices = [c for c in PALETTE if avoid is None or np.linalg.norm(c - avoid) > 0.45] or list(PALETTE)
+    return choices[int(rng.integers(len(choices)))]
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth random colour field with stray lines and specks (clutter), float (H, W, 3) in [0, 1]."""
     base = _random_colour(rng)
@@ -262,8 +276,11 @@ def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def _paint(rng: np.random.Generator, canvas: np.ndarray, p: _Placement, textured: bool = True) -> None:
-    """Composite one lit object (textured unless told otherwise) with its drop shadow onto `canvas` in place."""
+def _paint(rng: np.random.Generator, canvas: np.ndarray, p: _Placement, textured: bool = True,
+           colour: Callable[..., np.ndarray] = _random_colour) -> None:
+    """Composite one lit object (textured unless told otherwise) with its drop shadow onto `canvas` in place.
+
+    `colour(rng, avoid=...)` draws the object's colour (any colour, or the palette's)."""
     size = canvas.shape[0]
     shift = rng.integers(1, max(2, size // 24) + 1, size=2) * rng.choice([-1, 1], size=2)
     # Work only in the window the object and its shadow can reach (scenes are mostly background).
@@ -276,7 +293,7 @@ def _paint(rng: np.random.Generator, canvas: np.ndarray, p: _Placement, textured
     shadow = _shifted(np.clip(0.5 - sdf_px / 3.0, 0.0, 1.0), int(shift[0]), int(shift[1]))
     area *= 1.0 - 0.35 * shadow[..., None]
     under = area.reshape(-1, 3).mean(axis=0)
-    c1 = _random_colour(rng, avoid=under).astype(np.float32)
+    c1 = colour(rng, avoid=under).astype(np.float32)
     c2 = _random_colour(rng).astype(np.float32)
     mix = _texture(rng, u, v) * rng.uniform(0.3, 0.9)  # drawn either way: the random stream stays aligned
     if not textured:
@@ -296,8 +313,8 @@ def _finish(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
 
 
 def _plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A plain backdrop for the one-object images: one random colour under a gentle linear gradient."""
-    base = _random_colour(rng).astype(np.float32)
+    """A plain backdrop for the one-object images: one palette colour under a gentle linear gradient."""
+    base = _palette_colour(rng).astype(np.float32)
     tilt = rng.normal(size=2)
     tilt = (0.15 * tilt / (np.linalg.norm(tilt) + 1e-9)).astype(np.float32)
     ramp = np.arange(size, dtype=np.float32) / np.float32(size) - np.float32(0.5)
@@ -315,7 +332,7 @@ def _render_single(rng: np.random.Generator, name: str, size: int) -> np.ndarray
     cx, cy = size / 2 + rng.uniform(-0.06, 0.06, 2) * size
     p = _place(name, size, cx, cy, radius=rng.uniform(0.32, 0.42) * size,
                angle=rng.uniform(-0.45, 0.45), aspect=rng.uniform(0.9, 1.1))
-    _paint(rng, canvas, p, textured=False)
+    _paint(rng, canvas, p, textured=False, colour=_palette_colour)
     return _finish(rng, canvas)
 
 

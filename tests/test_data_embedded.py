@@ -103,6 +103,21 @@ def _xml_boxes(path: Path):
     return out
 
 
+def test_backdrops_take_few_colours_so_instances_need_their_shape(root):
+    # Freely drawn colours made (object, backdrop) an instance key that survives colour jitter; the
+    # one-object images draw both from the four-colour palette instead (the 3x3 corners: backdrop only).
+    palette = np.stack([c / np.linalg.norm(c) for c in embedded.PALETTE])
+    used = []
+    for c in range(len(CLASSES)):
+        for i in range(0, 200, 25):
+            corners = embedded.render_classify_image("train", c, i)[[0, 0, -1, -1], [0, -1, 0, -1]].astype(float)
+            direction = corners.mean(axis=0) / np.linalg.norm(corners.mean(axis=0))
+            cosines = palette @ direction
+            assert cosines.max() > 0.99, (c, i, cosines)
+            used.append(int(cosines.argmax()))
+    assert set(used) == set(range(len(embedded.PALETTE)))
+
+
 def test_voc_xml_holds_the_boxes_drawn(root):
     voc = root / "VOCdevkit" / "VOC2007"
     n_difficult = 0
