@@ -63,7 +63,7 @@ class MethodStep:
                  device: torch.device, amp: bool = False):
         dataset = 4 * batch if method_name in ("dcluster_v2", "hexa_dcluster") else 1 << 20
         cfg = load_recipe(recipe, [f"batch_size={batch}", f"augment.image_size={size}"])
-        self.cfg, self.device, self.amp = cfg, device, amp
+        self.amp = amp
         self.method = build_method(cfg, dataset).to(device)
         fmt = torch.channels_last if amp else torch.contiguous_format
         self.method.to(memory_format=fmt)

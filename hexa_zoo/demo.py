@@ -243,17 +243,17 @@ def transfer_overrides(budget: float) -> list[str]:
     return overrides
 
 
-def run_transfer(model: str, seed: int, results: Path, budget: float, *, force: bool = False,
-                 protocols: Sequence[str] | None = None) -> list[str]:
-    """`hexa transfer suite --suite embedded` on one model (any `--model` spec), leaving out protocols
-    already recorded for exactly its weights.
+def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path, budget: float, *,
+                 force: bool = False, protocols: Sequence[str] | None = None) -> list[str]:
+    """`hexa transfer suite --suite embedded` on one model (any `--model` spec, whose records carry
+    `identity`: `trunk_identity(model)`), leaving out protocols already recorded for exactly its weights.
 
     Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
     """
     from transfer.cli import PROTOCOLS
     from transfer.cli import main as transfer_main
 
-    name, sha = trunk_identity(model)
+    name, sha = identity
     wanted = [p for p in PROTOCOLS if protocols is None or p in protocols]
     done = set() if force else done_protocols(results, name, sha, budget) & set(wanted)
     todo = [p for p in wanted if p not in done]
@@ -400,10 +400,11 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
     untrained = str(untrained_trunk(steps[0].arch, args.seed, out))
     for model in [step.model for step in steps] + [untrained]:
         say(f"transfer suite on {Path(model).name} -> {results}")
-        failed = run_transfer(model, args.seed, results, args.budget, force=args.force, protocols=args.protocols)
+        name, sha = trunk_identity(model)  # loads the trunk once: its records' name and weights hash
+        failed = run_transfer(model, (name, sha), args.seed, results, args.budget, force=args.force,
+                              protocols=args.protocols)
         if failed:
             print(f"       failed on {model}: {', '.join(failed)} (see above); the leaderboard shows the rest")
-        name, sha = trunk_identity(model)
         current[name] = sha
 
     say(f"compile the leaderboard -> {out / 'leaderboard'}")

@@ -190,23 +190,26 @@ def _rng(seed: int, part: str, cls: int, index: int) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------
 # Rendering
 
+MIN_CONTRAST = 0.45  # RGB distance an object's colour keeps from the backdrop under it
+
+
 def _random_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
     """A random RGB colour in [0, 1], at a visible distance from `avoid` when given."""
     for _ in range(20):
         rgb = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.25, 1.0), rng.uniform(0.3, 1.0)))
-        if avoid is None or np.linalg.norm(rgb - avoid) > 0.45:
+        if avoid is None or np.linalg.norm(rgb - avoid) > MIN_CONTRAST:
             break
     return rgb
 
 
 # The one-object images' colours (hue 0, 0.33, 0.6 at saturation 0.7, value 0.8, and mid grey): any two
-# differ by more than the 0.45 that an object keeps from its backdrop.
+# differ by more than MIN_CONTRAST.
 PALETTE = tuple(np.array(colorsys.hsv_to_rgb(h, 0.7, 0.8)) for h in (0.0, 0.33, 0.6)) + (np.full(3, 0.5),)
 
 
 def _palette_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
     """A colour of PALETTE, other than the one nearest `avoid` when given."""
-    choices = [c for c in PALETTE if avoid is None or np.linalg.norm(c - avoid) > 0.45] or list(PALETTE)
+    choices = [c for c in PALETTE if avoid is None or np.linalg.norm(c - avoid) > MIN_CONTRAST] or list(PALETTE)
     return choices[int(rng.integers(len(choices)))]
 
 
