@@ -3,8 +3,8 @@
     .venv/bin/python bench/pretrain_step.py [--batch 128] [--size 32] [--rounds 6] [--threads N]
     python bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 64 --rounds 10
 
-Each method (MoCo-v2, HEXA_MoCo, DeepCluster-v2, HEXA_DCluster; ResNet-18 at 32 px, batch 128, the
-embedded recipes otherwise) runs the trainer's exact step (zero_grad, `training_step` with backward,
+Each method of the catalog (MoCo-v2, HEXA_MoCo, DeepCluster-v2, HEXA_DCluster, SwAV, HEXA_SwAV; ResNet-18 at
+32 px, batch 128, the embedded recipes otherwise) runs the trainer's exact step (zero_grad, `training_step` with backward,
 optimizer step, `on_step_end`) on fixed random views. The methods take turns, one step each per round,
 in an order that alternates from round to round, so a busy machine slows them alike; step times are
 medians over rounds after one warm-up round, and ratios are medians of the per-round ratios.
@@ -38,16 +38,16 @@ import torch
 
 from pretrain.config import load_recipe
 from pretrain.optim import make_optimizer
-from pretrain.trainer import build_method
+from pretrain.trainer import adapt_config, build_method
 
-RECIPES = {"embedded": {"moco_v2": "moco_v2_r18_embedded", "hexa_moco": "hexa_moco_r18_embedded",
-                        "dcluster_v2": "dcluster_v2_r18_embedded", "hexa_dcluster": "hexa_dcluster_r18_embedded"},
-           "paper": {"moco_v2": "moco_v2_r50_200ep", "hexa_moco": "hexa_moco_r50_200ep",
-                     "dcluster_v2": "dcluster_v2_r50_400ep", "hexa_dcluster": "hexa_dcluster_r50_800ep"}}
+from hexa_zoo.catalog import METHODS, hexa_pairs
+
+RECIPES = {scale: {name: m.default_recipe(data) for name, m in METHODS.items()}
+           for scale, data in (("embedded", "embedded"), ("paper", "imagenet"))}
 
 
 def random_views(cfg, batch: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    if cfg.family == "moco":
+    if not cfg.method_config().multicrop:
         sizes = [size, size]
     else:  # multi-crop, scaled so the global crops are `size` pixels
         scale = size / cfg.augment.crop_sizes[0]
@@ -61,13 +61,14 @@ class MethodStep:
 
     def __init__(self, method_name: str, recipe: str, batch: int, size: int, generator: torch.Generator,
                  device: torch.device, amp: bool = False):
-        dataset = 4 * batch if method_name in ("dcluster_v2", "hexa_dcluster") else 1 << 20
         cfg = load_recipe(recipe, [f"batch_size={batch}", f"augment.image_size={size}"])
+        dataset = 4 * batch if cfg.family == "deepcluster" else 1 << 20
+        cfg, self.notes = adapt_config(cfg, dataset, world_size=1, steps_per_epoch=dataset // batch)
         self.amp = amp
         self.method = build_method(cfg, dataset).to(device)
+        self.method.steps_per_epoch = dataset // batch
         fmt = torch.channels_last if amp else torch.contiguous_format
         self.method.to(memory_format=fmt)
-        self.notes = self.method.adapt_to_data(dataset, batch)
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.views = [v.to(device, memory_format=fmt) for v in random_views(cfg, batch, size, generator)]
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds after one warm-up round")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--methods", default="moco_v2,hexa_moco,dcluster_v2,hexa_dcluster")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated catalog methods")
     parser.add_argument("--recipes", choices=sorted(RECIPES), default="embedded")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
@@ -166,7 +167,7 @@ def main() -> None:
     else:
         try:
             moco_cfg = load_recipe(RECIPES[args.recipes]["moco_v2"]).moco
-            queue = steps["moco_v2"].method.queue_size if "moco_v2" in steps else moco_cfg.queue_size
+            queue = steps["moco_v2"].method.queue.shape[1] if "moco_v2" in steps else moco_cfg.queue_size
             steps["lightly_moco_v2"] = LightlyMocoStep(args.batch, args.size, generator, queue, moco_cfg.temperature)
         except ImportError:
             notes.append("lightly is not installed (pip install lightly): the lightly MoCo comparison was skipped")
@@ -206,11 +207,9 @@ def main() -> None:
         return round(statistics.median(a / b for a, b in zip(times[slow], times[fast])), 3)
 
     for suffix in ("", "_amp"):
-        if f"moco_v2{suffix}" in median and f"hexa_moco{suffix}" in median:
-            figures[f"hexa_moco_over_moco_v2_step_time{suffix}"] = ratio(f"hexa_moco{suffix}", f"moco_v2{suffix}")
-        if f"dcluster_v2{suffix}" in median and f"hexa_dcluster{suffix}" in median:
-            figures[f"hexa_dcluster_over_dcluster_v2_step_time{suffix}"] = ratio(f"hexa_dcluster{suffix}",
-                                                                                 f"dcluster_v2{suffix}")
+        for base, hexa in hexa_pairs():  # every HEXA method against its baseline, from the catalog
+            if f"{base}{suffix}" in median and f"{hexa}{suffix}" in median:
+                figures[f"{hexa}_over_{base}_step_time{suffix}"] = ratio(f"{hexa}{suffix}", f"{base}{suffix}")
     if "hexa_moco_over_moco_v2_step_time" in figures:
         figures["goal_hexa_moco_within_2.6x"] = figures["hexa_moco_over_moco_v2_step_time"] <= 2.6
     if cuda:

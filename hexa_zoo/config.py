@@ -138,6 +138,8 @@ def load_config(cls: type[T], yaml_path: str | os.PathLike | None = None, overri
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write `cfg` as YAML atomically: its own `to_dict()` where it has one (what it says it is), else every field."""
     from .fileio import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    data = cfg.to_dict() if hasattr(cfg, "to_dict") else to_dict(cfg)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -32,12 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .catalog import METHODS, hexa_pairs, zoo_model_name
 from .errors import ConfigError
 from .records import read_records
 
-MOCO_PAIR = ("moco_v2", "hexa_moco")
-DCLUSTER_PAIR = ("dcluster_v2", "hexa_dcluster")
-METHODS = MOCO_PAIR + DCLUSTER_PAIR
 DCLUSTER_MIN_BUDGET = 2.0      # the DeepCluster pair roughly doubles the time: it joins from here on
 FULL_SUITE_BUDGET = 3.0        # from here the embedded transfer presets run unchanged (`hexa transfer suite`)
 # Passes over the 2000 embedded images per method at budget 1 (the recipes say 20). Measured on 2 shared CPU
@@ -58,7 +56,6 @@ class PretrainStep:
     run_dir: Path
     model: str             # zoo name with tag, e.g. hexa_moco_r18.embedded
     log_every: int = 5     # log.csv rows: often enough that even a tiny run draws a curve
-    warmup_epochs: float = 0.0  # the recipe's warm-up, scaled with its epochs (0: the recipe has none)
 
     def recipe_values(self) -> dict:
         """The recipe values that make two runs the same run (what reuse compares with the model card)."""
@@ -68,7 +65,8 @@ class PretrainStep:
 
 def default_methods(budget: float) -> tuple[str, ...]:
     """The MoCo pair always; the DeepCluster pair too from DCLUSTER_MIN_BUDGET on."""
-    return MOCO_PAIR + (DCLUSTER_PAIR if budget >= DCLUSTER_MIN_BUDGET else ())
+    baselines = ("moco_v2",) + (("dcluster_v2",) if budget >= DCLUSTER_MIN_BUDGET else ())
+    return tuple(m for base, hexa in hexa_pairs() if base in baselines for m in (base, hexa))
 
 
 def scale_epochs(budget: float, epochs_at_1: int, train_images: int) -> tuple[int, int]:
@@ -85,22 +83,20 @@ def scale_epochs(budget: float, epochs_at_1: int, train_images: int) -> tuple[in
 
 def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[PretrainStep]:
     """One pre-training step per method, each from its embedded recipe, all with the same seed and budget."""
-    from pretrain.config import default_recipe, load_recipe
-    from pretrain.trainer import zoo_model_name
+    from pretrain.config import load_recipe
 
     from .embedded import embedded_root
 
     train_images = sum(1 for p in (embedded_root() / "classify" / "train").rglob("*.png"))
     steps = []
     for method in methods:
-        recipe = default_recipe(method, "embedded")
+        recipe = METHODS[method].default_recipe("embedded")
         cfg = load_recipe(recipe)
         epochs, limit = scale_epochs(budget, EPOCHS_AT_BUDGET_1, train_images)
         total_steps = max(1, (limit or train_images) // cfg.batch_size) * epochs
         steps.append(PretrainStep(method, recipe, cfg.arch, epochs, limit, seed, out / "runs" / method,
                                   f"{zoo_model_name(method, cfg.arch)}.embedded",
-                                  log_every=max(1, min(cfg.log_every_steps, total_steps // 20)),
-                                  warmup_epochs=round(cfg.warmup_epochs * epochs / cfg.epochs, 4)))
+                                  log_every=max(1, min(cfg.log_every_steps, total_steps // 20))))
     return steps
 
 
@@ -143,8 +139,7 @@ def pretrain_argv(step: PretrainStep) -> list[str]:
     """`hexa pretrain` arguments: the embedded recipe, with this budget's epochs, images and seed."""
     return ["--method", step.method, "--config", step.recipe, "--data", "embedded", "--out", str(step.run_dir),
             "--epochs", str(step.epochs), "--seed", str(step.seed), "--resume", "auto",
-            "--set", f"limit_images={step.limit_images}", "--set", f"log_every_steps={step.log_every}",
-            *(["--set", f"warmup_epochs={step.warmup_epochs}"] if step.warmup_epochs else [])]
+            "--set", f"limit_images={step.limit_images}", "--set", f"log_every_steps={step.log_every}"]
 
 
 def run_pretrain(step: PretrainStep) -> None:
@@ -329,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DCLUSTER_MIN_BUDGET:g})")
     p.add_argument("--out", default="hexa_demo", help="folder for runs, results and the leaderboard")
     p.add_argument("--zoo", help="local zoo to publish to (default: HEXA_ZOO_HOME, else ~/.cache/hexa_zoo)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, help="methods to pre-train (default by budget)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods to pre-train (default by budget)")
     p.add_argument("--protocols", nargs="+", metavar="PROTOCOL",
                    help="transfer protocols to run (default: the whole embedded suite), e.g. knn fewshot")
     p.add_argument("--seed", type=int, default=0, help="one seed for every method and protocol")

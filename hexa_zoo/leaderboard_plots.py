@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from .catalog import baseline_model
 from .fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# HEXA model-name prefix -> the baseline it extends.
-BASELINE_OF = {"hexa_moco": "moco_v2", "hexa_dcluster": "dcluster_v2"}
 HARDNESS_COLUMNS = (("loss_clean", "-", "clean view"), ("loss_adv", "--", "adversarial view"),
                     ("loss_cutmix", ":", "CutMix view"))
 
@@ -191,21 +190,13 @@ def _smooth(series):
     return series.astype(float).rolling(window, min_periods=1).mean()
 
 
-def baseline_name(model: str) -> str | None:
-    """`hexa_moco_r18.embedded` -> `moco_v2_r18.embedded`; None for a model that is not a HEXA variant."""
-    for hexa, base in BASELINE_OF.items():
-        if model.startswith(hexa + "_"):
-            return base + model[len(hexa):]
-    return None
-
-
 def hexa_vs_baseline_pairs(result: "Compiled") -> dict[str, list[tuple]]:
     """{"hexa vs base": [(table:metric, hexa mean, hexa std, base mean, base std), ...]} over our rows."""
     pairs: dict[str, list[tuple]] = {}
     for table, frame in result.tables.items():
         ours = frame[frame["kind"] == "ours"]
         for _, hexa in ours.iterrows():
-            base_model = baseline_name(hexa["model"])
+            base_model = baseline_model(hexa["model"])
             if base_model is None:
                 continue
             same = ours[(ours["model"] == base_model) & (ours["data"] == hexa["data"]) &

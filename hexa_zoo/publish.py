@@ -22,51 +22,27 @@ from typing import Any, Mapping
 
 import torch
 
-from . import __version__, convert
+from . import __version__, catalog, convert
 from .errors import CheckpointFormatError, ConfigError, HexaError, OfflineError
 from .fileio import atomic_path
-from .weights import CONFIG_FILE, WEIGHTS_FILE, download_official, is_offline, weights_sha256, zoo_folder
-
-CITATIONS = {
-    "hexa": """@article{li2020hexa,
-  title   = {Self-supervised Pre-training with Hard Examples Improves Visual Representations},
-  author  = {Li, Chunyuan and Li, Xiujun and Zhang, Lei and Peng, Baolin and Zhou, Mingyuan and Gao, Jianfeng},
-  journal = {arXiv preprint arXiv:2012.13493},
-  year    = {2020}
-}""",
-    "moco_v2": """@article{chen2020mocov2,
-  title   = {Improved Baselines with Momentum Contrastive Learning},
-  author  = {Chen, Xinlei and Fan, Haoqi and Girshick, Ross and He, Kaiming},
-  journal = {arXiv preprint arXiv:2003.04297},
-  year    = {2020}
-}""",
-    "swav": """@inproceedings{caron2020unsupervised,
-  title     = {Unsupervised Learning of Visual Features by Contrasting Cluster Assignments},
-  author    = {Caron, Mathilde and Misra, Ishan and Mairal, Julien and Goyal, Priya and Bojanowski, Piotr and Joulin, Armand},
-  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
-  year      = {2020}
-}""",
-}
-_CITATION_OF = {"hexa_moco": "hexa", "hexa_dcluster": "hexa", "moco_v2": "moco_v2", "dcluster_v2": "swav",
-                "swav": "swav"}
-
+from .weights import (CONFIG_FILE, WEIGHTS_FILE, check_zoo_name, download_official, is_offline, weights_sha256,
+                      zoo_folder)
 
 def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
     """`("hexa_moco_r18.embedded", None)` -> `("hexa_moco_r18", "embedded")`; the default tag when none."""
     from timm.models import get_pretrained_cfg
 
-    from .models import MODELS
+    from .catalog import MODELS
 
     name, _, name_tag = model.partition(".")
-    if not name or not all(c.isalnum() or c in "_-" for c in name):
-        raise ConfigError(f"{model!r} is not a usable model name", "use letters, digits, '_' and '-'")
+    check_zoo_name(name, "model name")
     if tag and name_tag and tag != name_tag:
         raise ConfigError(f"two tags given: {model!r} and --tag {tag}", "give the tag once")
     tag = tag or name_tag or (get_pretrained_cfg(name).tag if name in MODELS else "")
     if not tag:
         raise ConfigError(f"{name} is not a registered hexa-zoo model, so it has no default tag",
                           f"give one, e.g. --tag embedded (registered models: {', '.join(MODELS)})")
-    return name, tag
+    return name, check_zoo_name(tag, "tag")
 
 
 def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tensor], str, str]:
@@ -116,7 +92,7 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
     from safetensors.torch import save
     from timm.models._hub import save_config_for_hf
 
-    from .models import MODELS
+    from .catalog import MODELS
 
     name, tag = split_name(model, tag)
     card = dict(card or {})
@@ -150,7 +126,7 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
 def _pretrained_cfg(name: str, tag: str, arch: str, card: dict) -> dict:
     from timm.models import get_pretrained_cfg
 
-    from .models import MODELS
+    from .catalog import MODELS
 
     if name not in MODELS:  # timm's own preprocessing for the architecture, no weight sources
         cfg = dataclasses.replace(get_pretrained_cfg(arch) or get_pretrained_cfg("resnet50"), tag=tag, num_classes=0,
@@ -209,7 +185,7 @@ def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dic
     else:
         lines.append("None recorded yet: run `hexa transfer suite --model "
                      f"{name}.{tag} --suite embedded --out results/`.")
-    citation = card.get("citation") or CITATIONS.get(_CITATION_OF.get(about["method"], ""))
+    citation = card.get("citation") or catalog.citation(about["method"])
     lines += ["", "## Citation", ""] + (["```bibtex", citation.strip(), "```", ""] if citation else ["Not recorded.", ""])
     return "\n".join(lines)
 

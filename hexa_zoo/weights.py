@@ -66,8 +66,21 @@ def hf_cache_dir() -> Path:
     return Path(hf_home).expanduser() / "hub"
 
 
+def check_zoo_name(text: str, what: str) -> str:
+    """A model name or tag is one path component: letters, digits, '_' and '-' (so no folder leaves the zoo)."""
+    if not text or not all(c.isalnum() or c in "_-" for c in text):
+        raise ConfigError(f"{text!r} is not a usable {what}", f"a {what} uses only letters, digits, '_' and '-'")
+    return text
+
+
 def zoo_folder(name: str, tag: str, zoo: Path | None = None) -> Path:
-    return Path(zoo or zoo_home()) / (f"{name}.{tag}" if tag else name)
+    """`<zoo>/<name>.<tag>`; the name and tag are checked, and the folder must lie inside the zoo."""
+    root = Path(zoo or zoo_home())
+    check_zoo_name(name, "model name")
+    folder = root / (f"{name}.{check_zoo_name(tag, 'tag')}" if tag else name)
+    if os.path.realpath(folder.parent) != os.path.realpath(root):
+        raise ConfigError(f"{folder} is not inside the zoo {root}", "use a plain model name and tag")
+    return folder
 
 
 def local_tags(name: str, zoo: Path | None = None) -> list[str]:
@@ -165,7 +178,7 @@ def find_weights(name: str, tag: str, url: str | None = None) -> WeightsSource:
 
 def how_to_get(name: str, tag: str, url: str | None) -> str:
     """The `hexa` commands that produce or fetch the weights of `name.tag`."""
-    from .models import MODELS
+    from .catalog import MODELS
 
     ways = []
     if url:
@@ -173,7 +186,7 @@ def how_to_get(name: str, tag: str, url: str | None) -> str:
                     f"hexa zoo publish {url} --model {name} --tag {tag}")
         ways.append(f"with the file copied here: hexa zoo publish {Path(url).name} --model {name} --tag {tag}")
     method, arch = MODELS.get(name, (None, None))
-    if method and method != "swav":
+    if method:
         data = "embedded" if tag == "embedded" else "/path/to/imagenet/train"
         ways.append(f"train and publish it: hexa pretrain --method {method} --arch {arch} --data {data} "
                     f"--out runs/{name}")
@@ -203,7 +216,7 @@ def download_official(url: str) -> Path:
                            "unset HF_HUB_OFFLINE, or download the file elsewhere and pass its path")
     from torch.hub import download_url_to_file
 
-    from .models import OFFICIAL
+    from .catalog import OFFICIAL
 
     dest = official_download_path(url)
     md5 = next((m for u, m, _ in OFFICIAL.values() if u == url), None)
@@ -328,7 +341,7 @@ def load_trunk(spec: str | os.PathLike, *, arch: str | None = None) -> tuple[tor
     """
     import timm
 
-    from .models import MODELS
+    from .catalog import MODELS
 
     text = str(spec)
     path = Path(text.removeprefix("local-dir:")).expanduser()

@@ -96,7 +96,7 @@ def where_are_weights(name: str, tag: str, url: str | None, zoo: Path | None = N
 def _rows(zoo: Path | None):
     from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg
 
-    from .models import MODELS
+    from .catalog import MODELS
     from .weights import WEIGHTS_FILE, local_tags, zoo_home
 
     for name, (_, arch) in MODELS.items():
@@ -117,7 +117,7 @@ def _rows(zoo: Path | None):
 
 def _registered(spec: str) -> tuple[str, str]:
     from .errors import ConfigError
-    from .models import MODELS
+    from .catalog import MODELS
     from .publish import split_name
 
     if spec.split(".", 1)[0] not in MODELS:
@@ -138,7 +138,7 @@ def _list(args) -> int:
 def _info(args) -> int:
     from timm.models import get_arch_pretrained_cfgs
 
-    from .models import MODELS
+    from .catalog import MODELS
     from .weights import hub_repo_id, resolve_cfg, zoo_folder
 
     name, tag = _registered(args.name)

@@ -1,7 +1,8 @@
-"""Self-supervised pre-training: MoCo-v2, DeepCluster-v2 and their HEXA variants with hard views.
+"""Self-supervised pre-training: the catalog's methods (MoCo-v2, DeepCluster-v2, SwAV) and their HEXA variants.
 
-Modules: `moco` and `deepcluster` (the methods), `hard_views` (adversarial and CutMix views),
-`losses` (pure loss functions), `kmeans` (distributed spherical k-means); `trainer` (the loop) with
-`sampling`, `optim`, `checkpoint`, `runlog` and `processes`; `config` and `augment` (recipes); `cli`.
-Nothing heavy is imported here.
+Modules: `method` (the pseudo-label interface every method implements, and what they share),
+`hard_views` (HEXA's adversarial and CutMix views and `hexa_step`, the one training step of them all),
+`moco`, `deepcluster` and `swav` (each method's own part), `losses` (pure loss functions), `kmeans`
+(distributed spherical k-means); `trainer` (the loop) with `sampling`, `optim`, `checkpoint`, `runlog` and
+`processes`; `config` and `augment` (recipes); `cli`. Nothing heavy is imported here.
 """

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from hexa_zoo.catalog import METHODS
+
 EPILOG = """\
 examples:
   # MoCo-v2 with hard views on the embedded dataset, CPU, a few minutes
@@ -23,9 +25,11 @@ examples:
   hexa pretrain --config moco_v2_r18_embedded --out runs/m --resume auto --set lr=0.06 --set moco.queue_size=1024
 
 Without --config the recipe is chosen by method: the *_r18_embedded one for --data embedded, else the
-paper's (moco_v2_r50_200ep, hexa_moco_r50_200ep, dcluster_v2_r50_400ep, hexa_dcluster_r50_800ep).
---batch-size is the global batch (split over processes); the lr scales with it linearly.
-At the end the trunk is published to the local zoo as <method>_r18/_r50 (see `hexa zoo list`).
+paper's (the catalog's `paper_recipe`: """ + ", ".join(m.default_recipe("imagenet") for m in METHODS.values()) + """).
+--batch-size is the global batch (split over processes); the lr scales with it linearly. A run shorter
+than its recipe scales the recipe's warm-up and other epoch-counted schedule values with it.
+At the end the trunk is published to the local zoo as <method>_r18/_r50 under a tag that says what ran
+("embedded", or <data>_ep<epochs>; --set tag=NAME to choose), and the last line says how to load it.
 """
 
 
@@ -33,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hexa pretrain", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Pre-train MoCo-v2, DeepCluster-v2 or their HEXA variants and publish the trunk to the zoo.")
-    parser.add_argument("--method", choices=("moco_v2", "hexa_moco", "dcluster_v2", "hexa_dcluster"),
-                        help="training method (default: the recipe's, or moco_v2)")
+    parser.add_argument("--method", choices=list(METHODS), help="training method (default: the recipe's, or moco_v2)")
     parser.add_argument("--arch", help="timm backbone name, e.g. resnet18, resnet50 (default: the recipe's)")
     parser.add_argument("--data", help="'embedded' or a folder of images (ImageFolder tree or flat)")
     parser.add_argument("--out", help="run folder: config, checkpoints, log.csv, TensorBoard events")
@@ -69,12 +72,6 @@ def main(argv: list[str]) -> int:
 
     result = train(cfg, resume=args.resume)
     if result.zoo_dir is not None:
-        from .trainer import zoo_model_name
-
-        name = f"{zoo_model_name(cfg.method, cfg.arch)}.{cfg.resolved_tag()}"
-        print(f"published {name} -> {result.zoo_dir}")
-        if cfg.arch in ("resnet18", "resnet50"):
-            print(f"load it: import hexa_zoo, timm; timm.create_model('{name}', pretrained=True)")
-        else:
-            print(f"load it: hexa_zoo.load_trunk('{result.zoo_dir}')")
+        print(f"published {result.model} -> {result.zoo_dir}")
+        print(f"load it: {result.load_hint}")
     return 0

@@ -2,43 +2,57 @@
 
     cfg = load_recipe("moco_v2_r18_embedded", ["epochs=2", "moco.queue_size=1024"])
 
-A recipe is either a name from `pretrain/configs/` (without `.yaml`) or the path of a YAML file.
-Values apply in the order: dataclass defaults, recipe file, overrides.
+A recipe is either a name from `pretrain/configs/` (without `.yaml`) or the path of a YAML file. A recipe
+may start from another one: `base: moco_v2_r50_200ep` takes that recipe's values, and the file's own
+values replace them (every HEXA recipe is its baseline's plus `method` and `hard_views`). Values apply in
+the order: dataclass defaults, base recipe(s), recipe file, overrides.
 
 Learning rates are given for a reference batch (`lr_reference_batch`) and scaled linearly with the
-global batch, `lr * batch_size / lr_reference_batch`, as MoCo does (lr 0.03 at 256). swav's
-DeepCluster-v2 scripts state lr 4.8 for their batch of 4096, so its recipes say reference 4096.
-`batch_size` is the *global* batch, split evenly across the processes of a torchrun job.
+global batch, `lr * batch_size / lr_reference_batch`, as MoCo does (lr 0.03 at 256). swav's scripts
+state lr 4.8 for their batch of 4096, so its recipes say reference 4096. `batch_size` is the *global*
+batch, split evenly across the processes of a torchrun job.
 
-The method's own settings live in a nested section: `moco:` (MocoConfig) for moco_v2 / hexa_moco,
-`deepcluster:` (DeepClusterConfig) for dcluster_v2 / hexa_dcluster. The method name decides
-whether the hard-example views are on: `hexa_*` enables `hard_views`, the baselines disable it.
+The method's own settings live in the section named after its module in the catalog (`moco:`,
+`deepcluster:`, `swav:`); `hard_views:` holds HEXA's views, switched on exactly for the catalog's HEXA
+methods (`hard_views.enabled` follows `method`). A saved `config.yaml` holds only the section of the
+method that ran, after the trainer fitted its sizes to the data, so it reloads into that very run.
+
+A run shorter (or longer) than its recipe keeps the shape of the recipe's schedule: values counted in
+epochs (warm-up, the prototype freeze, the start of SwAV's queue) scale with `epochs` unless they are
+overridden too; one log line says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
-from hexa_zoo.config import load_config, to_dict
+import yaml
+
+from hexa_zoo.catalog import EMBEDDED_TAG, METHODS, Method
+from hexa_zoo.config import from_dict, merge, parse_overrides, to_dict
 from hexa_zoo.errors import ConfigError
 
 from .augment import AugmentConfig
 from .deepcluster import DeepClusterConfig
+from .hard_views import HardViewConfig
 from .moco import MocoConfig
+from .swav import SwavConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "configs"
-METHODS = ("moco_v2", "hexa_moco", "dcluster_v2", "hexa_dcluster")
-Method = Literal["moco_v2", "hexa_moco", "dcluster_v2", "hexa_dcluster"]
+SECTIONS = ("moco", "deepcluster", "swav")  # one per method module of the catalog
+log = logging.getLogger("pretrain")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything a pre-training run needs; saved as `config.yaml` beside its checkpoints."""
 
-    method: Method = "moco_v2"
+    method: str = "moco_v2"                # a method of the catalog (hexa_zoo.catalog.METHODS)
     arch: str = "resnet50"                 # any timm model name
     data: str = "embedded"                 # "embedded" or a folder (ImageFolder tree or flat folder of images)
     out: str = "runs/pretrain"
@@ -77,39 +91,67 @@ class PretrainConfig:
 
     # Publishing the trunk to the local zoo at the end
     publish: bool = True
-    tag: str = ""                          # zoo tag; empty: "embedded" for --data embedded, else "ep<epochs>"
+    tag: str = ""                          # zoo tag; empty: what ran ("embedded", else "<data name>_ep<epochs>")
     zoo: str = ""                          # zoo folder; empty: HEXA_ZOO_HOME (default ~/.cache/hexa_zoo)
     description: str = ""                  # first line of the model card
 
-    # The method's own settings (only the one matching `method` is used)
+    hard_views: HardViewConfig = field(default_factory=HardViewConfig)  # `enabled` follows the method
+
+    # The method's own settings: only the section of the method's module is used (and saved)
     moco: MocoConfig = field(default_factory=MocoConfig)
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
+    swav: SwavConfig = field(default_factory=SwavConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}", f"use one of: {', '.join(METHODS)}")
+        if self.hard_views.enabled != self.entry.is_hexa:  # the method decides: HEXA variants have the views
+            object.__setattr__(self, "hard_views", dataclasses.replace(self.hard_views, enabled=self.entry.is_hexa))
 
     @property
-    def family(self) -> Literal["moco", "deepcluster"]:
-        return "moco" if self.method in ("moco_v2", "hexa_moco") else "deepcluster"
+    def entry(self) -> Method:
+        """The method's catalog entry."""
+        return METHODS[self.method]
+
+    @property
+    def family(self) -> str:
+        """The module implementing the method (pretrain/<family>.py), also its config section's name."""
+        return self.entry.module
 
     @property
     def is_hexa(self) -> bool:
-        return self.method.startswith("hexa_")
+        return self.entry.is_hexa
 
     def method_config(self):
-        """The nested method config, with hard-example views switched on exactly for the HEXA methods."""
-        nested = self.moco if self.family == "moco" else self.deepcluster
-        hard = dataclasses.replace(nested.hard_views, enabled=self.is_hexa)
-        return dataclasses.replace(nested, hard_views=hard)
+        """The method's own section (MocoConfig, DeepClusterConfig or SwavConfig)."""
+        return getattr(self, self.family)
 
     def resolved_tag(self) -> str:
+        """The zoo tag the run publishes under: `tag`, else one that says what ran, never a recipe's claim."""
         if self.tag:
             return self.tag
-        return "embedded" if self.data == "embedded" else f"ep{self.epochs}"
+        return EMBEDDED_TAG if self.data == EMBEDDED_TAG else f"{data_name(self.data)}_ep{self.epochs}"
 
     def scaled(self, lr: float) -> float:
         """A learning rate of the recipe, scaled linearly to this run's global batch."""
         return lr * self.batch_size / self.lr_reference_batch
 
     def to_dict(self) -> dict:
-        return to_dict(self)
+        """The configuration as saved: every field, and of the method sections only this method's."""
+        data = to_dict(self)
+        for section in SECTIONS:
+            if section != self.family:
+                data.pop(section)
+        return data
+
+
+def data_name(data: str) -> str:
+    """A tag-safe name for a data folder: its name, with the parent's for split folders (imagenet/train ->
+    imagenet_train)."""
+    path = Path(data).expanduser()
+    parts = [path.name] if path.name.lower() not in ("train", "training", "images", "val") else [path.parent.name, path.name]
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", "_".join(p for p in parts if p)).strip("-_")
+    return name or "data"
 
 
 def recipe_names() -> list[str]:
@@ -136,19 +178,78 @@ def default_recipe(method: str, data: str) -> str:
     """The recipe used when none is given: the CPU-sized one on the embedded data, else the paper's."""
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
-    if data == "embedded":
-        return {"moco_v2": "moco_v2_r18_embedded", "hexa_moco": "hexa_moco_r18_embedded",
-                "dcluster_v2": "dcluster_v2_r18_embedded", "hexa_dcluster": "hexa_dcluster_r18_embedded"}[method]
-    return {"moco_v2": "moco_v2_r50_200ep", "hexa_moco": "hexa_moco_r50_200ep",
-            "dcluster_v2": "dcluster_v2_r50_400ep", "hexa_dcluster": "hexa_dcluster_r50_800ep"}[method]
+    return METHODS[method].default_recipe(data)
+
+
+def read_recipe(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's values with its `base:` chain resolved (the file's own values win)."""
+    path = recipe_path(name_or_path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"recipe {path} names itself as a base (through {', '.join(p.name for p in _seen)})",
+                          "remove the loop of `base:` entries")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of settings", "see pretrain/configs/ for examples")
+    base = data.pop("base", None)
+    return merge(read_recipe(base, _seen + (path.resolve(),)), data) if base else data
+
+
+# Values counted in epochs: a run of another length than its recipe scales them with its epochs.
+SCHEDULE_IN_EPOCHS = ("warmup_epochs", "deepcluster.freeze_prototypes_epochs", "swav.freeze_prototypes_epochs",
+                      "swav.queue_start_epoch")
 
 
 def load_recipe(name_or_path: str | Path | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Defaults, then the recipe (a name in pretrain/configs/ or a YAML path), then `key=value` overrides."""
-    path = recipe_path(name_or_path) if name_or_path is not None else None
-    cfg = load_config(PretrainConfig, path, overrides)
+    data = to_dict(PretrainConfig())
+    recipe = read_recipe(name_or_path) if name_or_path is not None else {}
+    data = merge(data, recipe)
+    recipe_epochs = data["epochs"]
+    given = parse_overrides(overrides)
+    data = merge(data, given)
+    _refuse_contradiction(data, given)
+    notes = _scale_schedule(data, given, recipe_epochs)
+    cfg = from_dict(PretrainConfig, data)
     validate(cfg)
+    for note in notes:
+        log.info("schedule follows the run's length: %s", note)
     return cfg
+
+
+def _refuse_contradiction(data: dict, given: dict) -> None:
+    """`hard_views.enabled` is the method's (PretrainConfig sets it): asking otherwise is an error, not a no-op."""
+    if data["method"] not in METHODS:
+        raise ConfigError(f"unknown method {data['method']!r}", f"use one of: {', '.join(METHODS)}")
+    entry = METHODS[data["method"]]
+    asked = given.get("hard_views", {}).get("enabled") if isinstance(given.get("hard_views"), dict) else None
+    if asked is not None and bool(asked) != entry.is_hexa:
+        other = (entry.baseline if entry.is_hexa else
+                 next((m.name for m in METHODS.values() if m.baseline == entry.name), None))
+        raise ConfigError(f"hard_views.enabled={asked} contradicts method {entry.name}: the method decides "
+                          "whether the hard views are on",
+                          f"use --method {other} instead" if other else "drop hard_views.enabled")
+
+
+def _scale_schedule(data: dict, given: dict, recipe_epochs: int) -> list[str]:
+    """Scale the values in SCHEDULE_IN_EPOCHS by epochs / recipe_epochs where not given explicitly."""
+    epochs = data["epochs"]
+    if not isinstance(epochs, int) or epochs == recipe_epochs or recipe_epochs <= 0:
+        return []
+    notes = []
+    for key in SCHEDULE_IN_EPOCHS:
+        *sections, name = key.split(".")
+        node, asked = data, given
+        for section in sections:
+            node, asked = node.get(section, {}), (asked.get(section) or {}) if isinstance(asked, dict) else {}
+        value = node.get(name)
+        if name in asked or not value or (sections and sections[0] != METHODS[data["method"]].module):
+            continue
+        node[name] = round(float(value) * epochs / recipe_epochs, 6)
+        notes.append(f"{key} {value} -> {node[name]} for {epochs} instead of the recipe's {recipe_epochs} epochs")
+    return notes
 
 
 def validate(cfg: PretrainConfig) -> None:

@@ -8,16 +8,14 @@ k-means (pretrain/kmeans.py, 10 iterations, distributed) clusters the bank once 
 are copied into that head's prototypes and each image gets a hard cluster assignment. During the epoch
 every crop of an image is trained to predict its assignment: the loss is the cross-entropy of the
 prototype scores / T (T = 0.1) against the assignment, averaged over heads. The prototypes are frozen
-(gradients dropped) for the first iterations, as swav does.
+(gradients dropped) for the first iterations, as swav does (its 800-epoch script: for all of them).
 
 swav fills the memory bank with a forward pass over the data before training (`init_memory`); here the
-first epoch does that pass: with no assignments yet, `training_step` only fills the bank and calls no
-backward (the trainer then has nothing to step).
+first epoch does that pass: with no assignments yet, `clean_step` only fills the bank and has no loss.
 
-HEXA_DCluster adds two harder views of crop 0 (pretrain/hard_views.py): an adversarial view pushed in
-a small L-infinity ball to raise its cross-entropy against its own assignment, and a CutMix view with
-the mixed one-hot target lambda * onehot(a_i) + (1 - lambda) * onehot(a_perm(i)). Loss:
-L_clean + w_adv L_adv + w_cutmix L_cutmix.
+As a pseudo-label method (pretrain/method.py) the targets of a batch are its images' assignments; a
+hard view of crop 0 predicts them too, and a CutMix view lambda * onehot(a_i) + (1 - lambda) *
+onehot(a_perm(i)).
 
 State dict keys mirror swav's: `trunk.*` (timm keys), `projection_head.{0,1,3}.*`,
 `prototypes.prototypes{h}.weight`; plus the memory bank, assignments and counters as buffers; with
@@ -26,31 +24,27 @@ State dict keys mirror swav's: `trunk.*` (timm keys), `projection_head.{0,1,3}.*
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
-import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from hexa_zoo.errors import ConfigError
 
-from .aux_bn import AuxBatchNorm, hard_view_norm, idle_main_term
-from .hard_views import HardViewConfig, adversarial_view, cutmix
+from .hard_views import HardViewConfig
 from .kmeans import cluster_memory
 from .losses import IGNORE_INDEX, mixed_targets, prototype_cross_entropy
+from .method import MultiCropNetwork, PseudoLabelMethod, create_trunk, frozen_steps, projection_head, trunk_output_size
 from .processes import distributed
-from .moco import create_trunk, trunk_output_size
 
 
 @dataclass(frozen=True)
 class DeepClusterConfig:
-    """DeepCluster-v2's constants (swav's deepclusterv2 scripts) and the HEXA views."""
+    """DeepCluster-v2's constants (swav's deepclusterv2 scripts)."""
 
     feat_dim: int = 128                                   # projection output size
     hidden_mlp: int = 2048                                # projection hidden size
@@ -58,9 +52,9 @@ class DeepClusterConfig:
     temperature: float = 0.1
     kmeans_iters: int = 10
     crops_for_assign: tuple[int, ...] = (0, 1)            # crops kept in the memory bank
-    freeze_prototypes_niters: int = 300000                # scale to the run's length (e.g. ~5% of its steps)
+    freeze_prototypes_epochs: float = 958.5               # swav's 300000 iterations at 313 per epoch: the whole run
     sync_bn: bool = True                                  # SyncBN under DDP on GPUs (swav); CPU/gloo keeps BN
-    hard_views: HardViewConfig = field(default_factory=HardViewConfig)
+    multicrop = True                                      # not a field: what the method needs from the data
 
     def __post_init__(self) -> None:
         checks = [
@@ -75,7 +69,7 @@ class DeepClusterConfig:
              "use kmeans_iters=10"),
             (len(self.crops_for_assign) >= 1 and min(self.crops_for_assign) >= 0,
              f"deepcluster.crops_for_assign must list crop numbers, got {self.crops_for_assign}", "use [0,1]"),
-            (self.freeze_prototypes_niters >= 0, "deepcluster.freeze_prototypes_niters must be >= 0",
+            (self.freeze_prototypes_epochs >= 0, "deepcluster.freeze_prototypes_epochs must be >= 0",
              "use 0 to train the prototypes from the start"),
         ]
         for ok, message, fix in checks:
@@ -99,100 +93,40 @@ class MultiPrototypes(nn.Module):
         return [self.head(h)(x) for h in range(self.nmb_heads)]
 
 
-class _Online(nn.Module):
-    """The trained network as one module (what DDP wraps): crops -> (embeddings, scores per head)."""
+class DeepClusterV2(PseudoLabelMethod):
+    """DeepCluster-v2 / HEXA_DCluster (see the module docstring)."""
 
-    def __init__(self, trunk: nn.Module, projection_head: nn.Module, prototypes: MultiPrototypes,
-                 aux_bn: AuxBatchNorm | None = None):
-        super().__init__()
-        self.trunk, self.projection_head, self.prototypes = trunk, projection_head, prototypes
-        if aux_bn is not None:  # registered here so DDP averages the twins' gradients too
-            self.aux_bn = aux_bn
-
-    def forward(self, crops: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        # swav's multi-resolution forward: one trunk pass per run of same-sized crops, one head pass for all
-        features, start = [], 0
-        while start < len(crops):
-            end = start
-            while end < len(crops) and crops[end].shape[-2:] == crops[start].shape[-2:]:
-                end += 1
-            features.append(self.trunk(torch.cat(crops[start:end])))
-            start = end
-        emb = F.normalize(self.projection_head(torch.cat(features)), dim=1)
-        return emb, self.prototypes(emb)
-
-
-class DeepClusterV2(nn.Module):
-    """DeepCluster-v2 / HEXA_DCluster with the trainer interface of pretrain/ (see the module docstring)."""
-
-    def __init__(self, cfg: DeepClusterConfig, arch: str, dataset_size: int):
-        super().__init__()
-        self.cfg, self.arch, self.dataset_size = cfg, arch, dataset_size
+    def __init__(self, cfg: DeepClusterConfig, hard_views: HardViewConfig, arch: str, dataset_size: int):
+        super().__init__(hard_views)
+        self.cfg, self.arch = cfg, arch
+        self.sync_bn = cfg.sync_bn
         self.nmb_prototypes = tuple(cfg.nmb_prototypes)
         self.trunk = create_trunk(arch)
-        features = trunk_output_size(self.trunk)
-        self.projection_head = nn.Sequential(
-            nn.Linear(features, cfg.hidden_mlp), nn.BatchNorm1d(cfg.hidden_mlp), nn.ReLU(inplace=True),
-            nn.Linear(cfg.hidden_mlp, cfg.feat_dim))
+        self.projection_head = projection_head(trunk_output_size(self.trunk), cfg.hidden_mlp, cfg.feat_dim,
+                                               batch_norm=True)
         self.prototypes = MultiPrototypes(cfg.feat_dim, self.nmb_prototypes)
         self._allocate_memory(dataset_size, torch.device("cpu"))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # training steps taken
-        self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
-        self.aux_bn = (AuxBatchNorm(nn.ModuleList([self.trunk, self.projection_head]))
-                       if cfg.hard_views.use_aux_bn else None)
-        self.__dict__["_online"] = _Online(self.trunk, self.projection_head, self.prototypes, self.aux_bn)
-        self.__dict__["_ddp"] = None
-        self._trained = False
+        self.__dict__["network"] = MultiCropNetwork(self.trunk, self.projection_head, self.prototypes)
+        aux = self.make_aux_bn([self.trunk, self.projection_head])
+        if aux is not None:  # in the state dict as swav-side `aux_bn.*`, and inside the network for DDP
+            self.aux_bn = self.network.aux_bn = aux
 
-    # ---- the trainer interface ------------------------------------------------------------------
-    def normalize(self, x: Tensor) -> Tensor:
-        """Pixels in [0, 1] -> ImageNet-normalised input."""
-        return (x - self.mean) / self.std
-
-    def param_groups(self) -> list[dict]:
-        """One group with every trained parameter (swav applies weight decay to all of them)."""
-        return [{"params": [p for p in self._online.parameters() if p.requires_grad], "name": "online"}]
-
-    def adapt_to_data(self, dataset_size: int, batch_size: int) -> list[str]:
-        """Fewer prototypes than images in rank 0's bank (swav's k-means asserts it). `batch_size` is global.
-
-        Call after init_process_group (the bank is per rank) and before building the optimiser.
-        """
-        if dataset_size != self.dataset_size:  # a fresh method: nothing in the bank to keep
-            self._allocate_memory(dataset_size, self.memory_embeddings.device)
-        world = dist.get_world_size() if distributed() else 1
-        per_rank, local_batch = dataset_size // world, max(1, batch_size // world)
+    @classmethod
+    def adapt(cls, section: DeepClusterConfig, *, dataset_size: int, batch_size: int, world_size: int,
+              steps_per_epoch: int) -> tuple[DeepClusterConfig, list[str]]:
+        """Fewer prototypes than images in rank 0's bank (swav's k-means asserts it)."""
+        per_rank, local_batch = dataset_size // world_size, max(1, batch_size // world_size)
         in_bank = (per_rank // local_batch) * local_batch or per_rank  # the last partial batch may be dropped
         notes, sizes = [], []
-        for h, k in enumerate(self.nmb_prototypes):
+        for h, k in enumerate(section.nmb_prototypes):
             if k > in_bank:
                 notes.append(f"deepcluster.nmb_prototypes[{h}] = {k} is more than the {in_bank} images rank 0 "
-                             f"clusters ({dataset_size} images, {world} process(es), global batch {batch_size}): "
+                             f"clusters ({dataset_size} images, {world_size} process(es), global batch {batch_size}): "
                              f"using {in_bank} prototypes")
                 k = in_bank
             sizes.append(max(2, k))
-        if tuple(sizes) != self.nmb_prototypes:
-            self.nmb_prototypes = tuple(sizes)
-            device = self.memory_embeddings.device
-            self.prototypes = MultiPrototypes(self.cfg.feat_dim, sizes).to(device)
-            self.assignments = torch.full((len(sizes), self.dataset_size), IGNORE_INDEX, dtype=torch.long, device=device)
-            self.__dict__["_online"] = _Online(self.trunk, self.projection_head, self.prototypes, self.aux_bn)
-        return notes
-
-    def setup_distributed(self) -> list[str]:
-        """SyncBN (on GPUs, as swav) and DDP over the online network. Call after moving to the device."""
-        notes = []
-        on_gpu = self.memory_embeddings.is_cuda
-        if self.cfg.sync_bn and on_gpu:
-            nn.SyncBatchNorm.convert_sync_batchnorm(self.trunk)
-            nn.SyncBatchNorm.convert_sync_batchnorm(self.projection_head)
-        elif self.cfg.sync_bn:
-            notes.append("deepcluster.sync_bn: SyncBatchNorm needs GPUs; on CPU each process keeps its own BN")
-            warnings.warn(notes[-1])
-        device_ids = [self.memory_embeddings.device.index] if on_gpu else None
-        self.__dict__["_ddp"] = nn.parallel.DistributedDataParallel(self._online, device_ids=device_ids)
-        return notes
+        return dataclasses.replace(section, nmb_prototypes=tuple(sizes)), notes
 
     @torch.no_grad()
     def on_epoch_start(self, epoch: int) -> None:
@@ -212,64 +146,35 @@ class DeepClusterV2(nn.Module):
         self.memory_epoch.fill_(epoch)
         self.memory_ptr.zero_()
 
-    def on_step_end(self) -> None:
-        """Count training steps (the prototype freeze is measured in them)."""
-        if self._trained:
-            self.iteration += 1
-
-    def training_step(self, views: list[Tensor], index: Tensor,
-                      backward: Callable[[Tensor], None]) -> dict[str, float]:
-        """Losses of one multi-crop batch: backward on each part (clean, adversarial, CutMix); update the bank."""
-        hv, temperature = self.cfg.hard_views, self.cfg.temperature
-        self._trained = int(self.assignments_epoch) >= 0
-        if not self._trained:  # first epoch: swav's init_memory pass, nothing to learn from yet
+    # ---- the pseudo-label interface -------------------------------------------------------------
+    def clean_step(self, views: list[Tensor], index: Tensor) -> tuple[Tensor | None, list[Tensor], dict]:
+        """Cross-entropy of every crop's scores against its image's assignments; the bank gets crops 0 and 1."""
+        if int(self.assignments_epoch) < 0:  # first epoch: swav's init_memory pass, nothing to learn from yet
             with torch.no_grad():
-                emb, _ = self._online([self.normalize(views[c]) for c in self.cfg.crops_for_assign])
+                emb, _ = self.network([self.normalize(views[c]) for c in self.cfg.crops_for_assign])
             self._write_memory(emb, index, rows=range(len(self.cfg.crops_for_assign)))
-            return {"loss": 0.0, "loss_clean": 0.0, "filling_memory": 1.0}
-
-        views = list(views)
+            return None, None, {"filling_memory": 1.0}
         targets = [a[index.to(a.device)] for a in self.assignments]
-        parts = 1 + hv.use_adversarial + hv.use_cutmix
-        free = hv.use_adversarial and hv.free
-        if free:
-            views[0] = views[0].detach().clone().requires_grad_(True)
-
-        with self._sync(last=parts == 1):
-            emb, scores = self._forward([self.normalize(v) for v in views])
-            loss_clean = prototype_cross_entropy(scores, [t.repeat(len(views)) for t in targets], temperature)
-            backward(loss_clean)
+        emb, scores = self.net()([self.normalize(v) for v in views])
+        loss = prototype_cross_entropy(scores, [t.repeat(len(views)) for t in targets], self.cfg.temperature)
         self._write_memory(emb.detach(), index, rows=self.cfg.crops_for_assign)
-        logs = {"loss_clean": loss_clean.item(),
-                "assigned": (targets[0] != IGNORE_INDEX).float().mean().item() * 100}
-        total = logs["loss_clean"]
+        batch = index.shape[0]
+        with torch.no_grad():
+            anchor = prototype_cross_entropy([s[:batch] for s in scores], targets, self.cfg.temperature)
+        return loss, targets, {"assigned": (targets[0] != IGNORE_INDEX).float().mean().item() * 100,
+                               "loss_anchor": anchor.item()}
 
-        if hv.use_adversarial:
-            def attack_loss(x: Tensor) -> Tensor:  # unwrapped network: attack forwards bypass DDP
-                return prototype_cross_entropy(self._online([self.normalize(x)])[1], targets, temperature)
+    def view_loss(self, x: Tensor, targets: list[Tensor], wrapped: bool = True) -> Tensor:
+        return prototype_cross_entropy(self.net(wrapped)([self.normalize(x)])[1], targets, self.cfg.temperature)
 
-            with hard_view_norm(self.aux_bn), self._sync(last=not hv.use_cutmix):
-                x_adv = adversarial_view(views[0], attack_loss, hv, input_grad=views[0].grad if free else None,
-                                         model=self._online)
-                loss_adv = prototype_cross_entropy(self._forward([self.normalize(x_adv)])[1], targets, temperature)
-                backward(hv.w_adv * loss_adv + idle_main_term(self.aux_bn))
-            logs["loss_adv"] = loss_adv.item()
-            total += hv.w_adv * logs["loss_adv"]
+    def mix_targets(self, targets: list[Tensor], perm: Tensor, lam: float) -> list[Tensor]:
+        return [mixed_targets(t, t[perm], lam, k) for t, k in zip(targets, self.nmb_prototypes)]
 
-        if hv.use_cutmix:
-            x_mix, perm, lam = cutmix(views[0].detach(), hv.cutmix_alpha)
-            soft = [mixed_targets(t, t[perm], lam, k) for t, k in zip(targets, self.nmb_prototypes)]
-            with hard_view_norm(self.aux_bn), self._sync(last=True):
-                loss_cutmix = prototype_cross_entropy(self._forward([self.normalize(x_mix)])[1], soft, temperature)
-                backward(hv.w_cutmix * loss_cutmix + idle_main_term(self.aux_bn))
-            logs["loss_cutmix"] = loss_cutmix.item()
-            logs["cutmix_lambda"] = lam
-            total += hv.w_cutmix * logs["loss_cutmix"]
-
-        if int(self.iteration) < self.cfg.freeze_prototypes_niters:
+    def after_step(self, targets: list[Tensor]) -> None:
+        if int(self.iteration) < frozen_steps(self.cfg.freeze_prototypes_epochs, self.steps_per_epoch):
             for p in self.prototypes.parameters():  # swav: "cancel some gradients"
                 p.grad = None
-        return {"loss": total, **logs}
+        self.iteration += 1
 
     # ---- optional: per-rank memory for multi-process resume ---------------------------------------
     def local_memory_state(self) -> dict[str, Tensor]:
@@ -298,13 +203,6 @@ class DeepClusterV2(nn.Module):
                                                        dtype=torch.long, device=device))
         self.register_buffer("assignments_epoch", torch.tensor(-1, device=device))  # the epoch they were made for
 
-    def _forward(self, crops: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        return (self._ddp if self._ddp is not None else self._online)(crops)
-
-    def _sync(self, last: bool):
-        """DDP all-reduces gradients only on the last backward of a step."""
-        return self._ddp.no_sync() if self._ddp is not None and not last else contextlib.nullcontext()
-
     @torch.no_grad()
     def _write_memory(self, emb: Tensor, index: Tensor, rows: Sequence[int]) -> None:
         """Store the embeddings of the crops in `crops_for_assign`; crop i's are the `rows[i]`-th block of `emb`."""
@@ -314,3 +212,6 @@ class DeepClusterV2(nn.Module):
         for i, position in enumerate(rows):
             self.memory_embeddings[i, slots] = emb[position * batch:(position + 1) * batch].to(self.memory_embeddings.dtype)
         self.memory_ptr.fill_((int(self.memory_ptr) + batch) % self.memory_index.shape[0])
+
+
+METHOD = DeepClusterV2

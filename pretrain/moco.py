@@ -10,11 +10,10 @@ step the batch's keys replace the oldest ones in the queue. Keys are computed wi
 key batch is permuted across GPUs (or, in one process, split into shuffled sub-batches) before the key
 encoder, so BatchNorm's batch statistics cannot leak which key belongs to which query.
 
-HEXA_MoCo adds two harder query views of the same images (pretrain/hard_views.py): an adversarial view,
-pushed inside a small L-infinity ball to raise its own InfoNCE loss (keys fixed, no gradient to the key
-encoder; by default one sign step reusing the clean query's input gradient, so it costs no extra pass),
-and a CutMix view scored against [keys of the batch ; queue] with the soft target lambda on key i and
-1 - lambda on key perm(i). Loss: L_clean + w_adv L_adv + w_cutmix L_cutmix.
+As a pseudo-label method (pretrain/method.py): the targets of a batch are its keys with the queue
+(`MocoTargets`): the pseudo-label of a query is "my own key". The clean loss is exactly `view_loss` of
+the query view, so HEXA's adversarial step reuses its gradient (free). A CutMix query is scored against
+[keys of the batch ; queue] with the soft target lambda on key i and 1 - lambda on key perm(i).
 
 State dict keys: `encoder_q.trunk.*` (timm keys), `encoder_q.head.{0,2}.*` (official `fc.{0,2}`),
 `encoder_k.*` likewise, `queue` (dim, K) and `queue_ptr`, as in the official checkpoint; with
@@ -23,29 +22,26 @@ State dict keys: `encoder_q.trunk.*` (timm keys), `encoder_q.head.{0,2}.*` (offi
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from dataclasses import dataclass, field
-from typing import Callable
+import dataclasses
+from dataclasses import dataclass
 
-import timm
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from hexa_zoo.errors import ConfigError
 
-from .aux_bn import AuxBatchNorm, hard_view_norm, idle_main_term
-from .hard_views import HardViewConfig, adversarial_view, cutmix
+from .hard_views import HardViewConfig
 from .losses import batch_queue_logits, info_nce, mixed_targets, moco_logits
+from .method import PseudoLabelMethod, create_trunk, projection_head, trunk_output_size
 from .processes import distributed
 
 
 @dataclass(frozen=True)
 class MocoConfig:
-    """MoCo-v2's constants (`--mlp --moco-t 0.2 --aug-plus --cos`) and the HEXA views."""
+    """MoCo-v2's constants (`--mlp --moco-t 0.2 --aug-plus --cos`)."""
 
     dim: int = 128                 # embedding size (moco-dim)
     queue_size: int = 65536        # K, number of negative keys (moco-k)
@@ -55,7 +51,7 @@ class MocoConfig:
     hidden_dim: int = 0            # MLP hidden size; 0: the trunk's feature size (2048 for ResNet-50), as official
     shuffle_bn: bool = True        # shuffle BN for the key encoder
     shuffle_bn_splits: int = 2     # one process only: key BN statistics over this many shuffled sub-batches
-    hard_views: HardViewConfig = field(default_factory=HardViewConfig)
+    multicrop = False              # two views of one size (not a field: what the method needs from the data)
 
     def __post_init__(self) -> None:
         checks = [
@@ -72,21 +68,6 @@ class MocoConfig:
                 raise ConfigError(message, fix)
 
 
-def create_trunk(arch: str) -> nn.Module:
-    """A randomly initialised timm backbone without classifier (num_classes=0)."""
-    try:
-        return timm.create_model(arch, pretrained=False, num_classes=0)
-    except RuntimeError as err:
-        raise ConfigError(f"unknown architecture {arch!r} ({err})",
-                          "use a timm model name such as resnet18 or resnet50 (see timm.list_models())") from None
-
-
-def trunk_output_size(trunk: nn.Module) -> int:
-    """Size of the trunk's pooled output: `head_hidden_size` where a model has a pre-logits layer
-    (MobileNetV3, EfficientNet-style heads), else `num_features` (ResNet: 512 or 2048)."""
-    return getattr(trunk, "head_hidden_size", None) or trunk.num_features
-
-
 class Encoder(nn.Module):
     """timm trunk (pooled features) followed by the projection head: MLP (v2) or one linear layer (v1)."""
 
@@ -95,8 +76,7 @@ class Encoder(nn.Module):
         self.trunk = create_trunk(arch)
         features = trunk_output_size(self.trunk)
         hidden = hidden_dim or features
-        self.head = (nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
-                     if mlp else nn.Linear(features, dim))
+        self.head = projection_head(features, hidden, dim, batch_norm=False) if mlp else nn.Linear(features, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.trunk(x))
@@ -152,67 +132,59 @@ def shuffled_forward(encoder: nn.Module, x: Tensor, splits: int) -> Tensor:
     return out[torch.argsort(perm)]
 
 
-class MoCo(nn.Module):
-    """MoCo-v2 / HEXA_MoCo with the trainer interface of pretrain/ (see the module docstring)."""
+@dataclass(frozen=True)
+class MocoTargets:
+    """A batch's pseudo-labels: its keys (B, D) and the queue (D, K); `mix` = (perm, lam) for a CutMix view."""
+    keys: Tensor
+    queue: Tensor
+    mix: tuple[Tensor, float] | None = None
 
-    def __init__(self, cfg: MocoConfig, arch: str, dataset_size: int):
-        super().__init__()
-        self.cfg, self.arch, self.dataset_size = cfg, arch, dataset_size
-        self.queue_size = cfg.queue_size
+
+class MoCo(PseudoLabelMethod):
+    """MoCo-v2 / HEXA_MoCo (see the module docstring)."""
+
+    anchor_scored_alone = True
+
+    def __init__(self, cfg: MocoConfig, hard_views: HardViewConfig, arch: str, dataset_size: int = 0):
+        super().__init__(hard_views)
+        self.cfg, self.arch = cfg, arch
         self.encoder_q = Encoder(arch, cfg.dim, cfg.mlp, cfg.hidden_dim)
         self.encoder_k = copy.deepcopy(self.encoder_q)  # same initial weights, as the official copy_
         for p in self.encoder_k.parameters():
             p.requires_grad = False
-        if cfg.hard_views.use_aux_bn:  # inside encoder_q, so DDP averages the twins' gradients too
-            self.encoder_q.aux_bn = AuxBatchNorm(nn.ModuleList([self.encoder_q.trunk, self.encoder_q.head]))
+        aux = self.make_aux_bn([self.encoder_q.trunk, self.encoder_q.head])
+        if aux is not None:
+            self.encoder_q.aux_bn = aux
         self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-        self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
-        self.__dict__["_ddp"] = None  # the DDP wrapper of encoder_q, kept out of the state dict
 
-    # ---- the trainer interface ------------------------------------------------------------------
+    @property
+    def network(self) -> nn.Module:
+        return self.encoder_q
+
     @property
     def trunk(self) -> nn.Module:
         """The query encoder's backbone: what gets published."""
         return self.encoder_q.trunk
 
-    def normalize(self, x: Tensor) -> Tensor:
-        """Pixels in [0, 1] -> ImageNet-normalised input."""
-        return (x - self.mean) / self.std
-
-    def param_groups(self) -> list[dict]:
-        """One group, the query encoder (weight decay on everything, as the official SGD)."""
-        return [{"params": [p for p in self.encoder_q.parameters() if p.requires_grad], "name": "encoder_q"}]
-
-    def adapt_to_data(self, dataset_size: int, batch_size: int) -> list[str]:
-        """Shrink the queue to fit the data; `batch_size` is the global batch. One line per change."""
-        self.dataset_size = dataset_size
-        notes = []
+    @classmethod
+    def adapt(cls, section: MocoConfig, *, dataset_size: int, batch_size: int, world_size: int,
+              steps_per_epoch: int) -> tuple[MocoConfig, list[str]]:
+        """A queue no longer than the data minus one batch allows, a multiple of the (global) batch."""
         limit = dataset_size - batch_size
-        if self.queue_size > limit:
-            new = max(batch_size, (limit // batch_size) * batch_size)
-            notes.append(f"moco.queue_size {self.queue_size} is longer than {dataset_size} images minus one batch "
-                         f"of {batch_size} allow: using {new} negative keys (a multiple of the batch)")
-            self.queue_size = new
-            self.queue = F.normalize(torch.randn(self.cfg.dim, new, device=self.queue.device), dim=0)
-            self.queue_ptr.zero_()
-        return notes
+        if section.queue_size <= limit:
+            return section, []
+        new = max(batch_size, (limit // batch_size) * batch_size)
+        note = (f"moco.queue_size {section.queue_size} is longer than {dataset_size} images minus one batch of "
+                f"{batch_size} allow: using {new} negative keys (a multiple of the batch)")
+        return dataclasses.replace(section, queue_size=new), [note]
 
     def setup_distributed(self) -> list[str]:
-        """Wrap the query encoder in DDP and give every rank rank 0's key encoder and queue.
-
-        Call after `init_process_group` and after moving the model to its device. MoCo uses shuffle BN,
-        not SyncBN (as the official code).
-        """
+        """Every rank takes rank 0's key encoder and queue; DDP over the query encoder. MoCo uses shuffle
+        BN, not SyncBN (as the official code)."""
         for t in list(self.encoder_k.state_dict().values()) + [self.queue, self.queue_ptr]:
             dist.broadcast(t, src=0)
-        device_ids = [self.queue.device.index] if self.queue.is_cuda else None
-        self.__dict__["_ddp"] = nn.parallel.DistributedDataParallel(self.encoder_q, device_ids=device_ids)
-        return []
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Nothing to do for MoCo."""
+        return super().setup_distributed()
 
     @torch.no_grad()
     def on_step_end(self) -> None:
@@ -222,68 +194,33 @@ class MoCo(nn.Module):
         params_q = [p.detach() for n, p in self.encoder_q.named_parameters() if not n.startswith("aux_bn.")]
         torch._foreach_lerp_(params_k, params_q, 1.0 - m)  # k + (1 - m)(q - k) = m k + (1 - m) q, in one pass
 
-    def training_step(self, views: list[Tensor], index: Tensor,
-                      backward: Callable[[Tensor], None]) -> dict[str, float]:
-        """Losses of one batch: backward on each part (clean, then adversarial, then CutMix), enqueue the keys."""
-        hv, temperature = self.cfg.hard_views, self.cfg.temperature
-        x_q, x_k = views[0], views[1]
-        k = self._keys(x_k)
-        queue = self.queue  # every backward below runs before the in-place enqueue, so no clone is needed
-        parts = 1 + hv.use_adversarial + hv.use_cutmix
-        free = hv.use_adversarial and hv.free
-        if free:  # the clean backward then leaves the input gradient the free attack step needs
-            x_q = x_q.detach().clone().requires_grad_(True)
+    # ---- the pseudo-label interface -------------------------------------------------------------
+    def clean_step(self, views: list[Tensor], index: Tensor) -> tuple[Tensor, MocoTargets, dict]:
+        """InfoNCE of the query view against its own key and the queue (the official loss)."""
+        # every backward of the step runs before the in-place enqueue (after_step), so no clone is needed
+        targets = MocoTargets(self._keys(views[1]), self.queue)
+        logits = moco_logits(self._query(views[0]), targets.keys, targets.queue, self.cfg.temperature)
+        acc = (logits.argmax(dim=1) == 0).float().mean().item() * 100
+        return info_nce(logits), targets, {"acc_clean": acc}
 
-        with self._sync(last=parts == 1):
-            logits = moco_logits(self._query(x_q), k, queue, temperature)
-            loss_clean = info_nce(logits)
-            backward(loss_clean)
-        logs = {"loss_clean": loss_clean.item(),
-                "acc_clean": (logits.argmax(dim=1) == 0).float().mean().item() * 100}
-        total = logs["loss_clean"]
+    def view_loss(self, x: Tensor, targets: MocoTargets, wrapped: bool = True) -> Tensor:
+        q = self._query(x, wrapped)
+        if targets.mix is None:  # the own key among [own key ; queue]: exactly the clean loss
+            return info_nce(moco_logits(q, targets.keys, targets.queue, self.cfg.temperature))
+        perm, lam = targets.mix
+        logits = batch_queue_logits(q, targets.keys, targets.queue, self.cfg.temperature)
+        own = torch.arange(len(perm), device=perm.device)
+        return info_nce(logits, mixed_targets(own, perm, lam, logits.shape[1]))
 
-        aux = self.aux_bn
-        if hv.use_adversarial:
-            def attack_loss(x: Tensor) -> Tensor:  # unwrapped encoder: attack forwards bypass DDP
-                return info_nce(moco_logits(self._project(self.encoder_q, x), k, queue, temperature))
+    def mix_targets(self, targets: MocoTargets, perm: Tensor, lam: float) -> MocoTargets:
+        return dataclasses.replace(targets, mix=(perm, lam))
 
-            with hard_view_norm(aux), self._sync(last=not hv.use_cutmix):
-                x_adv = adversarial_view(x_q, attack_loss, hv, input_grad=x_q.grad if free else None,
-                                         model=self.encoder_q)
-                loss_adv = info_nce(moco_logits(self._query(x_adv), k, queue, temperature))
-                backward(hv.w_adv * loss_adv + idle_main_term(aux))
-            logs["loss_adv"] = loss_adv.item()
-            total += hv.w_adv * logs["loss_adv"]
-
-        if hv.use_cutmix:
-            x_mix, perm, lam = cutmix(views[0].detach(), hv.cutmix_alpha)
-            with hard_view_norm(aux), self._sync(last=True):
-                logits = batch_queue_logits(self._query(x_mix), k, queue, temperature)
-                own = torch.arange(len(perm), device=perm.device)
-                loss_cutmix = info_nce(logits, mixed_targets(own, perm, lam, logits.shape[1]))
-                backward(hv.w_cutmix * loss_cutmix + idle_main_term(aux))
-            logs["loss_cutmix"] = loss_cutmix.item()
-            logs["cutmix_lambda"] = lam
-            total += hv.w_cutmix * logs["loss_cutmix"]
-
-        self._dequeue_and_enqueue(k)
-        return {"loss": total, **logs}
+    def after_step(self, targets: MocoTargets) -> None:
+        self._dequeue_and_enqueue(targets.keys)
 
     # ---- internals ------------------------------------------------------------------------------
-    @property
-    def aux_bn(self) -> AuxBatchNorm | None:
-        """The hard views' BatchNorm twins (`hard_views.aux_bn`), or None."""
-        return self.encoder_q.aux_bn if "aux_bn" in self.encoder_q._modules else None
-
-    def _project(self, encoder: nn.Module, x: Tensor) -> Tensor:
-        return F.normalize(encoder(self.normalize(x)), dim=1)
-
-    def _query(self, x: Tensor) -> Tensor:
-        return self._project(self._ddp if self._ddp is not None else self.encoder_q, x)
-
-    def _sync(self, last: bool):
-        """DDP all-reduces gradients only on the last backward of a step."""
-        return self._ddp.no_sync() if self._ddp is not None and not last else contextlib.nullcontext()
+    def _query(self, x: Tensor, wrapped: bool = True) -> Tensor:
+        return F.normalize(self.net(wrapped)(self.normalize(x)), dim=1)
 
     @torch.no_grad()
     def _keys(self, x_k: Tensor) -> Tensor:
@@ -299,16 +236,11 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: Tensor) -> None:
         """Write all ranks' keys over the oldest queue entries (a ring buffer of K columns)."""
-        keys = concat_all_gather(keys)[-self.queue_size:]
+        keys = concat_all_gather(keys)[-self.queue.shape[1]:]
         ptr = int(self.queue_ptr)
-        columns = (ptr + torch.arange(keys.shape[0], device=keys.device)) % self.queue_size
+        columns = (ptr + torch.arange(keys.shape[0], device=keys.device)) % self.queue.shape[1]
         self.queue[:, columns] = keys.t().to(self.queue.dtype)
-        self.queue_ptr[0] = (ptr + keys.shape[0]) % self.queue_size
+        self.queue_ptr[0] = (ptr + keys.shape[0]) % self.queue.shape[1]
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A checkpoint may hold a queue of another length (another recipe, or adapt_to_data): take its size.
-        queue = state_dict.get(prefix + "queue")
-        if queue is not None and queue.shape != self.queue.shape:
-            self.queue = torch.empty_like(queue, device=self.queue.device)
-            self.queue_size = queue.shape[1]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+METHOD = MoCo

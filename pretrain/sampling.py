@@ -88,7 +88,7 @@ def build_dataset(cfg: PretrainConfig) -> tuple[SeededViews, str, list[str]]:
     root = resolve_data(cfg.data)
     if cfg.data == "embedded":
         root = root / "classify" / "train"
-    views = two_view_transform(cfg.augment) if cfg.family == "moco" else multicrop_transform(cfg.augment)
+    views = multicrop_transform(cfg.augment) if cfg.method_config().multicrop else two_view_transform(cfg.augment)
     base = ImageFolderDataset(root, transform=views)
     notes, indices = [], None
     if 0 < cfg.limit_images < len(base):

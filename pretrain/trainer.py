@@ -26,11 +26,14 @@ Published name: `<method>_r18` / `<method>_r50` for timm's resnet18 / resnet50 (
 loadable by `timm.create_model(name, pretrained=True)` once hexa_zoo is imported); any other arch
 publishes as `<method>_<arch>` (dots and slashes as underscores), a zoo folder loadable with
 `hexa_zoo.load_trunk(folder)` or timm's `local-dir:` but not by name, since only registered names resolve.
+The tag says what ran (`PretrainConfig.resolved_tag`): "embedded", or "<data>_ep<epochs>" for a folder,
+unless `tag` names one; `TrainResult.load_hint` is the line that loads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import math
 import time
@@ -44,6 +47,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hexa_zoo.catalog import zoo_model_name
 from hexa_zoo.config import save_config
 from hexa_zoo.errors import HexaError
 from hexa_zoo.fileio import atomic_write_text
@@ -52,6 +56,7 @@ from hexa_zoo.seeding import seed_everything
 from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
                          save_checkpoint, save_rank_state, set_rng_state)
 from .config import PretrainConfig
+from .hard_views import free_step_note
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .runlog import RunLog
@@ -69,21 +74,49 @@ class TrainResult:
     out_dir: Path
     zoo_dir: Path | None          # the published zoo folder (None when publish=false)
     final_logs: dict              # last step's logs plus run totals (steps, bad_images, notes, ...)
+    model: str | None = None      # the published `name.tag`
+    load_hint: str | None = None  # the line that loads it
 
 
-def zoo_model_name(method: str, arch: str) -> str:
-    """`hexa_moco` + `resnet18` -> `hexa_moco_r18`; other archs -> `<method>_<arch>` (see module doc)."""
-    short = {"resnet18": "r18", "resnet50": "r50"}.get(arch)
-    return f"{method}_{short}" if short else f"{method}_{arch.replace('.', '_').replace('/', '_')}"
+def method_class(cfg: PretrainConfig) -> type:
+    """The class implementing `cfg.method`: `METHOD` of pretrain/<catalog module>.py."""
+    return importlib.import_module(f"{__package__}.{cfg.family}").METHOD
+
+
+def adapt_config(cfg: PretrainConfig, dataset_size: int, world_size: int,
+                 steps_per_epoch: int) -> tuple[PretrainConfig, list[str]]:
+    """`cfg` with the method's sizes fitted to the data (what config.yaml then records), one note per change."""
+    section, notes = method_class(cfg).adapt(cfg.method_config(), dataset_size=dataset_size,
+                                             batch_size=cfg.batch_size, world_size=world_size,
+                                             steps_per_epoch=steps_per_epoch)
+    return dataclasses.replace(cfg, **{cfg.family: section}), notes
 
 
 def build_method(cfg: PretrainConfig, dataset_size: int) -> nn.Module:
-    """The method object of `cfg.method` (MoCo or DeepClusterV2), with hard views for the HEXA methods."""
-    if cfg.family == "moco":
-        from .moco import MoCo as Method
-    else:
-        from .deepcluster import DeepClusterV2 as Method
-    return Method(cfg.method_config(), arch=cfg.arch, dataset_size=dataset_size)
+    """The method object of `cfg.method`, with hard views exactly for the HEXA methods."""
+    return method_class(cfg)(cfg.method_config(), cfg.hard_views, cfg.arch, dataset_size)
+
+
+def load_hint(model: str, zoo_dir: Path) -> str:
+    """The Python line that loads a published `name.tag`: by name where the name is registered, else the folder."""
+    from hexa_zoo.catalog import MODELS
+
+    if model.split(".", 1)[0] in MODELS:
+        return f"import hexa_zoo, timm; timm.create_model('{model}', pretrained=True)"
+    return f"import hexa_zoo; hexa_zoo.load_trunk('{zoo_dir}')"
+
+
+_VIEW_NAMES = {"clean": "clean", "adv": "adversarial", "cutmix": "CutMix"}
+
+
+def epoch_summary(means: dict[str, float]) -> str:
+    """'loss 5.210; clean 4.900; adversarial 5.100 (+0.048 over the clean anchor); CutMix ...' from epoch means."""
+    parts = [f"loss {means['loss']:.4f}"] if "loss" in means else []
+    for key, name in _VIEW_NAMES.items():
+        if f"loss_{key}" in means:
+            hard = means.get(f"hardness_{key}")
+            parts.append(f"{name} {means[f'loss_{key}']:.4f}" + (f" (hardness {hard:+.4f})" if hard is not None else ""))
+    return "; ".join(parts)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -127,10 +160,14 @@ class _Run:
         notes += batch_notes
         if per_rank * procs.world_size != cfg.batch_size:
             cfg = dataclasses.replace(cfg, batch_size=per_rank * procs.world_size)  # lr scales with it
+        self.sampler = ResumableSampler(self.data, procs.world_size, procs.rank, cfg.seed)
+        self.steps_per_epoch = self.sampler.num_samples // per_rank
+        cfg, method_notes = adapt_config(cfg, len(self.data), procs.world_size, self.steps_per_epoch)
         self.cfg, self.per_rank = cfg, per_rank
         self.method = method_factory(cfg, len(self.data))
-        notes += list(self.method.adapt_to_data(len(self.data), cfg.batch_size))
-        self.notes = notes
+        self.method.steps_per_epoch = self.steps_per_epoch
+        free_note = free_step_note(self.method)
+        self.notes = notes + method_notes + ([free_note] if free_note else [])
         self.method.to(procs.device)
         self.channels_last = self.cuda and cfg.channels_last
         if self.channels_last:
@@ -140,8 +177,6 @@ class _Run:
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
         self.amp = self.cuda and cfg.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.sampler = ResumableSampler(self.data, procs.world_size, procs.rank, cfg.seed)
-        self.steps_per_epoch = self.sampler.num_samples // per_rank
         self.epoch, self.batch = 0, 0  # position: epoch in progress, batches of it done
         self.last_checkpoint: Path | None = None
         self._resume(resume)
@@ -196,6 +231,8 @@ class _Run:
         def backward(loss: torch.Tensor, **kwargs) -> None:
             with torch.autocast(self.procs.device.type, enabled=False):
                 self.scaler.scale(loss).backward(**kwargs)
+
+        backward.scale = self.scaler.get_scale() if self.amp else 1.0  # for the attack's own gradients
 
         self.optimizer.zero_grad(set_to_none=True)
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -258,10 +295,10 @@ class _Run:
             atomic_write_text(self.out / "bad_images.txt", "\n".join(bad_paths) + "\n")
         final = dict(logs, steps=self.epoch * self.steps_per_epoch, epochs=cfg.epochs, bad_images=bad_total,
                      notes=list(self.notes), wall_time_s=time.perf_counter() - t0)
-        zoo_dir = self._publish(final) if main and cfg.publish else None
+        zoo_dir, model = self._publish(final) if main and cfg.publish else (None, None)
         if procs.distributed:
             dist.barrier()
-        return TrainResult(self.out, zoo_dir, final)
+        return TrainResult(self.out, zoo_dir, final, model, load_hint(model, zoo_dir) if model else None)
 
     def _epoch(self, loader: DataLoader, runlog: RunLog, t0: float, logs: dict) -> tuple[dict, list[str], int]:
         """Train from the current position to the epoch's end; returns (last logs, bad paths here, bad count all)."""
@@ -275,7 +312,7 @@ class _Run:
 
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), dynamic_ncols=True, leave=False)
-        bad, seen, tick = [], 0, time.perf_counter()
+        bad, seen, tick, sums, stepped = [], 0, time.perf_counter(), {}, 0
         for views, _targets, index, bad_here in loader:
             bad += [str(p) for p in bad_here]
             step = self.epoch * self.steps_per_epoch + self.batch
@@ -284,6 +321,10 @@ class _Run:
             if index is not None:
                 logs = self._step(views, index, lr)
                 seen += len(index) * self.procs.world_size
+                stepped += 1
+                for k, v in logs.items():
+                    if k.startswith(("loss", "hardness_")):
+                        sums[k] = sums.get(k, 0.0) + v
             self.batch += 1
             bar.update(1)
             if (step + 1) % cfg.log_every_steps == 0 and logs:
@@ -296,6 +337,8 @@ class _Run:
                     and self.batch < self.steps_per_epoch):
                 self._save()
         bar.close()
+        if main and stepped:
+            log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, epoch_summary({k: v / stepped for k, v in sums.items()}))
         count = self._report_bad_images(bad)
         self.epoch, self.batch = self.epoch + 1, 0
         self._save()
@@ -312,7 +355,7 @@ class _Run:
                         f": {shown}" if bad else "")
         return int(count.item())
 
-    def _publish(self, final: dict) -> Path:
+    def _publish(self, final: dict) -> tuple[Path, str]:
         from hexa_zoo.publish import publish
 
         cfg = self.cfg
@@ -328,4 +371,4 @@ class _Run:
         }
         zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card)
         log.info("published %s.%s to %s", name, cfg.resolved_tag(), zoo_dir)
-        return zoo_dir
+        return zoo_dir, f"{name}.{cfg.resolved_tag()}"

@@ -6,6 +6,7 @@ and publishes on the GPU, and that `torchrun --nproc_per_node 1` runs the distri
 """
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -38,11 +39,11 @@ def make_step(method: str):
     torch.manual_seed(0)
     cfg = recipe(method)
     dataset = 64
+    cfg, _ = trainer.adapt_config(dataclasses.replace(cfg, batch_size=32), dataset, world_size=1, steps_per_epoch=2)
     model = trainer.build_method(cfg, dataset).cuda()
-    model.adapt_to_data(dataset, 32)
     model.train()
     g = torch.Generator().manual_seed(1)
-    if cfg.family == "moco":
+    if not cfg.method_config().multicrop:
         views = [torch.rand(32, 3, 32, 32, generator=g) for _ in range(2)]
     else:
         views = [torch.rand(32, 3, s, s, generator=g) for s, n in zip(cfg.augment.crop_sizes, cfg.augment.crop_counts)

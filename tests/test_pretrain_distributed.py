@@ -44,8 +44,7 @@ def _moco_steps(rank, hexa):
     from pretrain.moco import MoCo, MocoConfig
 
     torch.manual_seed(rank)
-    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32, hard_views=hexa), "resnet18", 64)
-    moco.adapt_to_data(64, 8)
+    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32), hexa, "resnet18", 64)
     moco.setup_distributed()
     opt = torch.optim.SGD(moco.param_groups(), lr=0.05, momentum=0.9)
     g = torch.Generator().manual_seed(1000 + rank)  # each rank its own data
@@ -66,9 +65,8 @@ def _deepcluster_steps(rank, hexa):
     from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
 
     torch.manual_seed(rank)
-    dc = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3, 4), freeze_prototypes_niters=0,
-                                         hard_views=hexa), "resnet18", 16)
-    dc.adapt_to_data(16, 8)
+    dc = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3, 4), freeze_prototypes_epochs=0),
+                       hexa, "resnet18", 16)
     dc.setup_distributed()
     opt = torch.optim.SGD(dc.param_groups(), lr=0.05, momentum=0.9)
     data = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(5))
@@ -82,8 +80,34 @@ def _deepcluster_steps(rank, hexa):
             opt.step()
             dc.on_step_end()
     return {"dc_loss": logs["loss"], "dc_assigned": int((dc.assignments >= 0).all(dim=1).sum()),
-            "dc_spread": {"online": _spread(torch.cat([_flat(m) for m in dc._online.children()])),
+            "dc_spread": {"online": _spread(torch.cat([_flat(m) for m in dc.network.children()])),
                           "assignments": _spread(dc.assignments.float())}}
+
+
+def swav_scores() -> torch.Tensor:
+    """12 samples' cosine scores against 5 prototypes (each rank takes 6)."""
+    g = torch.Generator().manual_seed(11)
+    return F.normalize(torch.randn(12, 8, generator=g), dim=1) @ F.normalize(torch.randn(5, 8, generator=g), dim=1).t()
+
+
+def _swav_steps(rank):
+    """HEXA_SwAV under DDP with a queue: the ranks' networks stay one model."""
+    from pretrain.hard_views import HardViewConfig
+    from pretrain.swav import SwAV, SwavConfig
+
+    torch.manual_seed(rank)
+    cfg = SwavConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=6, queue_length=16, queue_start_epoch=0)
+    swav = SwAV(cfg, HardViewConfig(enabled=True), "resnet18")
+    swav.setup_distributed()
+    opt = torch.optim.SGD(swav.param_groups(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(2000 + rank)
+    for _ in range(3):
+        x = torch.rand(4, 3, 32, 32, generator=g)
+        opt.zero_grad()
+        logs = swav.training_step([x, x.flip(3), F.interpolate(x, size=16)], torch.arange(4), lambda l: l.backward())
+        opt.step()
+    return {"swav_loss": logs["loss"], "swav_spread": _spread(torch.cat([_flat(m) for m in swav.network.children()])),
+            "swav_queue_filled": int((swav.queue.abs().sum(-1) > 0).sum())}
 
 
 def _worker(rank, init_file, out_dir):
@@ -111,6 +135,13 @@ def _worker(rank, init_file, out_dir):
     cents, assign = cluster_memory(bank[:, mine], index[mine], (3, 4), 30, 5)
     res["kmeans_assignments"] = assign.tolist()
     res["kmeans_centroids"] = [c.tolist() for c in cents]
+
+    # SwAV's Sinkhorn codes on this rank's half of the scores, sums all-reduced
+    from pretrain.swav import sinkhorn
+
+    scores = swav_scores()
+    res["sinkhorn"] = sinkhorn(scores[rank * 6:(rank + 1) * 6], 0.05, 3).tolist()
+    res.update(_swav_steps(rank))
 
     for suffix, hexa in (("", HardViewConfig(enabled=True)), ("_aux", HardViewConfig(enabled=True, aux_bn=True))):
         res.update({k + suffix: v for k, v in _moco_steps(rank, hexa).items()})
@@ -167,3 +198,14 @@ def test_deepcluster_ddp_clusters_all_ranks_and_keeps_them_in_sync(ranks, aux):
         assert r["dc_spread" + aux] == {"online": 0.0, "assignments": 0.0}
         assert r["dc_assigned" + aux] == 2  # both heads assign every image, whichever rank embedded it
         assert r["dc_loss" + aux] > 0
+
+
+def test_distributed_sinkhorn_equals_one_process_and_swav_ranks_stay_in_sync(ranks):
+    from pretrain.swav import sinkhorn
+
+    expected = sinkhorn(swav_scores(), 0.05, 3)
+    got = torch.cat([torch.tensor(r["sinkhorn"]) for r in ranks])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for r in ranks:
+        assert r["swav_spread"] == 0.0 and r["swav_loss"] > 0
+        assert r["swav_queue_filled"] == 2 * 8  # two assigned crops, 8 of 8 slots per rank after two batches of 4

@@ -209,7 +209,7 @@ def test_cluster_memory_maps_assignments_to_dataset_indices():
 # ---- MoCo ---------------------------------------------------------------------------------------
 def tiny_moco(hard=HEXA, **kw):
     torch.manual_seed(0)
-    return MoCo(MocoConfig(queue_size=kw.pop("queue_size", 32), hidden_dim=64, hard_views=hard, **kw), "resnet18", 64)
+    return MoCo(MocoConfig(queue_size=kw.pop("queue_size", 32), hidden_dim=64, **kw), hard, "resnet18", 64)
 
 
 def test_queue_enqueue_is_a_ring_buffer():
@@ -256,8 +256,8 @@ def test_shuffle_bn_unshuffle_undoes_its_permutation():
 
 def moco_eval_loss(m, x0, x1, queue):
     with torch.no_grad(), frozen_bn_stats(m):
-        q = m._project(m.encoder_q, x0)
-        k = m._project(m.encoder_k, x1)
+        q = m._query(x0, wrapped=False)
+        k = F.normalize(m.encoder_k(m.normalize(x1)), dim=1)
         return losses.info_nce(losses.moco_logits(q, k, queue, m.cfg.temperature)).item()
 
 
@@ -282,12 +282,13 @@ def test_moco_hexa_steps_reduce_the_loss():
     assert moco_eval_loss(m, x0, x1, queue) < start - 0.05
 
 
-def test_moco_adapt_to_data_shrinks_the_queue():
-    m = tiny_moco(hard=HardViewConfig(), queue_size=65536)
-    notes = m.adapt_to_data(100, 16)
+def test_moco_adapt_shrinks_the_queue():
+    fit = dict(dataset_size=100, batch_size=16, world_size=1, steps_per_epoch=6)
+    section, notes = MoCo.adapt(MocoConfig(queue_size=65536), **fit)
     assert len(notes) == 1 and "queue_size" in notes[0]
-    assert m.queue.shape == (128, 80) and m.queue_size == 80
-    assert m.adapt_to_data(100, 16) == []
+    assert section.queue_size == 80
+    assert MoCo.adapt(section, **fit) == (section, [])
+    assert MoCo(section, HardViewConfig(), "resnet18").queue.shape == (128, 80)
 
 
 def run_steps(m, views, n, opt_state=None):
@@ -308,9 +309,8 @@ def test_moco_state_dict_round_trip_resumes_exactly():
     views = [torch.rand(4, 3, 16, 16, generator=g) for _ in range(2)]
     a = tiny_moco()
     _, opt_state = run_steps(a, views, 1)
-    b = tiny_moco(queue_size=8)  # another queue length: loading takes the checkpoint's
+    b = tiny_moco()
     b.load_state_dict(a.state_dict())
-    assert b.queue_size == 32
     for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(ta, tb), name
     torch.manual_seed(1), np.random.seed(1)
@@ -325,8 +325,10 @@ def test_moco_state_dict_round_trip_resumes_exactly():
 def tiny_dcluster(hard=HEXA, n=16, **kw):
     torch.manual_seed(0)
     cfg = DeepClusterConfig(hidden_mlp=64, feat_dim=32, nmb_prototypes=kw.pop("nmb", (4, 3)),
-                            freeze_prototypes_niters=kw.pop("freeze", 0), hard_views=hard, **kw)
-    return DeepClusterV2(cfg, "resnet18", n)
+                            freeze_prototypes_epochs=kw.pop("freeze", 0), **kw)
+    method = DeepClusterV2(cfg, hard, "resnet18", n)
+    method.steps_per_epoch = 1  # freeze counted in steps
+    return method
 
 
 def multicrop(x):
@@ -372,7 +374,7 @@ def test_deepcluster_epochs_fill_bank_then_cluster_into_prototypes():
 
 def dcluster_eval_loss(m, data):
     with torch.no_grad(), frozen_bn_stats(m):
-        _, scores = m._online([m.normalize(v) for v in multicrop(data)])
+        _, scores = m.network([m.normalize(v) for v in multicrop(data)])
         targets = [a.repeat(3) for a in m.assignments]
         return losses.prototype_cross_entropy(scores, targets, m.cfg.temperature).item()
 
@@ -397,17 +399,17 @@ def test_deepcluster_hexa_steps_reduce_the_loss_and_freeze_prototypes():
     assert dcluster_eval_loss(m, data) < start - 0.05
 
 
-def test_deepcluster_adapt_to_data_and_state_dict_round_trip():
-    m = tiny_dcluster(nmb=(3000, 5))
-    notes = m.adapt_to_data(16, 8)
-    assert len(notes) == 1 and "nmb_prototypes[0]" in notes[0]
+def test_deepcluster_adapt_and_state_dict_round_trip():
+    section, notes = DeepClusterV2.adapt(DeepClusterConfig(nmb_prototypes=(3000, 5)), dataset_size=16, batch_size=8,
+                                         world_size=1, steps_per_epoch=2)
+    assert len(notes) == 1 and "nmb_prototypes[0]" in notes[0] and section.nmb_prototypes == (16, 5)
+    m = tiny_dcluster(nmb=section.nmb_prototypes)
     assert m.prototypes.head(0).weight.shape == (16, 32) and m.nmb_prototypes == (16, 5)
     data = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(13))
     opt = torch.optim.SGD(m.param_groups(), lr=0.05)
     dcluster_epoch(m, data, 0, opt=opt)
     dcluster_epoch(m, data, 1, batch=8, opt=opt)
-    other = tiny_dcluster(nmb=(3000, 5))
-    other.adapt_to_data(16, 8)
+    other = tiny_dcluster(nmb=section.nmb_prototypes)
     other.load_state_dict(m.state_dict())
     for (name, ta), tb in zip(m.state_dict().items(), other.state_dict().values()):
         assert torch.equal(ta, tb), name
@@ -422,14 +424,7 @@ def test_deepcluster_adapt_to_data_and_state_dict_round_trip():
 
 def test_unknown_arch_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown architecture"):
-        MoCo(MocoConfig(), "no_such_net", 10)
-
-
-def test_deepcluster_adapt_to_another_dataset_size_resizes_bank_and_assignments():
-    m = tiny_dcluster(n=10)
-    assert m.adapt_to_data(16, 8) == []
-    assert m.memory_index.shape == (16,) and m.memory_embeddings.shape == (2, 16, 32)
-    assert m.assignments.shape == (2, 16) and (m.assignments == -100).all()
+        MoCo(MocoConfig(), HardViewConfig(), "no_such_net", 10)
 
 
 def test_deepcluster_local_memory_state_round_trip():
@@ -443,7 +438,7 @@ def test_deepcluster_local_memory_state_round_trip():
 
 def test_a_timm_backbone_with_a_pre_logits_head_trains():
     torch.manual_seed(0)
-    m = MoCo(MocoConfig(queue_size=8, hard_views=HEXA), "mobilenetv3_small_050", 16)  # pooled output 1024, not 288
+    m = MoCo(MocoConfig(queue_size=8), HEXA, "mobilenetv3_small_050", 16)  # pooled output 1024, not 288
     assert m.encoder_q.head[0].in_features == m.trunk(torch.rand(2, 3, 32, 32)).shape[1] == 1024
     logs = m.training_step([torch.rand(4, 3, 32, 32) for _ in range(2)], torch.arange(4), lambda loss: loss.backward())
     assert math.isfinite(logs["loss"])
@@ -491,12 +486,12 @@ def test_aux_bn_steps_keep_hard_views_out_of_the_published_bn(family):
     torch.manual_seed(0)
     hexa = HardViewConfig(enabled=True, aux_bn=True)
     if family == "moco":
-        method = MoCo(MocoConfig(queue_size=16, hidden_dim=32, hard_views=hexa), "resnet18", 64)
+        method = MoCo(MocoConfig(queue_size=16, hidden_dim=32), hexa, "resnet18", 64)
         views = [torch.rand(8, 3, 32, 32) for _ in range(2)]
         trunk = method.encoder_q.trunk
     else:
-        method = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3,), hard_views=hexa,
-                                                 freeze_prototypes_niters=0), "resnet18", 8)
+        method = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3,),
+                                                 freeze_prototypes_epochs=0), hexa, "resnet18", 8)
         views = [torch.rand(8, 3, 32, 32), torch.rand(8, 3, 32, 32)]
         method.on_epoch_start(0)
         method.training_step(views, torch.arange(8), lambda loss: loss.backward())
@@ -511,9 +506,9 @@ def test_aux_bn_steps_keep_hard_views_out_of_the_published_bn(family):
 
     assert math.isfinite(logs["loss"]) and "loss_adv" in logs and "loss_cutmix" in logs
     assert int(trunk.bn1.num_batches_tracked) == tracked + 1          # the clean view
-    assert int(method.aux_bn.twins[0].num_batches_tracked) == 2        # adversarial + CutMix (attacks frozen)
-    assert method.aux_bn.twins[0].weight.grad.abs().sum() > 0
-    assert any(p is method.aux_bn.twins[0].weight for g in method.param_groups() for p in g["params"])
+    assert int(method.hard_view_bn.twins[0].num_batches_tracked) == 2        # adversarial + CutMix (attacks frozen)
+    assert method.hard_view_bn.twins[0].weight.grad.abs().sum() > 0
+    assert any(p is method.hard_view_bn.twins[0].weight for g in method.param_groups() for p in g["params"])
     # the checkpoint's twins are not part of the trunk: conversion finds the same weights as the trunk
     converted = to_timm({"model": method.state_dict(), "arch": "resnet18"})
     assert converted.state_dict.keys() == trunk.state_dict().keys()

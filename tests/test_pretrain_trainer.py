@@ -96,16 +96,17 @@ def test_every_recipe_parses_with_the_published_constants():
     assert dc.augment.crop_sizes == (224, 96) and dc.augment.crop_counts == (2, 6)
     assert dc.augment.crop_min_scale == (0.14, 0.05) and dc.augment.crop_max_scale == (1.0, 0.14)
     assert cfgs["dcluster_v2_r50_400ep"].augment.crop_sizes == (160, 96)
+    assert cfgs["dcluster_v2_r50_400ep"].augment.crop_min_scale == (0.08, 0.05)  # its own script
     assert cfgs["dcluster_v2_r50_400ep"].augment.crop_counts == (2, 4)
     # The method name alone switches the hard views on.
     for name, cfg in cfgs.items():
-        assert cfg.method_config().hard_views.enabled == name.startswith("hexa_"), name
+        assert cfg.hard_views.enabled == name.startswith("hexa_"), name
     for name in names:
         if name.endswith("_embedded"):
             assert cfgs[name].arch == "resnet18" and cfgs[name].resolved_tag() == "embedded"
     # Overrides reach nested sections; a typo is refused with the valid keys.
-    cfg = load_recipe("hexa_moco_r18_embedded", ["moco.hard_views.eps=0.01", "lr=0.5"])
-    assert cfg.moco.hard_views.eps == 0.01 and cfg.lr == 0.5
+    cfg = load_recipe("hexa_moco_r18_embedded", ["hard_views.eps=0.01", "lr=0.5"])
+    assert cfg.hard_views.eps == 0.01 and cfg.lr == 0.5
     with pytest.raises(HexaError, match="unknown"):
         load_recipe("hexa_moco_r18_embedded", ["moco.queue_sise=3"])
     with pytest.raises(HexaError, match="no recipe named"):
@@ -214,10 +215,11 @@ def test_a_one_process_launch_joins_a_process_group(monkeypatch):
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
+    from pretrain.hard_views import HardViewConfig
     from pretrain.moco import MoCo, MocoConfig
 
     torch.manual_seed(0)
-    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32), "resnet10t", 64)
+    moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32), HardViewConfig(), "resnet10t", 64)
     x = torch.rand(8, 3, 32, 32)
 
     def keys():
@@ -286,7 +288,7 @@ def test_deepcluster_crash_mid_epoch_resumes_exactly(tmp_path):
             schedule_unit="step", warmup_epochs=1, warmup_start_lr=0.3, final_lr=0.0048,
             augment=dataclasses.replace(base.augment, crop_sizes=(32, 16), crop_counts=(2, 1)),
             deepcluster=dataclasses.replace(base.deepcluster, nmb_prototypes=(5, 4), hidden_mlp=64,
-                                            freeze_prototypes_niters=1))
+                                            freeze_prototypes_epochs=0.5))
 
     reference = trainer.train(cfg_for(tmp_path / "ref"))  # epoch 1 fills the bank, epochs 2-3 train
 
