@@ -158,14 +158,6 @@ def model_tags(name: str) -> tuple[str, ...]:
     return tuple(sorted(tags, key=lambda t: -_epochs(t))) + (EMBEDDED_TAG,)
 
 
-def method_of(name: str) -> Method:
-    """The catalog entry of a method name; KeyError names the valid ones."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; methods: {', '.join(METHODS)}") from None
-
-
 def hexa_pairs() -> list[tuple[str, str]]:
     """(baseline, HEXA variant) for every HEXA method, in catalog order."""
     return [(m.baseline, m.name) for m in METHODS.values() if m.is_hexa]

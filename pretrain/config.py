@@ -103,9 +103,7 @@ class PretrainConfig:
     swav: SwavConfig = field(default_factory=SwavConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}", f"use one of: {', '.join(METHODS)}")
-        if self.hard_views.enabled != self.entry.is_hexa:  # the method decides: HEXA variants have the views
+        if self.hard_views.enabled != catalog_entry(self.method).is_hexa:  # the method decides: HEXA variants have the views
             object.__setattr__(self, "hard_views", dataclasses.replace(self.hard_views, enabled=self.entry.is_hexa))
 
     @property
@@ -145,6 +143,13 @@ class PretrainConfig:
         return data
 
 
+def catalog_entry(method: str) -> Method:
+    """The catalog entry of a method name, or a ConfigError naming the methods there are."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
 def data_name(data: str) -> str:
     """A tag-safe name for a data folder: its name, with the parent's for split folders (imagenet/train ->
     imagenet_train)."""
@@ -176,9 +181,7 @@ def recipe_path(name_or_path: str | Path) -> Path:
 
 def default_recipe(method: str, data: str) -> str:
     """The recipe used when none is given: the CPU-sized one on the embedded data, else the paper's."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}", f"use one of: {', '.join(METHODS)}")
-    return METHODS[method].default_recipe(data)
+    return catalog_entry(method).default_recipe(data)
 
 
 def read_recipe(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
@@ -221,9 +224,7 @@ def load_recipe(name_or_path: str | Path | None = None, overrides: Sequence[str]
 
 def _refuse_contradiction(data: dict, given: dict) -> None:
     """`hard_views.enabled` is the method's (PretrainConfig sets it): asking otherwise is an error, not a no-op."""
-    if data["method"] not in METHODS:
-        raise ConfigError(f"unknown method {data['method']!r}", f"use one of: {', '.join(METHODS)}")
-    entry = METHODS[data["method"]]
+    entry = catalog_entry(data["method"])
     asked = given.get("hard_views", {}).get("enabled") if isinstance(given.get("hard_views"), dict) else None
     if asked is not None and bool(asked) != entry.is_hexa:
         other = (entry.baseline if entry.is_hexa else
