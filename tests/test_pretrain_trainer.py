@@ -168,7 +168,11 @@ def test_views_are_seeded_per_sample_and_stay_in_pixel_space(tmp_path):
     assert len(first) == sum(cfg.augment.crop_counts)
     assert [v.shape[-1] for v in first] == [s for s, c in zip(cfg.augment.crop_sizes, cfg.augment.crop_counts)
                                             for _ in range(c)]
-    assert all(v.dtype == torch.float32 and v.min() >= 0 and v.max() <= 1 for v in first)
+    assert all(v.dtype == torch.uint8 for v in first)  # uint8 through the loader; float [0, 1] on the device:
+    from pretrain.device_augment import finish_views
+
+    assert all(v.dtype == torch.float32 and v.min() >= 0 and v.max() <= 1
+               for v in finish_views([v[None] for v in first], torch.device("cpu")))
     torch.manual_seed(123)
     before = torch.get_rng_state()
     again = views[2][0]
