@@ -168,8 +168,8 @@ def image_rng() -> random.Random:
 # ------------------------------------------------------------------------------ applying them
 def as_chw(img) -> torch.Tensor:
     """An RGB PIL image as a uint8 tensor (3, H, W), laid out channels-last (numpy's HWC) as decoded."""
-    with warnings.catch_warnings():  # a read-only view of PIL's bytes (one copy, not two); nothing writes to it
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings():  # np.asarray: one copy of PIL's bytes (np.array: two), read-only;
+        warnings.simplefilter("ignore", UserWarning)  # torch warns about that, but nothing writes to it
         return torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
 
 
