@@ -19,6 +19,11 @@ On CUDA every method runs twice, as the trainer would run it: in float32 (contig
 lightly reference runs on the CPU with the embedded recipes only. `--recipes paper` takes the
 ResNet-50 ImageNet recipes instead of the embedded ones (use `--size 224`).
 
+The step against its ideal (issue 11): a supervised reference step (the same timm trunk with a linear
+classifier over 1000 classes, cross-entropy, the MoCo-v2 recipe's optimizer, the same batch at one
+crop of `--size`) is timed in the same rounds, and each method's `<method>_vs_ideal` is its step time
+over `IDEAL_MULTIPLE[method]` x the reference's (medians of per-round ratios). Goal: within 1.15x.
+
 Goals (issue 3): HEXA_MoCo within 2.6x of MoCo-v2's step time (its floor is about 2.5x: two more query
 views, the adversarial one with a free gradient); MoCo-v2 at least as fast as lightly's.
 The figures are printed last, as one JSON line.
@@ -44,6 +49,54 @@ from hexa_zoo.catalog import METHODS, hexa_pairs
 
 RECIPES = {scale: {name: m.default_recipe(data) for name, m in METHODS.items()}
            for scale, data in (("embedded", "embedded"), ("paper", "imagenet"))}
+
+
+def multicrop_pixels(cfg) -> float:
+    """A multi-crop's pixels over one global crop's (2x224 + 6x96: 2 + 6 * 96^2 / 224^2 = 3.10)."""
+    aug = cfg.augment
+    return sum(n * s * s for s, n in zip(aug.crop_sizes, aug.crop_counts)) / aug.crop_sizes[0] ** 2
+
+
+# The ideal step of each method in supervised steps: a forward counts 1, a backward 2, so one supervised
+# step (one crop forward and backward) is 3. Adding a method is one entry.
+IDEAL_MULTIPLE = {
+    "moco_v2": lambda cfg: (3 + 1) / 3,                  # query forward-backward, key forward
+    "hexa_moco": lambda cfg: (3 * 3 + 1) / 3,            # clean, adversarial (free gradient), CutMix queries; key
+    "dcluster_v2": multicrop_pixels,                     # every crop forward-backward, by pixels
+    # plus the adversarial and CutMix views of crop 0, and the attack's own step: crop 0 shares its clean
+    # forward (BatchNorm statistics) with crop 1, so its clean gradient is not the attack's (no free step)
+    "hexa_dcluster": lambda cfg: multicrop_pixels(cfg) + 3,
+    "swav": multicrop_pixels,
+    "hexa_swav": lambda cfg: multicrop_pixels(cfg) + 3,
+}
+
+
+class SupervisedStep:
+    """The reference: the same trunk with a linear classifier, cross-entropy, the same optimizer and batch."""
+
+    def __init__(self, recipe: str, batch: int, size: int, generator: torch.Generator, device: torch.device,
+                 amp: bool = False):
+        import timm
+
+        cfg = load_recipe(recipe, [f"batch_size={batch}"])
+        self.amp = amp
+        self.model = timm.create_model(cfg.arch, num_classes=1000).to(device)
+        fmt = torch.channels_last if amp else torch.contiguous_format
+        self.model.to(memory_format=fmt)
+        self.optimizer = make_optimizer(cfg, [{"params": list(self.model.parameters())}])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.images = torch.rand(batch, 3, size, size, generator=generator).to(device, memory_format=fmt)
+        self.labels = torch.randint(0, 1000, (batch,), generator=generator).to(device)
+        self.model.train()
+
+    def __call__(self) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext():
+            loss = torch.nn.functional.cross_entropy(self.model(self.images), self.labels)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.detach()}
 
 
 def random_views(cfg, batch: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -145,6 +198,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated catalog methods")
     parser.add_argument("--recipes", choices=sorted(RECIPES), default="embedded")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", choices=("both", "amp", "fp32"), default="both",
+                        help="CUDA only: time float32, amp (fp16 autocast + channels_last) or both")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -156,10 +211,17 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
 
     steps: dict[str, object] = {}
+    reference_recipe = RECIPES[args.recipes]["moco_v2"]
+    fp32, amp = not cuda or args.precision != "amp", cuda and args.precision != "fp32"
+    if fp32:
+        steps["supervised"] = SupervisedStep(reference_recipe, args.batch, args.size, generator, device)
+    if amp:
+        steps["supervised_amp"] = SupervisedStep(reference_recipe, args.batch, args.size, generator, device, amp=True)
     for name in args.methods.split(","):
         recipe = RECIPES[args.recipes][name]
-        steps[name] = MethodStep(name, recipe, args.batch, args.size, generator, device)
-        if cuda:
+        if fp32:
+            steps[name] = MethodStep(name, recipe, args.batch, args.size, generator, device)
+        if amp:
             steps[f"{name}_amp"] = MethodStep(name, recipe, args.batch, args.size, generator, device, amp=True)
     notes = []
     if cuda or args.recipes != "embedded":
@@ -212,7 +274,15 @@ def main() -> None:
                 figures[f"{hexa}_over_{base}_step_time{suffix}"] = ratio(f"{hexa}{suffix}", f"{base}{suffix}")
     if "hexa_moco_over_moco_v2_step_time" in figures:
         figures["goal_hexa_moco_within_2.6x"] = figures["hexa_moco_over_moco_v2_step_time"] <= 2.6
-    if cuda:
+    for name in args.methods.split(","):
+        multiple = IDEAL_MULTIPLE[name](load_recipe(RECIPES[args.recipes][name]))
+        figures.setdefault("ideal_multiple", {})[name] = round(multiple, 3)
+        for suffix in ("", "_amp"):
+            if f"{name}{suffix}" in times:
+                figures[f"{name}{suffix}_vs_ideal"] = round(ratio(f"{name}{suffix}", f"supervised{suffix}") / multiple, 3)
+    figures["goal_every_method_within_1.15x_of_ideal"] = all(
+        v <= 1.15 for k, v in figures.items() if k.endswith("_vs_ideal"))
+    if fp32 and amp:
         figures["amp_speedup"] = {n: ratio(n, f"{n}_amp") for n in args.methods.split(",")}
     if "lightly_moco_v2" in median and "moco_v2" in median:
         figures["moco_v2_speed_over_lightly"] = ratio("lightly_moco_v2", "moco_v2")

@@ -1,9 +1,12 @@
-"""CSV rows and TensorBoard scalars of one run (out/log.csv, out/tb), cut back to the step on resume."""
+"""CSV rows and TensorBoard scalars of one run (out/log.csv, out/tb), cut back to the step on resume;
+and the time the loop spent waiting for its data (`DataWait`), logged beside them."""
 
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from hexa_zoo.fileio import atomic_write_text
 
@@ -75,3 +78,55 @@ class RunLog:
 
 def _csv_line(fields: list[str], values: dict) -> str:
     return ",".join(repr(v) if isinstance(v, float) else str(v) for v in (values.get(k, "") for k in fields)) + "\n"
+
+
+# Above this fraction of its time waiting for batches, a run is data-bound: the GPU (or the CPU's
+# training threads) idles while the loader workers augment.
+DATA_BOUND = 0.2
+
+
+class DataWait:
+    """Time the training loop spent waiting for each batch, as a fraction of its wall time.
+
+    `timed(loader)` yields the loader's batches and times each wait; `window()` is the fraction since
+    its last call (the log.csv / TensorBoard column `data_wait`), `summary()` the epoch's, in words.
+    """
+
+    def __init__(self):
+        self.window_wait = self.epoch_wait = 0.0
+        self.window_start = self.epoch_start = time.perf_counter()
+
+    def timed(self, loader: Iterable) -> Iterator:
+        batches = iter(loader)  # starting the workers is waiting too
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            waited = time.perf_counter() - start
+            self.window_wait += waited
+            self.epoch_wait += waited
+            yield batch
+
+    def window(self) -> float:
+        now = time.perf_counter()
+        fraction = self.window_wait / max(now - self.window_start, 1e-9)
+        self.window_wait, self.window_start = 0.0, now
+        return fraction
+
+    def epoch_fraction(self) -> float:
+        return self.epoch_wait / max(time.perf_counter() - self.epoch_start, 1e-9)
+
+    def summary(self, *, workers: int, pipeline: str, on_cuda: bool) -> str:
+        """The epoch's data wait in words; where it is large, that the run is data-bound and what to do."""
+        fraction = self.epoch_fraction()
+        line = f"waited for data {fraction:.0%} of the time"
+        if fraction <= DATA_BOUND:
+            return line
+        fixes = [f"raise workers (now {workers}; up to the cores per process)"]
+        if on_cuda and pipeline == "cpu":
+            fixes.append("set augment.pipeline=gpu (colour jitter, grayscale and blur batched on the GPU)")
+        if workers == 0:
+            fixes[0] = "load in worker processes: workers=0 augments in the training process"
+        return f"{line}: the run is data-bound; " + ", or ".join(fixes)

@@ -53,13 +53,15 @@ from hexa_zoo.errors import HexaError
 from hexa_zoo.fileio import atomic_write_text
 from hexa_zoo.seeding import seed_everything
 
+from .augment import resolve_pipeline
 from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
                          save_checkpoint, save_rank_state, set_rng_state)
 from .config import PretrainConfig
 from .hard_views import free_step_note
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
-from .runlog import RunLog
+from .device_augment import finish_views
+from .runlog import DataWait, RunLog
 from .sampling import ResumableSampler, build_dataset, even_out, fit_batch, make_loader, sample_seed
 
 log = logging.getLogger("pretrain")
@@ -155,7 +157,7 @@ class _Run:
             torch.backends.cudnn.benchmark = True  # crop sizes are fixed: let cuDNN pick its fastest kernels, as MoCo
         log.setLevel(logging.INFO if procs.is_main else logging.WARNING)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
-        self.data, self.data_root, notes = build_dataset(cfg)
+        self.data, self.data_root, notes = build_dataset(cfg, on_cuda=self.cuda)
         per_rank, batch_notes = fit_batch(cfg.batch_size, len(self.data), procs.world_size)
         notes += batch_notes
         if per_rank * procs.world_size != cfg.batch_size:
@@ -225,7 +227,7 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        views = [v.to(self.procs.device, non_blocking=True, memory_format=fmt) for v in views]
+        views = finish_views(views, self.procs.device, fmt)  # uint8 -> float [0, 1]; pipeline gpu: colour, blur here
         index = index.to(self.procs.device, non_blocking=True)
 
         def backward(loss: torch.Tensor, **kwargs) -> None:
@@ -313,7 +315,8 @@ class _Run:
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), dynamic_ncols=True, leave=False)
         bad, seen, tick, sums, stepped = [], 0, time.perf_counter(), {}, 0
-        for views, _targets, index, bad_here in loader:
+        waits = DataWait()
+        for views, _targets, index, bad_here in waits.timed(loader):
             bad += [str(p) for p in bad_here]
             step = self.epoch * self.steps_per_epoch + self.batch
             lr = learning_rate(cfg, step, self.steps_per_epoch)
@@ -330,15 +333,18 @@ class _Run:
             if (step + 1) % cfg.log_every_steps == 0 and logs:
                 now = time.perf_counter()
                 runlog.row(step + 1, dict(logs, step=step + 1, epoch=self.epoch + 1, lr=lr,
-                                          img_per_s=seen / max(now - tick, 1e-9), time_s=now - t0))
+                                          img_per_s=seen / max(now - tick, 1e-9), data_wait=waits.window(),
+                                          time_s=now - t0))
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}")
                 seen, tick = 0, now
             if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
                     and self.batch < self.steps_per_epoch):
                 self._save()
         bar.close()
-        if main and stepped:
-            log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, epoch_summary({k: v / stepped for k, v in sums.items()}))
+        if main:
+            losses = epoch_summary({k: v / stepped for k, v in sums.items()}) if stepped else ""
+            log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [losses, waits.summary(
+                workers=cfg.workers, pipeline=resolve_pipeline(cfg.augment, self.cuda), on_cuda=self.cuda)])))
         count = self._report_bad_images(bad)
         self.epoch, self.batch = self.epoch + 1, 0
         self._save()

@@ -183,3 +183,25 @@ def _torchrun_driver(method: str, out: str) -> None:
 
 if __name__ == "__main__":
     _torchrun_driver(*sys.argv[1:])
+
+
+def test_gpu_augmentation_on_cuda_matches_its_cpu_run():
+    """The device side of augment.pipeline=gpu computes on the GPU what it computes on the CPU."""
+    from torch.utils.data import default_collate
+
+    from pretrain.augment import AugmentConfig, two_view_transform
+    from pretrain.device_augment import finish_views
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    transform = two_view_transform(AugmentConfig(image_size=64), "gpu")
+    items = []
+    for i in range(16):
+        torch.manual_seed(i)
+        items.append(transform(Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))))
+    batch = default_collate(items)
+    on_cpu = finish_views(batch, torch.device("cpu"))
+    on_gpu = finish_views(batch, torch.device("cuda"), torch.channels_last)
+    for a, b in zip(on_cpu, on_gpu):
+        assert b.is_contiguous(memory_format=torch.channels_last)
+        assert (a - b.cpu()).abs().max().item() < 1e-4

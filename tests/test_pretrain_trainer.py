@@ -59,10 +59,10 @@ TINY = ["workers=0", "threads=1", "augment.image_size=32", "moco.queue_size=16",
         "keep_checkpoints=10", "log_every_steps=1", "tensorboard=false", "progress=false", "publish=false", "lr=0.3"]
 
 
-def tiny_cfg(data: Path, out: Path, **changes) -> PretrainConfig:
+def tiny_cfg(data: Path, out: Path, pipeline: str = "auto", **changes) -> PretrainConfig:
     """MoCo-v2 on resnet10t at 32 px with a small queue, few steps, checkpoints and logs every step."""
     base = load_recipe("moco_v2_r18_embedded", [f"data={data}", f"out={out}", "arch=resnet10t", "epochs=2",
-                                                "batch_size=8", "seed=3", *TINY])
+                                                "batch_size=8", "seed=3", f"augment.pipeline={pipeline}", *TINY])
     return dataclasses.replace(base, **changes)
 
 
@@ -169,7 +169,11 @@ def test_views_are_seeded_per_sample_and_stay_in_pixel_space(tmp_path):
     assert len(first) == sum(cfg.augment.crop_counts)
     assert [v.shape[-1] for v in first] == [s for s, c in zip(cfg.augment.crop_sizes, cfg.augment.crop_counts)
                                             for _ in range(c)]
-    assert all(v.dtype == torch.float32 and v.min() >= 0 and v.max() <= 1 for v in first)
+    assert all(v.dtype == torch.uint8 for v in first)  # uint8 through the loader; float [0, 1] on the device:
+    from pretrain.device_augment import finish_views
+
+    assert all(v.dtype == torch.float32 and v.min() >= 0 and v.max() <= 1
+               for v in finish_views([v[None] for v in first], torch.device("cpu")))
     torch.manual_seed(123)
     before = torch.get_rng_state()
     again = views[2][0]
@@ -241,13 +245,14 @@ def test_a_one_process_launch_joins_a_process_group(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------- end to end
-def test_killed_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])  # gpu: colour and blur batched on the device (here the CPU)
+def test_killed_run_resumes_exactly(tmp_path, pipeline):
     data = make_images(tmp_path / "imgs", 24)
     ref_out, cut_out = tmp_path / "ref", tmp_path / "cut"
-    reference = trainer.train(tiny_cfg(data, ref_out))  # 3 steps per epoch, 6 in all
+    reference = trainer.train(tiny_cfg(data, ref_out, pipeline))  # 3 steps per epoch, 6 in all
 
     # The same run in a subprocess, slowed down, killed by SIGKILL once the step-2 checkpoint exists.
-    proc = subprocess.Popen([PY, __file__, "slow-run", str(data), str(cut_out)], cwd=REPO,
+    proc = subprocess.Popen([PY, __file__, "slow-run", str(data), str(cut_out), pipeline], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = cut_out / "checkpoints" / checkpoint_name(0, 2)
     deadline = time.time() + 60
@@ -259,14 +264,15 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert checkpoint_name(2, 0) not in [p.name for p in list_checkpoints(cut_out)]
 
     with pytest.raises(HexaError, match="already holds checkpoints"):  # a fresh run never mixes into an old one
-        trainer.train(tiny_cfg(data, cut_out))
+        trainer.train(tiny_cfg(data, cut_out, pipeline))
     with pytest.raises(HexaError, match="limit_images=0, this run asks for limit_images=20"):
-        trainer.train(tiny_cfg(data, cut_out, limit_images=20), resume="auto")  # other data: not a resume
-    resumed = trainer.train(tiny_cfg(data, cut_out), resume="auto")
+        trainer.train(tiny_cfg(data, cut_out, pipeline, limit_images=20), resume="auto")  # other data: not a resume
+    resumed = trainer.train(tiny_cfg(data, cut_out, pipeline), resume="auto")
     ref_rows, cut_rows = csv_rows(ref_out), csv_rows(cut_out)
     assert [r["step"] for r in cut_rows] == [str(s) for s in range(1, 7)]
     for key in ("loss", "loss_clean", "lr"):
         assert [r[key] for r in cut_rows] == [r[key] for r in ref_rows], key
+    assert all(0 <= float(r["data_wait"]) <= 1 for r in cut_rows)  # the measured data-wait fraction
     assert resumed.final_logs["loss"] == reference.final_logs["loss"]
     ref_model, cut_model = newest_model(ref_out), newest_model(cut_out)
     assert ref_model.keys() == cut_model.keys()
@@ -374,11 +380,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.equal(state[k], p) for k, p in params.items() if k.startswith("encoder_q."))
 
 
-def test_corrupt_image_is_skipped_counted_and_reported(tmp_path, caplog):
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_corrupt_image_is_skipped_counted_and_reported(tmp_path, caplog, pipeline):
     data = make_images(tmp_path / "imgs", 9)
     (data / "c0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    cfg = tiny_cfg(data, tmp_path / "run", batch_size=5, checkpoint_every_steps=0, tensorboard=True)
-    with caplog.at_level("WARNING", logger="pretrain"):
+    cfg = tiny_cfg(data, tmp_path / "run", pipeline, batch_size=5, checkpoint_every_steps=0, tensorboard=True)
+    with caplog.at_level("INFO", logger="pretrain"):
         result = trainer.train(cfg)
     assert result.final_logs["bad_images"] == 2  # 10 images, 2 batches of 5 per epoch: seen once per epoch
     rows = csv_rows(tmp_path / "run")
@@ -387,9 +394,10 @@ def test_corrupt_image_is_skipped_counted_and_reported(tmp_path, caplog):
 
     events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
     assert [e.value for e in events.Scalars("loss/loss")] == pytest.approx([float(r["loss"]) for r in rows])
-    assert {"loss/loss_clean", "train/lr", "train/img_per_s"} <= set(events.Tags()["scalars"])
+    assert {"loss/loss_clean", "train/lr", "train/img_per_s", "train/data_wait"} <= set(events.Tags()["scalars"])
     assert "broken.png" in (tmp_path / "run" / "bad_images.txt").read_text()
     assert sum("skipped 1 unreadable image" in r.getMessage() for r in caplog.records) == 2
+    assert sum("waited for data" in r.getMessage() for r in caplog.records) == 2  # each epoch's line
 
 
 def test_two_processes_on_gloo_stay_in_sync(tmp_path):
@@ -416,7 +424,7 @@ def test_two_processes_on_gloo_stay_in_sync(tmp_path):
 
 
 # ------------------------------------------------------------------------------- subprocess drivers
-def _slow_run(data: str, out: str) -> None:
+def _slow_run(data: str, out: str, pipeline: str) -> None:
     """The resume test's run, slowed so the parent can kill it mid-epoch."""
     def slow(cfg, size):
         method = trainer.build_method(cfg, size)
@@ -424,7 +432,7 @@ def _slow_run(data: str, out: str) -> None:
         method.on_step_end = lambda: (end(), time.sleep(0.4))
         return method
 
-    trainer.train(tiny_cfg(Path(data), Path(out)), method_factory=slow)
+    trainer.train(tiny_cfg(Path(data), Path(out), pipeline), method_factory=slow)
 
 
 def _ddp_run(data: str, out: str) -> None:

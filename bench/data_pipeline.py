@@ -1,0 +1,217 @@
+"""Benchmark (not a test): images per second per CPU core of the augmentation pipelines, ours against the official.
+
+    python bench/data_pipeline.py [--images 48] [--rounds 5] [--device cuda]
+    python bench/data_pipeline.py --write-images DIR --images 2048   # only write the JPEGs (an ImageFolder)
+
+It writes its own ImageNet-sized JPEGs (500x375, quality 90: smooth shapes under texture and noise,
+nothing downloaded), then times on one thread, from the file to the views:
+- `decode`: the decoding alone (hexa_zoo.data.load_rgb, what the loader workers call);
+- `official_moco_v2`: MoCo-v2's aug-plus as facebookresearch/moco writes it (torchvision transforms on
+  PIL images, its PIL GaussianBlur, ToTensor, Normalize; two crops), written out below as the reference;
+- `ours_cpu` / `ours_gpu_path_cpu_side`: pretrain/augment.py's two views with `augment.pipeline`
+  cpu (everything in the worker) and gpu (what stays in the worker: decode, crop, resize, flip);
+- the same three for multi-crop (2x224 + 6x96, DeepCluster-v2 / SwAV) against swav's
+  MultiCropDataset (crop, flip, get_color_distortion, PILRandomGaussianBlur, ToTensor, Normalize).
+The pipelines take turns, all images each, in an order that alternates by round; ratios are medians
+of the per-round ratios (ours over the official's images/s), so a busy machine slows them alike.
+`--device` also times the device side of the gpu path (jitter, grayscale, blur) on a batch.
+The figures are printed last, as one JSON line. Goals (issue 11): cpu >= 2x, gpu path's CPU side >= 5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torchvision import transforms as T
+
+from hexa_zoo.data import load_rgb
+from pretrain.augment import AugmentConfig, multicrop_transform, two_view_transform
+from pretrain.config import load_recipe
+
+IMAGENET_SIZE = (500, 375)  # the most common ImageNet train image size (width, height)
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def write_jpegs(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    """n ImageNet-sized JPEGs in an ImageFolder tree (folder/c0, folder/c1): shapes, texture, noise."""
+    rng = np.random.default_rng(seed)
+    width, height = IMAGENET_SIZE
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    paths = []
+    for i in range(n):
+        img = np.zeros((height, width, 3), np.float32)
+        for c in range(3):  # a smooth colour field
+            fx, fy, phase = rng.uniform(0.002, 0.02, 2).tolist() + [rng.uniform(0, 6.3)]
+            img[..., c] = 128 + 80 * np.sin(xx * fx + phase) * np.cos(yy * fy)
+        for _ in range(6):  # some discs of other colours
+            cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(20, 120)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
+        img += 12 * np.sin(xx * 0.7 + yy * 0.3)[..., None] + rng.normal(0, 10, img.shape)  # texture and noise
+        path = folder / f"c{i % 2}" / f"{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------- the official pipelines, as their repos write them
+def pil_loader(path):
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+class MocoGaussianBlur:
+    """moco/loader.py GaussianBlur: PIL's blur with sigma uniform in [0.1, 2]."""
+
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, x):
+        return x.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+def official_moco_v2():
+    """main_moco.py --aug-plus, wrapped in TwoCropsTransform."""
+    view = T.Compose([
+        T.RandomResizedCrop(224, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomApply([MocoGaussianBlur([0.1, 2.0])], p=0.5),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(mean=MEAN, std=STD),
+    ])
+    return lambda path: [view(img) for img in [pil_loader(path)] * 2]
+
+
+class SwavPILRandomGaussianBlur:
+    """swav/src/multicropdataset.py PILRandomGaussianBlur."""
+
+    def __init__(self, p=0.5, radius_min=0.1, radius_max=2.0):
+        self.prob, self.radius_min, self.radius_max = p, radius_min, radius_max
+
+    def __call__(self, img):
+        if not np.random.rand() <= self.prob:
+            return img
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.radius_min, self.radius_max)))
+
+
+def official_swav_multicrop(sizes, counts, min_scales, max_scales):
+    """swav's MultiCropDataset transform with get_color_distortion(s=1.0)."""
+    colour = [T.Compose([T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), T.RandomGrayscale(p=0.2)]),
+              SwavPILRandomGaussianBlur()]
+    views = []
+    for size, count, lo, hi in zip(sizes, counts, min_scales, max_scales):
+        views += [T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(p=0.5),
+                             T.Compose(colour), T.ToTensor(), T.Normalize(mean=MEAN, std=STD)])] * count
+    return lambda path: [v(img) for img in [pil_loader(path)] for v in views]
+
+
+def ours(transform):
+    def run(path):
+        torch.default_generator.manual_seed(zlib.crc32(str(path).encode()))  # as SeededViews seeds each sample
+        return transform(load_rgb(path))
+    return run
+
+
+def device_side(aug: AugmentConfig, paths, batch: int, device: torch.device, rounds: int) -> float:
+    """Images per second of the gpu path's device side (jitter, grayscale, blur) on a batch of two views."""
+    from torch.utils.data import default_collate
+
+    from pretrain.device_augment import finish_views
+
+    transform = two_view_transform(aug, "gpu")
+    items = [ours(transform)(paths[i % len(paths)]) for i in range(batch)]
+    pending = default_collate(items)
+    times = []
+    for _ in range(rounds + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        finish_views(pending, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write-images", metavar="DIR", help="only write the JPEGs into DIR (an ImageFolder) and exit")
+    parser.add_argument("--device", default="", help="also time the gpu path's device side here (cpu or cuda)")
+    parser.add_argument("--device-batch", type=int, default=256)
+    args = parser.parse_args()
+    if args.write_images:
+        write_jpegs(Path(args.write_images), args.images)
+        print(json.dumps({"wrote": args.images, "folder": args.write_images, "size": IMAGENET_SIZE}))
+        return
+    torch.set_num_threads(1)  # per core: the loader workers each run one thread
+    moco = AugmentConfig()
+    multi = load_recipe("dcluster_v2_r50_800ep").augment
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [str(p) for p in write_jpegs(Path(tmp), args.images)]
+        pipelines = {
+            "decode": load_rgb,
+            "official_moco_v2": official_moco_v2(),
+            "ours_cpu": ours(two_view_transform(moco, "cpu")),
+            "ours_gpu_path_cpu_side": ours(two_view_transform(moco, "gpu")),
+            "official_swav_multicrop": official_swav_multicrop(multi.crop_sizes, multi.crop_counts,
+                                                               multi.crop_min_scale, multi.crop_max_scale),
+            "ours_multicrop_cpu": ours(multicrop_transform(multi, "cpu")),
+            "ours_multicrop_gpu_path_cpu_side": ours(multicrop_transform(multi, "gpu")),
+        }
+        rate: dict[str, list[float]] = {name: [] for name in pipelines}
+        for round_ in range(args.rounds + 1):
+            order = list(pipelines) if round_ % 2 else list(pipelines)[::-1]
+            for name in order:
+                start = time.perf_counter()
+                for path in paths:
+                    pipelines[name](path)
+                if round_ > 0:  # round 0 warms caches and lazy imports
+                    rate[name].append(len(paths) / (time.perf_counter() - start))
+            if round_ > 0:
+                print(f"round {round_}/{args.rounds}: " + ", ".join(f"{n} {rate[n][-1]:.1f}" for n in pipelines),
+                      flush=True)
+        device_rate = (device_side(moco, paths, args.device_batch, torch.device(args.device), args.rounds)
+                       if args.device else None)
+
+    def ratio(name: str, reference: str) -> float:
+        return round(statistics.median(a / b for a, b in zip(rate[name], rate[reference])), 2)
+
+    per_core = {n: round(statistics.median(r), 1) for n, r in rate.items()}
+    for name, value in per_core.items():
+        print(f"{name:>34}: {value:8.1f} images/s per core")
+    figures = {"benchmark": "data_pipeline", "cpu": platform.processor() or platform.machine(),
+               "images": args.images, "image_size": IMAGENET_SIZE, "rounds": args.rounds,
+               "views": {"moco_v2": "2x224", "multicrop": "+".join(f"{c}x{s}" for c, s in
+                                                                   zip(multi.crop_counts, multi.crop_sizes))},
+               "img_per_s_per_core": per_core,
+               "decode_vs_official": ratio("decode", "official_moco_v2"),
+               "cpu_vs_official": ratio("ours_cpu", "official_moco_v2"),
+               "gpu_path_cpu_side_vs_official": ratio("ours_gpu_path_cpu_side", "official_moco_v2"),
+               "multicrop_cpu_vs_official": ratio("ours_multicrop_cpu", "official_swav_multicrop"),
+               "multicrop_gpu_path_cpu_side_vs_official": ratio("ours_multicrop_gpu_path_cpu_side",
+                                                                "official_swav_multicrop")}
+    figures["goal_cpu_2x"] = figures["cpu_vs_official"] >= 2.0
+    figures["goal_gpu_path_cpu_side_5x"] = figures["gpu_path_cpu_side_vs_official"] >= 5.0
+    if device_rate is not None:
+        figures["device_side"] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+                                  "batch": args.device_batch, "img_per_s": round(device_rate, 1)}
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
