@@ -41,6 +41,7 @@ from .augment import AugmentConfig
 from .deepcluster import DeepClusterConfig
 from .hard_views import HardViewConfig
 from .moco import MocoConfig
+from .monitor import MonitorConfig
 from .swav import SwavConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "configs"
@@ -75,6 +76,7 @@ class PretrainConfig:
     final_lr: float = 0.0                  # cosine ends here (DeepCluster-v2: 0.0048); scaled like lr
 
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)  # online kNN every N epochs (pretrain/monitor.py)
 
     # Machinery
     workers: int = 4                       # DataLoader worker processes per training process

@@ -58,6 +58,7 @@ from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, re
                          save_checkpoint, save_rank_state, set_rng_state)
 from .config import PretrainConfig
 from .hard_views import free_step_note
+from .monitor import KnnMonitor, monitor_splits
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .device_augment import finish_views
@@ -170,6 +171,7 @@ class _Run:
         self.method.steps_per_epoch = self.steps_per_epoch
         free_note = free_step_note(self.method)
         self.notes = notes + method_notes + ([free_note] if free_note else [])
+        self.monitor = self._make_monitor() if procs.is_main else None
         self.method.to(procs.device)
         self.channels_last = self.cuda and cfg.channels_last
         if self.channels_last:
@@ -346,9 +348,28 @@ class _Run:
             log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [losses, waits.summary(
                 workers=cfg.workers, pipeline=resolve_pipeline(cfg.augment, self.cuda), on_cuda=self.cuda)])))
         count = self._report_bad_images(bad)
+        if self.monitor is not None and ((self.epoch + 1) % cfg.monitor.every == 0 or self.epoch + 1 == cfg.epochs):
+            step = (self.epoch + 1) * self.steps_per_epoch
+            found = self.monitor.evaluate(_unwrap(self.method.trunk), self.method.normalize, self.procs.device)
+            log.info("epoch %d/%d: kNN top-1 %.2f on the held-out split (k %d)", self.epoch + 1, cfg.epochs,
+                     found["knn_top1"], cfg.monitor.k)
+            runlog.row(step, dict(found, step=step, epoch=self.epoch + 1))
         self.epoch, self.batch = self.epoch + 1, 0
         self._save()
         return logs, bad, count
+
+    def _make_monitor(self) -> KnnMonitor | None:
+        """The online kNN monitor when `monitor.every` asks for one and there is a held-out split."""
+        cfg = self.cfg
+        if not cfg.monitor.every:
+            return None
+        splits = monitor_splits(cfg.data, cfg.monitor)
+        if splits is None:
+            self.notes.append(f"monitor: {cfg.data} has no sibling val/ folder and monitor.data is empty: "
+                              "the online kNN monitor is off")
+            return None
+        size = cfg.augment.crop_sizes[0] if cfg.method_config().multicrop else cfg.augment.image_size
+        return KnnMonitor(*splits, cfg.monitor, image_size=size)
 
     def _report_bad_images(self, bad: list[str]) -> int:
         """Log the epoch's unreadable images (counted over all processes); returns the count."""
