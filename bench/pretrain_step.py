@@ -22,7 +22,7 @@ ResNet-50 ImageNet recipes instead of the embedded ones (use `--size 224`).
 The step against its ideal (issue 11): a supervised reference step (the same timm trunk with a linear
 classifier over 1000 classes, cross-entropy, the MoCo-v2 recipe's optimizer, the same batch at one
 crop of `--size`) is timed in the same rounds, and each method's `<method>_vs_ideal` is its step time
-over `IDEAL_MULTIPLE[method]` x the reference's (medians of per-round ratios). Goal: within 1.15x.
+over `pretrain.cost.ideal_step_cost` x the reference's (medians of per-round ratios). Goal: within 1.15x.
 
 Goals (issue 3): HEXA_MoCo within 2.6x of MoCo-v2's step time (its floor is about 2.5x: two more query
 views, the adversarial one with a free gradient); MoCo-v2 at least as fast as lightly's.
@@ -42,6 +42,7 @@ import time
 import torch
 
 from pretrain.config import load_recipe
+from pretrain.cost import ideal_step_cost
 from pretrain.optim import make_optimizer
 from pretrain.trainer import adapt_config, build_method
 
@@ -49,26 +50,6 @@ from hexa_zoo.catalog import METHODS, hexa_pairs
 
 RECIPES = {scale: {name: m.default_recipe(data) for name, m in METHODS.items()}
            for scale, data in (("embedded", "embedded"), ("paper", "imagenet"))}
-
-
-def multicrop_pixels(cfg) -> float:
-    """A multi-crop's pixels over one global crop's (2x224 + 6x96: 2 + 6 * 96^2 / 224^2 = 3.10)."""
-    aug = cfg.augment
-    return sum(n * s * s for s, n in zip(aug.crop_sizes, aug.crop_counts)) / aug.crop_sizes[0] ** 2
-
-
-# The ideal step of each method in supervised steps: a forward counts 1, a backward 2, so one supervised
-# step (one crop forward and backward) is 3. Adding a method is one entry.
-IDEAL_MULTIPLE = {
-    "moco_v2": lambda cfg: (3 + 1) / 3,                  # query forward-backward, key forward
-    "hexa_moco": lambda cfg: (3 * 3 + 1) / 3,            # clean, adversarial (free gradient), CutMix queries; key
-    "dcluster_v2": multicrop_pixels,                     # every crop forward-backward, by pixels
-    # plus the adversarial and CutMix views of crop 0, and the attack's own step: crop 0 shares its clean
-    # forward (BatchNorm statistics) with crop 1, so its clean gradient is not the attack's (no free step)
-    "hexa_dcluster": lambda cfg: multicrop_pixels(cfg) + 3,
-    "swav": multicrop_pixels,
-    "hexa_swav": lambda cfg: multicrop_pixels(cfg) + 3,
-}
 
 
 class SupervisedStep:
@@ -275,7 +256,7 @@ def main() -> None:
     if "hexa_moco_over_moco_v2_step_time" in figures:
         figures["goal_hexa_moco_within_2.6x"] = figures["hexa_moco_over_moco_v2_step_time"] <= 2.6
     for name in args.methods.split(","):
-        multiple = IDEAL_MULTIPLE[name](load_recipe(RECIPES[args.recipes][name]))
+        multiple = ideal_step_cost(load_recipe(RECIPES[args.recipes][name]))
         figures.setdefault("ideal_multiple", {})[name] = round(multiple, 3)
         for suffix in ("", "_amp"):
             if f"{name}{suffix}" in times:

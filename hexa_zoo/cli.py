@@ -16,10 +16,11 @@ from .errors import HexaError
 # name -> (module, one-line description)
 SUBCOMMANDS = {
     "zoo": ("hexa_zoo.zoo_cli", "list, inspect, convert and publish model weights"),
-    "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, HEXA)"),
+    "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, SwAV and their HEXA variants)"),
     "transfer": ("transfer.cli", "transfer evaluation (linear, kNN, low-shot SVM, semi-sup, few-shot, detection)"),
     "leaderboard": ("hexa_zoo.leaderboard", "compile result records into leaderboards/"),
     "demo": ("hexa_zoo.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
+    "study": ("orchestration.study", "methods x seeds, HEXA against its baseline with confidence intervals"),
 }
 
 USAGE = """usage: hexa <command> [options]

@@ -164,16 +164,17 @@ def cutmix(x: Tensor, alpha: float = 1.0) -> tuple[Tensor, Tensor, float]:
     return mixed, perm, float(lam)
 
 
-def free_step_note(method) -> str | None:
-    """Why the first attack step of `method` cannot reuse the clean gradient (None when it can, or is off)."""
-    hv = method.hard_views
+def free_step_note(hv: HardViewConfig, method) -> str | None:
+    """Why the first attack step of `method` (a method or its class) cannot reuse the clean gradient under
+    `hv` (None when it can, or when no free step is asked for)."""
     if not (hv.use_adversarial and hv.free):
         return None
     if hv.use_aux_bn:
         return ("hard_views.free: with aux_bn the clean backward runs through the main BatchNorm but the view is "
                 "scored by its twins, so the first attack step takes its own forward and backward")
     if not method.anchor_scored_alone:
-        return (f"hard_views.free: {type(method).__name__}'s clean loss scores crop 0 together with the other "
+        name = method.__name__ if isinstance(method, type) else type(method).__name__
+        return (f"hard_views.free: {name}'s clean loss scores crop 0 together with the other "
                 "crops (shared BatchNorm statistics), so the first attack step takes crop 0's own forward and backward")
     return None
 
@@ -187,7 +188,7 @@ def hexa_step(method, views: list[Tensor], index: Tensor, backward: Callable[[Te
     anchor's clean loss).
     """
     hv = method.hard_views
-    free = hv.use_adversarial and hv.free and free_step_note(method) is None
+    free = hv.use_adversarial and hv.free and free_step_note(hv, method) is None
     if free:  # the clean backward then leaves the input gradient the free attack step needs
         views = [views[0].detach().clone().requires_grad_(True), *views[1:]]
     parts = 1 + hv.use_adversarial + hv.use_cutmix

@@ -169,7 +169,7 @@ class _Run:
         self.cfg, self.per_rank = cfg, per_rank
         self.method = method_factory(cfg, len(self.data))
         self.method.steps_per_epoch = self.steps_per_epoch
-        free_note = free_step_note(self.method)
+        free_note = free_step_note(cfg.hard_views, self.method)
         self.notes = notes + method_notes + ([free_note] if free_note else [])
         self.monitor = self._make_monitor() if procs.is_main else None
         self.method.to(procs.device)

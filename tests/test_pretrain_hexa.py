@@ -109,11 +109,11 @@ def test_aux_bn_attack_takes_its_gradient_from_the_network_that_scores_the_view(
     hexa = HardViewConfig(enabled=True, aux_bn=True)
     torch.manual_seed(0)
     method = MoCo(MocoConfig(queue_size=16, hidden_dim=32), hexa, "resnet10t", 64)
-    assert "aux_bn" in free_step_note(method)
+    assert "aux_bn" in free_step_note(hexa, method)
     attacks = spy_on_attacks(monkeypatch)
     method.training_step([torch.rand(8, 3, 32, 32) for _ in range(2)], torch.arange(8), lambda loss: loss.backward())
     assert attacks[0]["input_grad"] is None  # so adversarial_view differentiates loss_fn under the twins' BN
-    assert free_step_note(MoCo(MocoConfig(queue_size=16, hidden_dim=32), HEXA, "resnet10t", 64)) is None
+    assert free_step_note(HEXA, MoCo) is None
 
 
 def test_deepcluster_attack_uses_crop_0s_own_loss_gradient(monkeypatch):
@@ -126,7 +126,7 @@ def test_deepcluster_attack_uses_crop_0s_own_loss_gradient(monkeypatch):
     method.on_epoch_start(0)
     method.training_step(crops, torch.arange(8), lambda loss: loss.backward())
     method.on_epoch_start(1)
-    assert "crop 0" in free_step_note(method)
+    assert "crop 0" in free_step_note(HEXA, method)
     attacks = spy_on_attacks(monkeypatch)
     method.zero_grad()
     method.training_step(crops, torch.arange(8), lambda loss: loss.backward())
@@ -257,3 +257,17 @@ def test_a_tag_cannot_leave_the_zoo(tmp_path, r18_file):
         with pytest.raises(ConfigError):
             zoo_folder("hexa_moco_r18", tag, tmp_path / "zoo")
     assert not (tmp_path / "tmp").exists() and not list(tmp_path.glob("**/x"))
+
+
+def test_ideal_step_costs_follow_the_documented_counts():
+    from pretrain.cost import ideal_step_cost
+
+    cost = lambda recipe, *sets: ideal_step_cost(load_recipe(recipe, list(sets)))  # noqa: E731
+    assert cost("moco_v2_r50_200ep") == pytest.approx(4 / 3)
+    assert cost("hexa_moco_r50_200ep") == pytest.approx(10 / 3)           # the free step costs nothing
+    assert cost("hexa_moco_r50_200ep", "hard_views.steps=3") == pytest.approx(10 / 3 + 2)
+    assert cost("hexa_moco_r50_200ep", "hard_views.aux_bn=true") == pytest.approx(10 / 3 + 1)
+    pixels = 2 + 6 * 96 ** 2 / 224 ** 2
+    assert cost("dcluster_v2_r50_800ep") == pytest.approx(pixels)
+    assert cost("hexa_dcluster_r50_800ep") == pytest.approx(pixels + 3)   # no free step for crop 0
+    assert cost("hexa_swav_r50_800ep", "hard_views.cutmix=false") == pytest.approx(pixels + 2)
