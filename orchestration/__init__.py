@@ -1,0 +1,5 @@
+"""The top floor: jobs that run the others in order (`hexa demo`; later `hexa study`).
+
+It may import every floor below it: hexa_zoo, pretrain, transfer and leaderboards. Nothing imports it
+except the `hexa` command line, which names it by module (hexa_zoo.cli).
+"""
