@@ -1,8 +1,9 @@
 """The `hexa` command (also `python -m hexa_zoo`).
 
 Each subcommand lives in its own module with a `main(argv) -> int` and its own argparse
-parser; this file only dispatches to it, importing lazily so that `hexa zoo list` never
-pays for importing the trainer or the transfer suite.
+parser; this file only dispatches to it, importing lazily by module name so that `hexa zoo list`
+never pays for importing the trainer or the transfer suite. It is the one place in hexa_zoo/ that
+names the floors above it (pretrain, transfer, leaderboards, orchestration), and only as strings.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Callable
 
 from .errors import HexaError
 
@@ -18,8 +20,8 @@ SUBCOMMANDS = {
     "zoo": ("hexa_zoo.zoo_cli", "list, inspect, convert and publish model weights"),
     "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, SwAV and their HEXA variants)"),
     "transfer": ("transfer.cli", "transfer evaluation (linear, kNN, low-shot SVM, semi-sup, few-shot, detection)"),
-    "leaderboard": ("hexa_zoo.leaderboard", "compile result records into leaderboards/"),
-    "demo": ("hexa_zoo.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
+    "leaderboard": ("leaderboards.cli", "compile result records into leaderboards/"),
+    "demo": ("orchestration.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
     "study": ("orchestration.study", "methods x seeds, HEXA against its baseline with confidence intervals"),
 }
 
@@ -53,17 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"hexa: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     module = importlib.import_module(SUBCOMMANDS[name][0])
+    return run_command(f"hexa {name}", module.main, rest)
+
+
+def run_command(prog: str, command_main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Run a job's `main(argv)` as a command: INFO logging, a HexaError as its message and fix (exit 1)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return int(module.main(rest) or 0)
+        return int(command_main(argv) or 0)
     except HexaError as err:
-        print(f"hexa {name}: error: {err.message}", file=sys.stderr)
+        print(f"{prog}: error: {err.message}", file=sys.stderr)
         if err.fix:
             print(f"  fix: {err.fix}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"hexa {name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -12,11 +12,16 @@ A zoo folder `<zoo>/<model>.<tag>/` holds what timm's `push_to_hub` writes:
 
 It loads with `timm.create_model("local-dir:PATH", pretrained=True)`, and, with hexa_zoo imported,
 `timm.create_model("<model>.<tag>", pretrained=True)` finds it in the local zoo.
+
+`recipe_of` and `zoo_folder_of` read a published folder back (the leaderboard links each row to its
+recipe; the demo recognises a finished run), here beside the card writer so the two formats move together.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +31,7 @@ from . import __version__, catalog, convert
 from .errors import CheckpointFormatError, ConfigError, HexaError, OfflineError
 from .fileio import atomic_path
 from .weights import (CONFIG_FILE, WEIGHTS_FILE, check_zoo_name, download_official, is_offline, weights_sha256,
-                      zoo_folder)
+                      zoo_folder, zoo_home)
 
 def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
     """`("hexa_moco_r18.embedded", None)` -> `("hexa_moco_r18", "embedded")`; the default tag when none."""
@@ -188,6 +193,75 @@ def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dic
     citation = card.get("citation") or catalog.citation(about["method"])
     lines += ["", "## Citation", ""] + (["```bibtex", citation.strip(), "```", ""] if citation else ["Not recorded.", ""])
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- reading a zoo folder back
+
+def zoo_folder_of(model: dict) -> Path | None:
+    """The zoo folder the weights came from, if it is still on this machine."""
+    source = model.get("source")
+    candidates = []
+    if isinstance(source, str) and source:
+        src = Path(source)
+        candidates += [src, src.parent]
+    name = model.get("name")
+    if isinstance(name, str) and name and "/" not in name:
+        candidates.append(zoo_home() / name)
+    for c in candidates:
+        try:
+            if c.is_dir() and (c / "config.json").is_file():
+                return c
+        except OSError:
+            continue
+    return None
+
+
+
+def recipe_of(folder: Path | None) -> dict:
+    """The pre-training recipe a zoo folder records (arch, epochs, out...), and the file to link.
+
+    Looked for in config.json (a `recipe` key anywhere), else in the model card's `## Recipe`
+    section (the fenced YAML block `model_card` writes).
+    """
+    if folder is None:
+        return {}
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    recipe = _find_key(config, "recipe")
+    card = folder / "README.md"
+    if not isinstance(recipe, dict) and card.is_file():
+        recipe = _card_recipe(card.read_text(encoding="utf-8", errors="replace"))
+    recipe = dict(recipe) if isinstance(recipe, dict) else {}
+    recipe.setdefault("arch", config.get("architecture", ""))
+    if isinstance(sha := _find_key(config, "weights_sha256"), str):
+        recipe["weights_sha256"] = sha
+    recipe["file"] = "README.md" if card.is_file() else "config.json"
+    return recipe
+
+
+def _card_recipe(card: str) -> dict | None:
+    import yaml
+
+    m = re.search(r"^## Recipe\s*\n+```ya?ml\n(.*?)^```", card, flags=re.M | re.S)
+    if not m:
+        return None
+    try:
+        loaded = yaml.safe_load(m[1])
+    except yaml.YAMLError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _find_key(node, key: str):
+    if isinstance(node, dict):
+        if key in node:
+            return node[key]
+        for v in node.values():
+            if (found := _find_key(v, key)) is not None:
+                return found
+    return None
 
 
 def push_folder(folder: Path, repo_id: str) -> str:

@@ -23,8 +23,8 @@ space [0, 1] (before normalisation, so the L-infinity ball is measured in pixels
 then the CutMix view, each with its own backward; DDP synchronises gradients only on the last one; with
 `aux_bn` both hard views run on the auxiliary BatchNorm twins (pretrain/aux_bn.py).
 
-The paper's exact values are not all known (see shared/protocols.md): every default below is a
-documented reconstruction and can be overridden, e.g. `--set hard_views.eps=0.0078`.
+The paper's exact values are not all known: every default below (HardViewConfig) is our reconstruction,
+recorded in each model card, and can be overridden, e.g. `--set hard_views.eps=0.0078`.
 """
 
 from __future__ import annotations

@@ -42,9 +42,11 @@ class PretrainJob:
             "RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks), "LOCAL_RANK": str(env.local_rank),
             "MASTER_ADDR": env.hostnames[0], "MASTER_PORT": str(self.master_port),
         })
-        from hexa_zoo.cli import main
+        from hexa_zoo.cli import run_command
 
-        return main(["pretrain", *self.argv])
+        from .cli import main
+
+        return run_command("hexa pretrain", main, self.argv)
 
     def checkpoint(self):
         import submitit

@@ -5,7 +5,9 @@ import os
 import re
 from pathlib import Path
 
-from hexa_zoo import demo, leaderboard, records
+from hexa_zoo import records
+from leaderboards.compiler import compile_leaderboard
+from orchestration import demo
 
 
 def test_budget_scales_the_images_seen():
@@ -45,8 +47,8 @@ def test_finished_pretraining_is_recognised_by_its_zoo_folder_and_recipe(tmp_pat
     # a different budget (epochs) or seed is not the same run
     assert not demo.pretrain_done(_step(tmp_path, epochs=3))
     assert not demo.pretrain_done(_step(tmp_path, seed=1))
-    argv = demo.pretrain_argv(step)
-    assert argv[argv.index("--epochs") + 1] == "2" and "limit_images=0" in argv and "auto" in argv
+    cfg = demo.pretrain_config(step)
+    assert (cfg.method, cfg.data, cfg.epochs, cfg.limit_images, cfg.seed) == ("hexa_moco", "embedded", 2, 0, 0)
 
 
 def test_a_protocol_is_done_only_for_the_same_weights_and_sizes(tmp_path):
@@ -73,7 +75,7 @@ def test_comparison_pairs_hexa_with_its_baseline_beside_the_untrained_trunk(tmp_
                                   model={"name": model, "weights_sha256": model + "0" * 20},
                                   metrics={"top1@20": records.metric(value)}, config={}, seed=0)
         records.write_record(results, rec)
-    compiled = leaderboard.compile_leaderboard([results], tmp_path / "board", plots=False)
+    compiled = compile_leaderboard([results], tmp_path / "board", plots=False)
     current = {model: model + "0" * 20 for model in ("moco_v2_r18.embedded", "hexa_moco_r18.embedded", untrained)}
     lines = demo.comparison_lines(compiled, current, untrained=untrained)
     row = next(line for line in lines if "top1@20" in line)

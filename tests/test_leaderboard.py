@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hexa_zoo import leaderboard, records
+from hexa_zoo import records
+from leaderboards import cli, published
+from leaderboards.compiler import compile_leaderboard
 from hexa_zoo.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,7 +95,7 @@ def results(tmp_path):
 def test_seeds_aggregate_to_mean_std_and_n(results, tmp_path):
     d, values, lowshot = results
     out = tmp_path / "board"
-    compiled = leaderboard.compile_leaderboard([d], out, published=PUBLISHED)
+    compiled = compile_leaderboard([d], out, published=PUBLISHED)
     assert compiled.n_records == 10 and not compiled.skipped
 
     knn = read_table(out, "embedded_knn")
@@ -143,7 +145,7 @@ def test_one_name_with_two_weights_gives_two_labelled_rows(tmp_path):
                                   model={"name": "moco_v2_r18.embedded", "weights_sha256": sha},
                                   metrics={"top1@20": records.metric(value)}, config={}, seed=0)
         records.write_record(d, rec)
-    readme = leaderboard.compile_leaderboard([d], tmp_path / "b", published=PUBLISHED, plots=False).readme.read_text()
+    readme = compile_leaderboard([d], tmp_path / "b", published=PUBLISHED, plots=False).readme.read_text()
     lines = {}
     for sha, value in (("aaaaaaaa", "30.00"), ("bbbbbbbb", "35.00")):
         pattern = rf"^\| \*\*moco_v2_r18\.embedded\*\* \(weights {sha}\) \|.*?\| {value} \(1 run\).*$"
@@ -157,7 +159,7 @@ def test_embedded_records_never_join_an_imagenet_table(tmp_path):
     write(d, "hexa_moco_r18.embedded", "imagenet_linear", {"top1": [33.0]}, dataset="embedded")
     write(d, "hexa_moco_r50.in1k", "imagenet_linear", {"top1": [70.25]}, dataset="imagenet", preset="paper")
     write(d, "hexa_moco_r50.in1k", "imagenet_linear", {"top1": [60.0]}, dataset="imagenet", preset="fast")
-    compiled = leaderboard.compile_leaderboard([d], tmp_path / "board", published=PUBLISHED, plots=False)
+    compiled = compile_leaderboard([d], tmp_path / "board", published=PUBLISHED, plots=False)
     imagenet = compiled.tables["imagenet_linear"]
     assert list(imagenet[imagenet["kind"] == "ours"]["model"]) == ["hexa_moco_r50.in1k"]
     assert list(compiled.tables["embedded_imagenet_linear"]["model"]) == ["hexa_moco_r18.embedded"]
@@ -175,7 +177,7 @@ def test_corrupt_and_foreign_files_are_reported_and_skipped(results, tmp_path, c
     bad_metric["metrics"] = {"top1@20": {"mean": "high"}}
     (d / "bad_metric.json").write_text(json.dumps(bad_metric))
     out = tmp_path / "board"
-    assert leaderboard.main(["--results", str(d), "--out", str(out), "--published", str(PUBLISHED),
+    assert cli.main(["--results", str(d), "--out", str(out), "--published", str(PUBLISHED),
                              "--no-plots"]) == 0
     printed = capsys.readouterr().out
     readme = (out / "README.md").read_text()
@@ -201,7 +203,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         pool.map(_writer, [(d, 0), (d, 1)])
     got, skipped = records.read_records([d])
     assert len(got) == 40 and not skipped
-    compiled = leaderboard.compile_leaderboard([d], tmp_path / "board", published=PUBLISHED, plots=False)
+    compiled = compile_leaderboard([d], tmp_path / "board", published=PUBLISHED, plots=False)
     row = row_of(read_table(compiled.out, "embedded_knn"), "moco_v2_r18.embedded")
     expected = [w * 100 + i for w in (0, 1) for i in range(20)]
     assert float(row["top1@20_n"]) == 40
@@ -209,13 +211,13 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 
 def test_every_published_number_appears_with_its_source(tmp_path):
-    compiled = leaderboard.compile_leaderboard([], tmp_path / "board", published=PUBLISHED, plots=False)
+    compiled = compile_leaderboard([], tmp_path / "board", published=PUBLISHED, plots=False)
     readme = compiled.readme.read_text()
     with open(PUBLISHED, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 60
     for row in rows:
-        table, metric = leaderboard.normalise_benchmark(row["benchmark"], row["metric"])
+        table, metric = published.normalise_benchmark(row["benchmark"], row["metric"])
         section = readme[readme.index(f"`{table}`"):]
         section = section[:section.index("CSV:")]
         header = next(l for l in section.splitlines() if l.startswith("| Model"))
@@ -232,17 +234,17 @@ def test_every_published_number_appears_with_its_source(tmp_path):
 def test_refresh_published_rebuilds_the_committed_file(tmp_path):
     shared = REPO.parent / "shared" / "reference_results.csv"
     if shared.is_file():  # a clone with ../shared beside it: the committed file is exactly what refresh builds
-        assert leaderboard.refresh_published(shared, tmp_path / "p.csv").read_bytes() == PUBLISHED.read_bytes()
+        assert published.refresh_published(shared, tmp_path / "p.csv").read_bytes() == PUBLISHED.read_bytes()
     src = tmp_path / "refs.csv"
     src.write_text("method,arch,epochs,benchmark,metric,value,source,note\n"
                    "X,resnet50,100,imagenet_linear,top1,70.1,some README,\n"
                    "Y,resnet50,,imagenet_linear,top1,71.0,an aggregator,numbers not verified\n")
-    leaderboard.refresh_published(src, tmp_path / "p2.csv")
+    published.refresh_published(src, tmp_path / "p2.csv")
     with open(tmp_path / "p2.csv", newline="") as f:
         assert [(r["method"], r["verified"]) for r in csv.DictReader(f)] == [("X", "yes"), ("Y", "no")]
     src.write_text("method,value\nX,abc\n")
     with pytest.raises(DataError, match="lacks the column"):
-        leaderboard.refresh_published(src, tmp_path / "p3.csv")
+        published.refresh_published(src, tmp_path / "p3.csv")
 
 
 def _snapshot(folder):
@@ -262,7 +264,7 @@ def test_recompiling_gives_byte_identical_output(results, tmp_path):
     (tmp_path / "runs" / "broken").mkdir()
     (tmp_path / "runs" / "broken" / "log.csv").write_text("epoch\n1\n")  # no loss column: skipped with a warning
     out = tmp_path / "board"
-    first = leaderboard.compile_leaderboard([d], out, published=PUBLISHED, runs=[tmp_path / "runs"])
+    first = compile_leaderboard([d], out, published=PUBLISHED, runs=[tmp_path / "runs"])
     assert (out / "plots" / "pretrain_curves.png").is_file()
     before = _snapshot(out)
     # again, from a fresh process through the command line: same bytes, PNGs included
@@ -279,18 +281,17 @@ def test_recompiling_gives_byte_identical_output(results, tmp_path):
 
 def test_cli_help_missing_folder_and_light_import(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        leaderboard.main(["--help"])
+        cli.main(["--help"])
     assert "hexa leaderboard --results" in capsys.readouterr().out
     with pytest.raises(DataError, match="does not exist"):
-        leaderboard.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
-    code = "import sys, hexa_zoo.leaderboard; assert not {'pandas', 'matplotlib'} & set(sys.modules)"
+        cli.main(["--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    code = "import sys, leaderboards.cli; assert not {'pandas', 'matplotlib'} & set(sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_published_references_come_with_the_package_outside_a_checkout(tmp_path, monkeypatch):
-    """An installed wheel has no leaderboards/ folder: the package's own copy of published.csv is used."""
-    monkeypatch.setattr(leaderboard, "REPO_ROOT", tmp_path / "not-a-checkout")
-    found = leaderboard.find_published(tmp_path / "out", None)
-    assert found == Path(leaderboard.__file__).with_name("published.csv")
+def test_published_references_come_with_the_package_outside_a_checkout(tmp_path):
+    """published.csv is package data of `leaderboards`: found beside the package wherever it is installed."""
+    found = published.find_published(tmp_path / "out", None)
+    assert found == Path(published.__file__).with_name("published.csv")
     repo_copy = Path(__file__).resolve().parents[1] / "leaderboards" / "published.csv"
     assert found.read_bytes() == repo_copy.read_bytes()

@@ -78,3 +78,20 @@ def test_a_killed_study_resumes_without_redoing_finished_cells(tmp_path):
     assert knn["verdict"].startswith("HEXA ahead by 2.50") and "bootstrap_interval" not in knn
     few = summary["comparisons"]["hexa_moco - moco_v2"]["embedded_fewshot:acc"]
     assert few["bootstrap_interval"]["n"] == 9  # three seeds x three episodes, paired
+
+
+def test_the_study_report_compiles_byte_identically_and_links_every_record(tmp_path):
+    from leaderboards.cli import main as leaderboard_main
+
+    calls = []
+    study.run_study(["moco_v2", "hexa_moco"], [0, 1, 2], "equal-epochs", 0.5, "embedded", "embedded",
+                    tmp_path / "pair", pretrain=fake_pretrain(calls), evaluate=fake_suite())
+    for out in ("a", "b"):
+        assert leaderboard_main(["--studies", str(tmp_path / "pair"), "--out", str(tmp_path / out)]) == 0
+    first, second = tmp_path / "a" / "studies" / "pair", tmp_path / "b" / "studies" / "pair"
+    for name in ("README.md", "differences.png"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    text = (first / "README.md").read_text()
+    assert "HEXA ahead by 2.50" in text and "equal-epochs" in text
+    for record in (tmp_path / "pair" / "records").glob("*.json"):
+        assert record.name in text

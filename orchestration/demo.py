@@ -17,24 +17,28 @@ model card's recipe is this plan's (method, epochs, images, seed); a protocol is
 it exists for exactly those weights. `--force` redoes everything (records are only ever added; the
 leaderboard counts each seed once, the newest record first).
 
-pretrain/ and transfer/ are imported inside functions, so `hexa demo --help` is instant.
+It stands on every floor below it and calls their jobs directly: pretrain's `load_recipe` and `train`,
+transfer's `run_suite`, the leaderboard's `compile_leaderboard`. They are imported inside functions,
+so `hexa demo --help` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .catalog import METHODS, hexa_pairs, zoo_model_name
-from .errors import ConfigError
-from .records import read_records
+from hexa_zoo.catalog import METHODS, hexa_pairs, zoo_model_name
+from hexa_zoo.errors import ConfigError
+from hexa_zoo.records import read_records
 
 DCLUSTER_MIN_BUDGET = 2.0      # the DeepCluster pair roughly doubles the time: it joins from here on
 FULL_SUITE_BUDGET = 3.0        # from here the embedded transfer presets run unchanged (`hexa transfer suite`)
@@ -83,9 +87,8 @@ def scale_epochs(budget: float, epochs_at_1: int, train_images: int) -> tuple[in
 
 def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[PretrainStep]:
     """One pre-training step per method, each from its embedded recipe, all with the same seed and budget."""
+    from hexa_zoo.embedded import embedded_root
     from pretrain.config import load_recipe
-
-    from .embedded import embedded_root
 
     train_images = sum(1 for p in (embedded_root() / "classify" / "train").rglob("*.png"))
     steps = []
@@ -104,14 +107,14 @@ def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[Pr
 
 def zoo_folder(step: PretrainStep) -> Path:
     """Where the trainer publishes this step's trunk (`<zoo>/<model>.embedded`)."""
-    from .weights import zoo_home
+    from hexa_zoo.weights import zoo_home
 
     return zoo_home() / step.model
 
 
 def published_recipe(step: PretrainStep) -> dict | None:
     """The recipe the zoo folder's card records (else the run folder's config.yaml), or None."""
-    from .leaderboard import recipe_of
+    from hexa_zoo.publish import recipe_of
 
     folder = zoo_folder(step)
     if not (folder / "model.safetensors").is_file():
@@ -135,27 +138,32 @@ def pretrain_done(step: PretrainStep) -> bool:
     return recipe is not None and all(recipe.get(k) == v for k, v in step.recipe_values().items())
 
 
-def pretrain_argv(step: PretrainStep) -> list[str]:
-    """`hexa pretrain` arguments: the embedded recipe, with this budget's epochs, images and seed."""
-    return ["--method", step.method, "--config", step.recipe, "--data", "embedded", "--out", str(step.run_dir),
-            "--epochs", str(step.epochs), "--seed", str(step.seed), "--resume", "auto",
-            "--set", f"limit_images={step.limit_images}", "--set", f"log_every_steps={step.log_every}"]
+def pretrain_config(step: PretrainStep):
+    """The step's PretrainConfig: its embedded recipe with this budget's epochs, images, seed and log rate
+    (through `load_recipe`, so a shorter run scales the recipe's epoch-counted schedule as `hexa pretrain` does)."""
+    from pretrain.config import load_recipe
+
+    return load_recipe(step.recipe, [f"method={step.method}", "data=embedded", f"out={step.run_dir}",
+                                     f"epochs={step.epochs}", f"seed={step.seed}", f"limit_images={step.limit_images}",
+                                     f"log_every_steps={step.log_every}"])
 
 
 def run_pretrain(step: PretrainStep) -> None:
-    """Train and publish in this process (`--resume auto`: an interrupted demo continues where it stopped)."""
-    from pretrain.cli import main as pretrain_main
+    """Train and publish in this process (resume "auto": an interrupted demo continues where it stopped)."""
+    from pretrain.trainer import train
 
-    code = pretrain_main(pretrain_argv(step))
-    if code != 0 or not pretrain_done(step):
-        raise RuntimeError(f"hexa pretrain {' '.join(pretrain_argv(step))} did not publish {zoo_folder(step)}")
+    result = train(pretrain_config(step), resume="auto")
+    if result.zoo_dir is None or not pretrain_done(step):
+        raise RuntimeError(f"pre-training {step.method} ({step.recipe}) did not publish {zoo_folder(step)}")
+    print(f"published {result.model} -> {result.zoo_dir}")
+    print(f"load it: {result.load_hint}")
 
 
 # ------------------------------------------------------------------------------------ transfer
 
 def trunk_identity(spec: str) -> tuple[str, str]:
     """(name, weights hash) that a transfer record of this model carries (what `load_trunk` reports)."""
-    from . import load_trunk
+    from hexa_zoo import load_trunk
 
     info = load_trunk(spec)[1]
     return info["name"], info["weights_sha256"]
@@ -168,8 +176,8 @@ def untrained_trunk(arch: str, seed: int, out: Path) -> Path:
         import timm
         from safetensors.torch import save_file
 
-        from .fileio import atomic_path
-        from .seeding import seed_everything
+        from hexa_zoo.fileio import atomic_path
+        from hexa_zoo.seeding import seed_everything
 
         seed_everything(seed)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,46 +204,40 @@ def done_protocols(results: Path, name: str, sha: str, budget: float) -> set[str
 
 def expected_sizes(budget: float) -> dict[str, dict]:
     """Per protocol, every setting the demo may shrink, with the value this budget gives it."""
-    import yaml
+    from hexa_zoo.config import to_dict
     from transfer.cli import protocol_module
 
-    from .config import to_dict
-
-    chosen = dict(item.split("=", 1) for item in transfer_overrides(budget))
+    chosen = transfer_sizes(budget)
     sizes: dict[str, dict] = {}
-    for item in transfer_overrides(0.0):  # the smallest budget shrinks every shrinkable setting
-        key = item.split("=", 1)[0]
-        protocol, name = key.split(".", 1)
-        if key in chosen:
-            value = yaml.safe_load(chosen[key])
-        else:
-            value = to_dict(protocol_module(protocol).PRESETS["embedded"])[name]
-        sizes.setdefault(protocol, {})[name] = value
+    for protocol, shrinkable in transfer_sizes(0.0).items():  # the smallest budget shrinks every shrinkable setting
+        preset = to_dict(protocol_module(protocol).PRESETS["embedded"])
+        sizes[protocol] = {name: chosen.get(protocol, {}).get(name, preset[name]) for name in shrinkable}
     return sizes
 
 
-def transfer_overrides(budget: float) -> list[str]:
-    """Suite overrides (`PROTOCOL.key=value`) that shrink the embedded presets below FULL_SUITE_BUDGET.
+def transfer_sizes(budget: float) -> dict[str, dict]:
+    """Per protocol (CLI name), the embedded preset's settings shrunk below FULL_SUITE_BUDGET, as values.
 
     The shrunk settings are recorded in each record's config, so they form their own leaderboard rows and
     are never averaged with full-preset runs. From FULL_SUITE_BUDGET on, the presets run unchanged.
     """
     if budget >= FULL_SUITE_BUDGET:
-        return []
+        return {}
     share = budget / FULL_SUITE_BUDGET
     iters = max(4, round(40 * share))
-    overrides = [
-        "linear.variant=fast",                               # logistic regression on cached features
-        f"lowshot-svm.num_samples={max(2, round(5 * share))}",
-        "semisup.epochs=1", "semisup.decay_epochs=[1]",
-        f"fewshot.episodes={max(20, round(600 * share))}",
-        f"detection.max_iter={iters}", f"detection.steps=[{max(1, iters * 3 // 4)}]",
-        f"detection.warmup_iters={min(5, iters // 2)}", f"detection.precise_bn_iters={min(5, iters)}",
-    ]
+    sizes = {
+        "linear": {"variant": "fast"},                       # logistic regression on cached features
+        "lowshot-svm": {"num_samples": max(2, round(5 * share))},
+        "semisup": {"epochs": 1, "decay_epochs": [1]},
+        "fewshot": {"episodes": max(20, round(600 * share))},
+        "detection": {"max_iter": iters, "steps": [max(1, iters * 3 // 4)], "warmup_iters": min(5, iters // 2),
+                      "precise_bn_iters": min(5, iters)},
+    }
     if budget < 1:  # fewer images per class; linear and kNN keep sharing one feature cache
         per_class = max(20, round(200 * budget))
-        overrides += [f"linear.max_per_class={per_class}", f"knn.max_per_class={per_class}"]
-    return overrides
+        sizes["linear"]["max_per_class"] = per_class
+        sizes["knn"] = {"max_per_class": per_class}
+    return sizes
 
 
 def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path, budget: float, *,
@@ -245,8 +247,7 @@ def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path
 
     Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
     """
-    from transfer.cli import PROTOCOLS
-    from transfer.cli import main as transfer_main
+    from transfer.cli import PROTOCOLS, run_suite, summary
 
     name, sha = identity
     wanted = [p for p in PROTOCOLS if protocols is None or p in protocols]
@@ -256,12 +257,15 @@ def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path
         print(f"       {protocol}: reusing the record for these weights")
     if not todo:
         return []
-    argv = ["suite", "--suite", "embedded", "--model", model, "--out", str(results), "--seed", str(seed),
-            "--only", ",".join(todo)]
-    for item in transfer_overrides(budget):
-        if item.split(".", 1)[0] in todo:
-            argv += ["--set", item]
-    if transfer_main(argv) == 0:
+    overrides = [f"{protocol}.{key}={json.dumps(value)}"  # JSON values read back as the same YAML values
+                 for protocol, sizes in transfer_sizes(budget).items() if protocol in todo
+                 for key, value in sizes.items()]
+    records, failures = run_suite(model, "embedded", str(results), only=todo, overrides=overrides, seed=seed)
+    for record in records:
+        print(summary(record))
+    for protocol, why in failures.items():
+        print(f"{protocol}: FAILED: {why}", file=sys.stderr)
+    if not failures:
         return []
     return sorted(set(todo) - done_protocols(results, name, sha, budget))
 
@@ -271,9 +275,7 @@ def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path
 def comparison_lines(compiled, current: dict[str, str], untrained: str | None = None) -> list[str]:
     """HEXA against its baseline on this demo's weights, one line per table and metric, beside the number
     of the untrained trunk (`untrained`: its model name in the records) where it has one row in that table."""
-    from types import SimpleNamespace
-
-    from .leaderboard_plots import hexa_vs_baseline_pairs
+    from leaderboards.figures import hexa_vs_baseline_pairs
 
     tables = {}
     for table, frame in compiled.tables.items():
@@ -281,7 +283,7 @@ def comparison_lines(compiled, current: dict[str, str], untrained: str | None = 
         keep = ours[[current.get(m, "")[:12] == w for m, w in zip(ours["model"], ours["weights"])]]
         if len(keep):
             tables[table] = keep
-    pairs = hexa_vs_baseline_pairs(SimpleNamespace(tables=tables, metrics=compiled.metrics))
+    pairs = hexa_vs_baseline_pairs(tables, compiled.metrics)
 
     def reference(label: str) -> str:
         table, metric = label.split("\n")
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, methods: Sequence[str], out: Path) -> int:
-    from .leaderboard import compile_leaderboard
+    from leaderboards.compiler import compile_leaderboard
 
     t0 = time.perf_counter()
     steps = plan(args.budget, methods, args.seed, out)

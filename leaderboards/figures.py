@@ -12,13 +12,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
-from .catalog import baseline_model
-from .fileio import atomic_write_bytes
+from hexa_zoo.catalog import baseline_model
+from hexa_zoo.fileio import atomic_write_bytes
+from hexa_zoo.publish import recipe_of, zoo_folder_of
+
+from .render import family_of, table_file_name
 
 if TYPE_CHECKING:
-    from .leaderboard import Compiled
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,6 @@ class RunLog:
 
 def find_runs(run_dirs: Iterable[str | Path], models: Sequence[dict] = ()) -> list[RunLog]:
     """Every `log.csv` under `run_dirs`, plus the run a zoo folder's recipe names as its `out` folder."""
-    from .leaderboard import recipe_of, zoo_folder_of
-
     paths = []
     for d in run_dirs:
         d = Path(d)
@@ -68,24 +69,24 @@ def _run_label(log_csv: Path) -> str:
     return log_csv.parent.name
 
 
-def write_plots(result: "Compiled", runs: Sequence[RunLog], plots_dir: Path) -> dict[str, Path]:
-    """Write every plot the inputs allow; returns {title: path}. Missing inputs just mean fewer plots."""
+def write_plots(tables: Mapping[str, "pd.DataFrame"], metrics: Mapping[str, Sequence[str]], runs: Sequence[RunLog],
+                plots_dir: Path) -> dict[str, Path]:
+    """Write every plot the compiled tables (name -> wide frame, name -> metrics) and run logs allow; returns
+    {title: path}. Missing inputs just mean fewer plots."""
     import matplotlib.style
-
-    from .leaderboard import family_of, table_file_name
 
     written: dict[str, Path] = {}
     with matplotlib.style.context("default"):
-        for table, frame in result.tables.items():
+        for table, frame in tables.items():
             if family_of(table)[1] == "lowshot":
-                fig = lowshot_figure(table, frame, result.metrics[table])
+                fig = lowshot_figure(table, frame, metrics[table])
                 if fig is not None:
                     path = plots_dir / f"lowshot_{table_file_name(table)}.png"
                     written[f"Low-shot mAP against k: {table}"] = _save(fig, path)
         fig = pretrain_figure(runs)
         if fig is not None:
             written["Pre-training loss and view hardness"] = _save(fig, plots_dir / "pretrain_curves.png")
-        fig = hexa_vs_baseline_figure(result)
+        fig = hexa_vs_baseline_figure(tables, metrics)
         if fig is not None:
             written["HEXA against its baseline (our rows)"] = _save(fig, plots_dir / "hexa_vs_baseline.png")
     return written
@@ -137,7 +138,8 @@ def lowshot_figure(table: str, frame, metrics: Sequence[str]):
 
 
 def pretrain_figure(runs: Sequence[RunLog]):
-    """Left: each run's clean-view loss. Right: each HEXA run's clean, adversarial and CutMix view losses."""
+    """Left: each run's clean-view loss. Middle: each HEXA run's clean, adversarial and CutMix view losses.
+    Right, where a run logged its online kNN monitor (`knn_top1`): that accuracy over the steps."""
     import pandas as pd
 
     logs = []
@@ -154,7 +156,9 @@ def pretrain_figure(runs: Sequence[RunLog]):
         logs.append((run.label, x, df))
     if not logs:
         return None
-    fig, (ax_loss, ax_hard) = _new_figure(11, 4.5, ncols=2)
+    monitored = [(label, x, df) for label, x, df in logs if "knn_top1" in df and df["knn_top1"].notna().any()]
+    fig, axes = _new_figure(16 if monitored else 11, 4.5, ncols=3 if monitored else 2)
+    ax_loss, ax_hard = axes[:2]
     colors = {}
     for label, x, df in logs:
         # The clean view's loss is what every method shares; a HEXA run's total adds its hard views' losses.
@@ -182,6 +186,14 @@ def pretrain_figure(runs: Sequence[RunLog]):
         ax_hard.text(0.5, 0.5, "no run logged hard-view losses", ha="center", va="center", transform=ax_hard.transAxes)
         ax_hard.set_axis_off()
     ax_hard.grid(alpha=0.3)
+    if monitored:
+        ax_knn = axes[2]
+        for label, x, df in monitored:
+            rows = df["knn_top1"].notna()
+            ax_knn.plot(x[rows], df["knn_top1"][rows], marker="o", color=colors[label], label=label)
+        ax_knn.set(xlabel="step", ylabel="kNN top-1 (%)", title="Online kNN monitor (held-out split)")
+        ax_knn.grid(alpha=0.3)
+        ax_knn.legend(fontsize=8)
     return fig
 
 
@@ -190,10 +202,11 @@ def _smooth(series):
     return series.astype(float).rolling(window, min_periods=1).mean()
 
 
-def hexa_vs_baseline_pairs(result: "Compiled") -> dict[str, list[tuple]]:
+def hexa_vs_baseline_pairs(tables: Mapping[str, "pd.DataFrame"], metrics: Mapping[str, Sequence[str]]
+                           ) -> dict[str, list[tuple]]:
     """{"hexa vs base": [(table:metric, hexa mean, hexa std, base mean, base std), ...]} over our rows."""
     pairs: dict[str, list[tuple]] = {}
-    for table, frame in result.tables.items():
+    for table, frame in tables.items():
         ours = frame[frame["kind"] == "ours"]
         for _, hexa in ours.iterrows():
             base_model = baseline_model(hexa["model"])
@@ -204,7 +217,7 @@ def hexa_vs_baseline_pairs(result: "Compiled") -> dict[str, list[tuple]]:
             if same.empty:
                 continue
             base = same.iloc[0]
-            for metric in result.metrics[table]:
+            for metric in metrics[table]:
                 if _finite(hexa[metric]) and _finite(base[metric]):
                     pairs.setdefault(f"{hexa['model']} vs {base_model}", []).append(
                         (f"{table}\n{metric}", hexa[metric], _std(hexa, metric), base[metric], _std(base, metric)))
@@ -216,9 +229,9 @@ def _std(row, metric: str) -> float:
     return float(std) if _finite(std) and row["n_over"] == "seeds" else 0.0
 
 
-def hexa_vs_baseline_figure(result: "Compiled"):
+def hexa_vs_baseline_figure(tables: Mapping[str, "pd.DataFrame"], metrics: Mapping[str, Sequence[str]]):
     """Grouped bars, one panel per HEXA/baseline pair; error bars are the std over seeds where n > 1."""
-    pairs = hexa_vs_baseline_pairs(result)
+    pairs = hexa_vs_baseline_pairs(tables, metrics)
     if not pairs:
         return None
     width = max(6.0, 0.55 * max(len(v) for v in pairs.values()) + 2)

@@ -1,0 +1,13 @@
+"""The leaderboards: the compiler (this package) beside its data (published.csv, records/, runs/, and the
+compiled README.md, tables/ and plots/).
+
+    collect    our result records: read, validate, group and aggregate over seeds
+    published  published.csv (package data) and its rows; refresh from the shared reference list
+    render     benchmark families, wide tables, Markdown and CSV
+    figures    the PNG plots (low-shot curves, pre-training curves, HEXA against its baseline)
+    compiler   compile_leaderboard: all of the above into <out>/
+    cli        `hexa leaderboard`
+
+It stands on hexa_zoo (records, the catalog, model cards) and imports neither pretrain nor transfer:
+it reads their outputs, files on disk.
+"""

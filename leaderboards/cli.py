@@ -1,0 +1,69 @@
+"""`hexa leaderboard`: compile result records and published numbers into tables, CSVs and plots.
+
+Reads result records (`--results`, default `<out>/records`) and published numbers (`--published`, default
+`<out>/published.csv`, else the package's own), and writes README.md, tables/ and plots/ under `--out`
+(default `leaderboards/`). See leaderboards.compiler for what goes into a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .compiler import DEFAULT_OUT, compile_leaderboard
+from .published import DEFAULT_REFERENCES, refresh_published
+
+EPILOG = """examples:
+  hexa leaderboard --results runs/results
+  hexa leaderboard --results hexa_demo/results --out hexa_demo/leaderboard --runs hexa_demo/runs
+  hexa leaderboard --refresh-published ../shared/reference_results.csv
+  hexa leaderboard --studies studies/moco_pair_equal_epochs   # -> leaderboards/studies/moco_pair_equal_epochs/
+
+Without --results, records are read from <out>/records when that folder exists. Corrupt or foreign
+JSON files are reported and skipped. Recompiling the same records gives byte-identical output.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hexa leaderboard` argument parser."""
+    p = argparse.ArgumentParser(prog="hexa leaderboard", description=__doc__.split("\n\n")[0],
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", nargs="+", action="extend", metavar="DIR",
+                   help="folders of result records (searched recursively); default: <out>/records if it exists")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: leaderboards/)")
+    p.add_argument("--published", metavar="CSV", help="published references (default: <out>/published.csv, "
+                   "else the published.csv installed with leaderboards)")
+    p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="DIR",
+                   help="pre-training output folders (with log.csv) to plot loss and view hardness from")
+    p.add_argument("--refresh-published", nargs="?", const=str(DEFAULT_REFERENCES), metavar="SRC",
+                   help="rebuild <out>/published.csv from SRC (default ../shared/reference_results.csv), then compile")
+    p.add_argument("--no-plots", action="store_true", help="write the tables only")
+    p.add_argument("--studies", nargs="+", action="extend", default=[], metavar="DIR",
+                   help="`hexa study` output folders to compile into <out>/studies/<name>/ (tables and plots)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`hexa leaderboard`: compile, print what was written and what was skipped."""
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if args.refresh_published:
+        dst = Path(args.published) if args.published else out / "published.csv"
+        refresh_published(args.refresh_published, dst)
+        print(f"rebuilt {dst} from {args.refresh_published}")
+    for study in args.studies:
+        from .studies import study_report
+
+        print(f"study {study} -> {study_report(Path(study), out / 'studies')}")
+    if args.studies and args.results is None:
+        return 0  # only the studies were asked for
+    results = args.results
+    if results is None:
+        results = [out / "records"] if (out / "records").is_dir() else []
+    compiled = compile_leaderboard(results, out, published=args.published, runs=args.runs, plots=not args.no_plots)
+    print(f"{compiled.n_records} record(s), {len(compiled.tables)} table(s) -> {compiled.readme}")
+    if compiled.skipped:
+        print(f"skipped {len(compiled.skipped)} file(s) (listed at the end of {compiled.readme}):")
+        for s in compiled.skipped:
+            print(f"  {s.path}: {s.reason}")
+    return 0

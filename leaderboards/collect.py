@@ -1,0 +1,138 @@
+"""Our result records: collect and validate them, then group and aggregate them into table entries.
+
+Rows are grouped by model (name and weights), benchmark, preset and config, and data fingerprint, then
+aggregated over seeds: mean ± sample std with n seeds. With a single seed the row keeps the run's own
+spread over its samples or episodes, and says so. Records measured on the embedded dataset, or with a
+preset other than `paper`, get tables of their own (`table_of`), never a published one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from hexa_zoo.errors import DataError
+from hexa_zoo.publish import recipe_of, zoo_folder_of
+from hexa_zoo.records import SkippedFile, read_records
+
+log = logging.getLogger(__name__)
+
+# Config keys that say where or how fast a run went, not what it measured: ignored when grouping.
+IGNORED_CONFIG_KEYS = frozenset({"seed", "out", "out_dir", "output_dir", "cache", "cache_dir", "feature_cache",
+                                 "num_workers", "workers", "device", "progress", "threads"})
+
+
+def collect_records(result_dirs: Sequence[Path]) -> tuple[list[dict], list[SkippedFile]]:
+    """Every valid record under `result_dirs`, and the files skipped (corrupt, foreign, no finite metrics)."""
+    for d in result_dirs:
+        if not d.is_dir():
+            raise DataError(f"results folder {d} does not exist",
+                            "pass the --out folder of `hexa transfer` runs to --results")
+    records, skipped = read_records(result_dirs)
+    good = []
+    for rec in records:
+        if (why := _valid_metrics(rec)) is None:
+            good.append(rec)
+        else:
+            skipped.append(SkippedFile(Path(rec["_path"]), why))
+    skipped.sort(key=lambda s: str(s.path))
+    for s in skipped:
+        log.warning("warning: skipped %s: %s", s.path, s.reason)
+    return good, skipped
+
+
+def config_id(config: dict) -> str:
+    """A short hash of a protocol config without the keys that do not change what was measured."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in IGNORED_CONFIG_KEYS}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    return hashlib.sha256(json.dumps(strip(config), sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def table_of(record: dict) -> str:
+    """The table a record belongs in; embedded or non-paper runs never join a published table."""
+    benchmark = str(record["benchmark"])
+    dataset = str(record["dataset"].get("name", ""))
+    preset = record.get("preset")
+    if dataset == "embedded" and not benchmark.startswith("embedded"):
+        return f"embedded_{benchmark}"
+    if not benchmark.startswith("embedded") and preset not in (None, "paper"):
+        return f"{benchmark}_{preset}_preset"
+    return benchmark
+
+
+def _valid_metrics(record: dict) -> str | None:
+    """None when every metric has a finite numeric mean, else why not."""
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        return "record has no metrics"
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or not isinstance(m.get("mean"), (int, float)) or not math.isfinite(m["mean"]):
+            return f"metric {name!r} has no finite mean"
+    if not isinstance(record.get("dataset"), dict) or not isinstance(record.get("model"), dict):
+        return "dataset and model must be objects"
+    return None
+
+
+def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
+    """Long-format entries for our records: grouped, deduplicated per seed, aggregated over seeds."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        key = (table_of(rec), str(rec["model"].get("name", "?")), str(rec["model"].get("weights_sha256") or ""),
+               str(rec.get("preset") or ""), config_id(rec.get("config") or {}),
+               str(rec["dataset"].get("fingerprint") or ""), str(rec["dataset"].get("name", "")))
+        groups.setdefault(key, []).append(rec)
+
+    entries = []
+    for (table, model, weights, preset, cfg_id, fingerprint, dataset), recs in sorted(groups.items()):
+        # A seed run twice (a rerun with --force) counts once: its newest record stands.
+        by_seed: dict = {}
+        for rec in sorted(recs, key=lambda r: (str(r.get("created", "")), r["_path"])):
+            by_seed[json.dumps(rec["seed"], sort_keys=True)] = rec
+        runs = [by_seed[s] for s in sorted(by_seed)]
+        zoo_folder = zoo_folder_of(runs[0]["model"])
+        recipe = recipe_of(zoo_folder)
+        if recipe.get("weights_sha256") not in (None, weights):
+            recipe = {}  # the folder now holds other weights (retrained since): its recipe is not this row's
+        links = ";".join(relative_link(Path(r["_path"]), out) for r in runs)
+        base = {
+            "table": table, "kind": "ours", "order": 0,
+            "row_id": "|".join((model, weights, preset, cfg_id, fingerprint)), "model": model,
+            "arch": str(runs[0]["model"].get("arch") or recipe.get("arch", "")),
+            "epochs": str(recipe.get("epochs", "")),
+            "data": f"{dataset} ({fingerprint.split(':')[-1][:8]})" if fingerprint else dataset, "preset": preset,
+            "source": "this repo", "verified": "yes", "value_text": "",
+            "note": " ".join(sorted({n for r in runs for n in r.get("notes", []) if isinstance(n, str)})),
+            "records": links, "recipe": relative_link(zoo_folder / recipe["file"], out) if recipe else "",
+            "config_id": cfg_id, "weights": weights[:12],
+        }
+        metric_names = sorted({m for r in runs for m in r["metrics"]})
+        for name in metric_names:
+            per_seed = [r["metrics"][name] for r in runs if name in r["metrics"]]
+            if len(runs) > 1:  # over seeds (a metric missing from some seeds counts the seeds that have it)
+                means = np.array([m["mean"] for m in per_seed], dtype=float)
+                std = float(means.std(ddof=1)) if len(means) > 1 else math.nan
+                stats = {"mean": float(means.mean()), "std": std, "n": len(means), "n_over": "seeds", "ci95": math.nan}
+            else:  # one seed: the run's own spread over its samples or episodes
+                m = per_seed[0]
+                ci95 = m.get("ci95")  # few-shot reports a 95% confidence interval over its episodes
+                stats = {"mean": float(m["mean"]), "std": float(m.get("std") or 0.0), "n": int(m.get("n") or 1),
+                         "n_over": "samples", "ci95": float(ci95) if isinstance(ci95, (int, float)) else math.nan}
+            entries.append({**base, **stats, "metric": name})
+    return entries
+
+
+def relative_link(path: Path, start: Path) -> str:
+    """A relative, forward-slashed link, so the README works wherever the folder is moved with its records."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(start).resolve())).as_posix()
+

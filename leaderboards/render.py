@@ -1,0 +1,179 @@
+"""Tables: which family a benchmark belongs to, one wide row per model, and the Markdown and CSV forms.
+
+Published rows come first, in file order; ours follow, sorted. A published value is shown as its source
+wrote it; ours as mean ± spread, saying what the spread is over (seeds, samples or episodes).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Families, in the order the README shows them: (name, title, test on the table name).
+FAMILIES = (
+    ("linear", "Linear evaluation", lambda t: "linear" in t),
+    ("knn", "kNN", lambda t: "knn" in t),
+    ("lowshot", "Low-shot linear SVM (mAP per number of positives k)", lambda t: "svm" in t),
+    ("semisup", "Semi-supervised fine-tuning", lambda t: "semisup" in t),
+    ("detection", "Detection", lambda t: "det" in t),
+    ("fewshot", "Few-shot episodes", lambda t: "fewshot" in t),
+    ("finetune", "Full fine-tuning", lambda t: "finetune" in t),
+    ("other", "Other benchmarks", lambda t: True),
+)
+METRIC_ORDER = ("top1", "top5", "top1@20", "top1@200", "AP50", "AP", "AP75", "APbb", "APmk")
+
+
+def family_of(table: str) -> tuple[int, str, str]:
+    """(position, name, title) of the benchmark family a table belongs to (FAMILIES order)."""
+    for i, (name, title, test) in enumerate(FAMILIES):
+        if test(table):
+            return i, name, title
+    raise AssertionError("the last family accepts everything")
+
+
+def metric_sort_key(metric: str) -> tuple:
+    """Column order: the usual metrics first, then per-k metrics by k, then `@full`, then the rest."""
+    if metric in METRIC_ORDER:
+        return (0, METRIC_ORDER.index(metric), "")
+    if m := re.fullmatch(r"(.+)@k(\d+)", metric):
+        return (1, int(m[2]), m[1])
+    if metric.endswith("@full"):
+        return (2, 0, metric)
+    return (3, 0, metric)
+
+
+def natural_key(text: str) -> tuple:
+    """Numbers compare as numbers: semisup_1pct before semisup_10pct."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
+def is_embedded(table: str) -> bool:
+    """Whether a table holds embedded-dataset numbers (shown apart from the paper-scale tables)."""
+    return table.startswith("embedded")
+
+
+def wide_table(entries: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
+    """One row per model (published rows first, in file order; ours sorted), per-metric columns."""
+    import pandas as pd
+
+    metrics = sorted(entries["metric"].unique(), key=metric_sort_key)
+    id_cols = ["kind", "model", "arch", "epochs", "data", "preset", "source", "verified", "note",
+               "config_id", "weights", "records", "recipe"]
+    rows = []
+    for row_id, group in entries.groupby("row_id", sort=False):
+        first = group.iloc[0]
+        row = {c: first[c] for c in id_cols}
+        row["_sort"] = (0 if first["kind"] == "published" else 1, int(group["order"].min()), first["model"], row_id)
+        row["n_over"] = first["n_over"]
+        for _, e in group.iterrows():
+            row[e["metric"]] = e["mean"]
+            row[f"{e['metric']}_std"] = e["std"]
+            row[f"{e['metric']}_n"] = e["n"]
+            row[f"{e['metric']}_ci95"] = e["ci95"]
+            row[f"_{e['metric']}_text"] = e["value_text"]
+        rows.append(row)
+    rows.sort(key=lambda r: r["_sort"])
+    frame = pd.DataFrame(rows)
+    columns = id_cols + ["n_over"] + [c for m in metrics for c in (m, f"{m}_std", f"{m}_n")]
+    for c in columns + [f"{m}_ci95" for m in metrics] + [f"_{m}_text" for m in metrics]:
+        if c not in frame:
+            frame[c] = math.nan
+    return frame, metrics
+
+
+def format_cell(row, metric: str) -> str:
+    """A published value as its source wrote it; ours as mean ± spread, saying what the spread is over."""
+    mean = row[metric]
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    if row["kind"] == "published":
+        text = row[f"_{metric}_text"]
+        return text if isinstance(text, str) and text else f"{mean:g}"
+    std, n = row[f"{metric}_std"], int(row[f"{metric}_n"])
+    if n <= 1:
+        return f"{mean:.2f} (1 {'seed' if row['n_over'] == 'seeds' else 'run'})"
+    if row["n_over"] == "seeds":
+        return f"{mean:.2f} ± {std:.2f} ({n} seeds)"
+    ci95 = row[f"{metric}_ci95"]
+    if isinstance(ci95, float) and math.isfinite(ci95):
+        return f"{mean:.2f} ± {ci95:.2f} (95% CI, {n} samples)"
+    return f"{mean:.2f} ± {std:.2f} ({n} samples)"
+
+
+def scale_line(table: str, frame: "pd.DataFrame") -> str:
+    """What our rows were measured on, so nobody mistakes an embedded number for an ImageNet one."""
+    ours = frame[frame["kind"] == "ours"]
+    published = frame[frame["kind"] == "published"]
+    parts = []
+    if len(published):
+        parts.append(f"Published rows: ResNet-50 pre-trained on ImageNet-1k (self-supervised unless named "
+                     f"Supervised), evaluated on "
+                     f"{published['data'].iloc[0]} with the paper protocol, as reported by the source named "
+                     f"in each row{'; † = not verified by us' if (published['verified'] == 'no').any() else ''}.")
+    if len(ours):
+        data = ", ".join(f"`{d}`" for d in sorted(ours["data"].unique()))
+        presets = ", ".join(f"`{p}`" for p in sorted(ours["preset"].unique()))
+        text = f"Our rows: measured here on {data} with preset {presets}"
+        if is_embedded(table):
+            text += (" — the embedded dataset is small synthetic 64 px images made by `hexa_zoo.embedded` "
+                     "(CPU scale, minutes of training): these numbers compare models with each other, "
+                     "never with the ImageNet-scale tables")
+        elif not table.endswith("_preset") and not len(published):
+            text += " (no published numbers for this benchmark)"
+        parts.append(text + ".")
+    return " ".join(parts)
+
+
+def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
+    """A wide table as Markdown: published rows with their source, ours in bold with links."""
+    header = ["Model", "Arch", "Epochs", *metrics, "Source", "Note"]
+    align = ["---"] * 3 + ["---:"] * len(metrics) + ["---"] * 2
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    ours = frame[frame["kind"] == "ours"]
+    # One name, several weights (a model retrained under the same name): tell the rows apart.
+    retrained = {m for m, g in ours.groupby("model") if g["weights"].nunique() > 1}
+    for _, row in frame.iterrows():
+        if row["kind"] == "published":
+            model = row["model"] + (" †" if row["verified"] == "no" else "")
+            source = row["source"]
+            note = row["note"]
+        else:
+            model = f"**{row['model']}**" + (f" (weights {row['weights'][:8]})" if row["model"] in retrained else "")
+            records = row["records"].split(";") if row["records"] else []
+            links = [f"[record]({records[0]})"] if len(records) == 1 else \
+                [f"[record {i + 1}]({p})" for i, p in enumerate(records)]
+            if row["recipe"]:
+                links.append(f"[recipe]({row['recipe']})")
+            source = "ours: " + " · ".join(links)
+            note = f"data {row['data']}; config {row['config_id']}"
+        cells = [model, row["arch"], row["epochs"], *(format_cell(row, m) for m in metrics), source, note]
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _md_cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def csv_frame(frame: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFrame":
+    def per_metric(m: str) -> tuple[str, ...]:
+        with_ci = frame[f"{m}_ci95"].notna().any()
+        return (m, f"{m}_std", f"{m}_n") + ((f"{m}_ci95",) if with_ci else ())
+
+    columns = ["kind", "model", "arch", "epochs", "data", "preset", "source", "verified", "note", "n_over",
+               *[c for m in metrics for c in per_metric(m)], "config_id", "weights", "records", "recipe"]
+    frame = frame[columns].copy()
+    for m in metrics:  # counts are integers; published rows have none
+        frame[f"{m}_n"] = frame[f"{m}_n"].astype("Int64")
+    return frame
+
+
+def table_file_name(table: str) -> str:
+    """The table's name as a file name (tables/<name>.csv, plots/lowshot_<name>.png)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", table)

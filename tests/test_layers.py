@@ -1,0 +1,290 @@
+"""The house: every import goes down a floor or stays on its own, and no modules import each other in a ring.
+
+Floors, bottom to top (README, Layout):
+
+    0  hexa_zoo        registry, weights, convert, publish, data readers, embedded dataset, records, catalog
+    1  pretrain        stand on hexa_zoo; neither imports the other
+    1  transfer
+    2  leaderboards    reads their outputs (records, model cards, run logs), imports neither
+    3  orchestration   the demo (and the study): may import every floor below
+
+Imports are read from the source with `ast`, nothing is imported: every `import` and `from ... import`
+statement anywhere in a file counts, inside functions and `if TYPE_CHECKING:` blocks too (a cycle hidden
+in a function is still a cycle). The `hexa` command line (hexa_zoo/cli.py) names the floors above by module
+name, as strings, and imports them with importlib when a command runs: the one allowed way up.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FLOORS = {"hexa_zoo": 0, "pretrain": 1, "transfer": 1, "leaderboards": 2, "orchestration": 3}
+# Cycles that another open branch removes; each entry must still be a cycle here (checked below), so it
+# goes as soon as that branch lands. transfer/detection <-> detection_d2: issue 13 (transfer/detection_data.py).
+PENDING_CYCLES = {frozenset({"transfer.detection", "transfer.detection_d2"})}
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import statement: `source` takes `names` from `target` (both module names), at `line`."""
+    source: str
+    target: str
+    names: tuple[str, ...]
+    line: int
+
+
+def module_files(root: Path) -> dict[str, Path]:
+    """{module name: file} for every .py file of the floors' packages under `root`."""
+    modules = {}
+    for package in FLOORS:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[Import]:
+    """The project-internal imports in one file, each resolved to the module it loads."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            pairs = [(alias.name, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join(base + ([node.module] if node.module else []))
+            # `from pkg import mod` loads pkg.mod when that is a module, else it takes a name from pkg
+            pairs = [(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base, a.name) for a in node.names]
+        else:
+            continue
+        for target, taken in pairs:
+            while target and target not in modules:  # `import a.b.c` of a package: the deepest module we have
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.append(Import(name, target, (taken,), node.lineno))
+    return found
+
+
+def import_graph(root: Path) -> tuple[dict[str, Path], dict[tuple[str, str], Import]]:
+    """Modules and one merged Import per (source, target) pair, its names sorted."""
+    modules = module_files(root)
+    edges: dict[tuple[str, str], Import] = {}
+    for name, path in modules.items():
+        for imp in imports_of(name, path, modules):
+            key = (imp.source, imp.target)
+            if key in edges:
+                old = edges[key]
+                imp = Import(imp.source, imp.target, tuple(sorted(set(old.names + imp.names))), min(old.line, imp.line))
+            edges[key] = imp
+    return modules, edges
+
+
+def floor_of(module: str) -> int:
+    return FLOORS[module.split(".")[0]]
+
+
+def upward_imports(root: Path) -> list[str]:
+    """Each import that climbs a floor, or crosses from pretrain to transfer (or back), as a sentence."""
+    modules, edges = import_graph(root)
+    bad = []
+    for (src, dst), imp in sorted(edges.items()):
+        up = floor_of(dst) > floor_of(src)
+        across = floor_of(dst) == floor_of(src) and dst.split(".")[0] != src.split(".")[0]
+        if up or across:
+            bad.append(f"{_file(modules, src, root)}:{imp.line} imports {', '.join(imp.names)} from "
+                       f"{_file(modules, dst, root)} ({'a floor above' if up else 'the other package on its floor'})")
+    return bad
+
+
+def cycles(root: Path) -> list[tuple[frozenset[str], str]]:
+    """Every ring of imports (a strongly connected set of modules), with one ring through it spelled out."""
+    modules, edges = import_graph(root)
+    succ: dict[str, list[str]] = {m: [] for m in modules}
+    for src, dst in edges:
+        succ[src].append(dst)
+    found = []
+    for component in _strongly_connected(succ):
+        if len(component) < 2:
+            continue
+        ring = _ring(sorted(component)[0], component, succ)
+        steps = [f"{_file(modules, a, root)} takes {', '.join(edges[a, b].names)} from {_file(modules, b, root)}"
+                 for a, b in zip(ring, ring[1:])]
+        found.append((frozenset(component), "; ".join(steps)))
+    return sorted(found, key=lambda c: sorted(c[0]))
+
+
+def _file(modules: dict[str, Path], name: str, root: Path) -> str:
+    return modules[name].relative_to(root).as_posix()
+
+
+def _strongly_connected(succ: dict[str, list[str]]) -> list[set[str]]:
+    """Tarjan's algorithm, iterative (no recursion limit on a large tree)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+    for start in sorted(succ):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(succ[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(succ[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                components.append(component)
+    return components
+
+
+def _ring(start: str, component: set[str], succ: dict[str, list[str]]) -> list[str]:
+    """A shortest path from `start` back to itself inside `component` (breadth first)."""
+    parents: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for child in sorted(succ[node]):
+                if child not in component:
+                    continue
+                if child == start:  # back at the start: walk the parents from `node` to it
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(parents[path[-1]])
+                    return path[::-1] + [start]
+                if child not in parents:
+                    parents[child] = node
+                    nxt.append(child)
+        frontier = nxt
+    raise AssertionError(f"{start} is in a component without a ring")
+
+
+# ------------------------------------------------------------------------------------ the tree itself
+
+def test_no_import_climbs_a_floor():
+    bad = upward_imports(REPO)
+    assert not bad, "imports against the layers (hexa_zoo <- pretrain, transfer <- leaderboards <- orchestration):\n" \
+        + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    found = [(members, text) for members, text in cycles(REPO) if members not in PENDING_CYCLES]
+    assert not found, "import cycles:\n" + "\n".join(text for _, text in found)
+
+
+def test_pending_cycles_are_still_there():
+    """An exception that outlived its cycle would hide the cycle's return: remove it from PENDING_CYCLES."""
+    present = {members for members, _ in cycles(REPO)}
+    gone = [sorted(c) for c in PENDING_CYCLES if c not in present]
+    assert not gone, f"no longer a cycle, remove from PENDING_CYCLES: {gone}"
+
+
+def test_the_command_line_dispatches_by_name_to_modules_that_exist():
+    """hexa_zoo/cli.py reaches the floors above only through these strings: each must name a real module."""
+    from hexa_zoo.cli import SUBCOMMANDS
+
+    modules = module_files(REPO)
+    assert {module for module, _ in SUBCOMMANDS.values()} <= set(modules)
+    assert not [i for i in imports_of("hexa_zoo.cli", modules["hexa_zoo.cli"], modules) if floor_of(i.target) > 0]
+
+
+# ------------------------------------------------------------------------------------ the checker fails when it must
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for package in FLOORS:
+        (root / package).mkdir(exist_ok=True)
+        (root / package / "__init__.py").touch()
+    return root
+
+
+# The three cycles issue 12 found, each hidden behind imports inside functions, as they stood.
+FOUND_CYCLES = {
+    "models <-> weights": {
+        "hexa_zoo/models.py": "from . import weights\n\ndef registry():\n    return weights.build\n",
+        "hexa_zoo/weights.py": "def build():\n    from .models import MODELS, OFFICIAL\n    return MODELS, OFFICIAL\n",
+    },
+    "leaderboard <-> leaderboard_plots": {
+        "hexa_zoo/leaderboard.py": "def compile():\n    from . import leaderboard_plots\n"
+                                   "    leaderboard_plots.find_runs()\n",
+        "hexa_zoo/leaderboard_plots.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                         "    from .leaderboard import Compiled\n\n"
+                                         "def find_runs():\n    from .leaderboard import recipe_of, zoo_folder_of\n",
+    },
+    "detection <-> detection_d2": {
+        "transfer/detection.py": "def run():\n    from transfer import detection_d2\n    return detection_d2.run\n",
+        "transfer/detection_d2.py": "def run():\n    from transfer.detection import benchmark_for, load_detection_data\n",
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(FOUND_CYCLES))
+def test_each_cycle_the_issue_found_fails_naming_both_files_and_the_names(tmp_path, case):
+    found = cycles(_tree(tmp_path, FOUND_CYCLES[case]))
+    assert len(found) == 1
+    text = found[0][1]
+    a, b = sorted(FOUND_CYCLES[case])
+    assert a in text and b in text, text
+    if case == "models <-> weights":
+        assert "takes weights from hexa_zoo/models.py" not in text  # `from . import weights` is the module
+        assert "hexa_zoo/weights.py takes MODELS, OFFICIAL from hexa_zoo/models.py" in text
+        assert "hexa_zoo/models.py takes weights from hexa_zoo/weights.py" in text
+    if case == "leaderboard <-> leaderboard_plots":
+        assert "takes Compiled, recipe_of, zoo_folder_of from hexa_zoo/leaderboard.py" in text  # TYPE_CHECKING too
+    if case == "detection <-> detection_d2":
+        assert "transfer/detection_d2.py takes benchmark_for, load_detection_data from transfer/detection.py" in text
+
+
+def test_a_longer_ring_is_spelled_out_in_order(tmp_path):
+    root = _tree(tmp_path, {"hexa_zoo/a.py": "from .b import x\n", "hexa_zoo/b.py": "def f():\n    from .c import y\n",
+                            "hexa_zoo/c.py": "import hexa_zoo.a\n", "hexa_zoo/d.py": "from .a import z\n"})
+    (members, text), = cycles(root)
+    assert members == {"hexa_zoo.a", "hexa_zoo.b", "hexa_zoo.c"}
+    assert text == ("hexa_zoo/a.py takes x from hexa_zoo/b.py; hexa_zoo/b.py takes y from hexa_zoo/c.py; "
+                    "hexa_zoo/c.py takes hexa_zoo.a from hexa_zoo/a.py")
+
+
+def test_upward_and_sideways_imports_fail_naming_the_files(tmp_path):
+    root = _tree(tmp_path, {
+        "hexa_zoo/demo.py": "def run():\n    from pretrain.trainer import train\n",      # the bottom reaching up
+        "pretrain/trainer.py": "import transfer.cli\n",                                    # across one floor
+        "pretrain/launch.py": "from hexa_zoo.errors import HexaError\n",                   # down: fine
+        "transfer/cli.py": "from leaderboards import compiler\n",                          # up
+        "leaderboards/compiler.py": "from orchestration.demo import main\n",               # up
+        "orchestration/demo.py": "from leaderboards.compiler import run\nimport pretrain.trainer\n",  # down: fine
+    })
+    assert upward_imports(root) == [
+        "hexa_zoo/demo.py:2 imports train from pretrain/trainer.py (a floor above)",
+        "leaderboards/compiler.py:1 imports main from orchestration/demo.py (a floor above)",
+        "pretrain/trainer.py:1 imports transfer.cli from transfer/cli.py (the other package on its floor)",
+        "transfer/cli.py:1 imports compiler from leaderboards/compiler.py (a floor above)",
+    ]
