@@ -29,6 +29,7 @@ import torch
 
 from pretrain.checkpoint import list_checkpoints
 from pretrain.config import load_recipe
+from pretrain.device_augment import finish_views
 from pretrain.hard_views import adversarial_view, cutmix, frozen_bn_stats
 from pretrain.sampling import build_dataset
 from pretrain.trainer import adapt_config, build_method
@@ -47,9 +48,10 @@ def load_run(run: Path):
 
 
 def batch_of(data, start: int, size: int):
+    """Views in [0, 1] of `size` training images, as the trainer gets them (the CPU pipeline)."""
     items = [data[i] for i in range(start, start + size)]
     views = [torch.stack([item[0][v] for item in items]) for v in range(len(items[0][0]))]
-    return views, torch.tensor([item[2] for item in items])
+    return finish_views(views, torch.device("cpu")), torch.tensor([item[2] for item in items])
 
 
 def main() -> None:
