@@ -103,18 +103,19 @@ def pretrain_cell(cell: Cell, data: str, out: Path) -> Path:
     return train(cfg, resume="auto").zoo_dir
 
 
-def suite_cell(zoo_dir: Path, suite: str, records: Path, seed: int, overrides: Sequence[str]) -> None:
+def suite_cell(zoo_dir: Path, suite: str, records: Path, seed: int, overrides: Sequence[str],
+               only: Sequence[str] = ()) -> None:
     """The transfer suite (its own datasets: the embedded ones for `--suite embedded`) on one cell's trunk."""
     from transfer.cli import run_suite
 
-    _, failures = run_suite(str(zoo_dir), suite, str(records), overrides=overrides, seed=seed)
+    _, failures = run_suite(str(zoo_dir), suite, str(records), overrides=overrides, only=only, seed=seed)
     if failures:
         raise ConfigError(f"the transfer suite failed for {zoo_dir.name}: {failures}",
                           "fix the cause above, then rerun with --resume auto (finished cells are kept)")
 
 
 def run_study(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: float, data: str, suite: str,
-              out: Path, *, resume: str | None = None, overrides: Sequence[str] = (),
+              out: Path, *, resume: str | None = None, overrides: Sequence[str] = (), only: Sequence[str] = (),
               pretrain: Callable = pretrain_cell, evaluate: Callable = suite_cell) -> dict:
     """Run (or continue) the study and write its summary; returns the summary."""
     out = Path(out)
@@ -130,7 +131,7 @@ def run_study(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: f
         start = time.perf_counter()
         zoo_dir = pretrain(cell, data, out)
         trained = time.perf_counter() - start
-        evaluate(zoo_dir, suite, out / "records", cell.seed, overrides)
+        evaluate(zoo_dir, suite, out / "records", cell.seed, overrides, only)
         atomic_write_json(done, dict(asdict(cell), mode=mode, budget=budget, data=data, suite=suite,
                                      zoo_dir=str(zoo_dir), run_dir=str(out / "runs" / cell.name),
                                      pretrain_wall_s=round(trained, 1),
@@ -203,11 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=("embedded", "paper"), default="embedded")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", choices=("auto",))
+    p.add_argument("--only", default="", help="comma-separated suite protocols (default: the whole suite)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PROTOCOL.KEY=VALUE",
                    help="transfer-suite overrides, e.g. --set knn.max_per_class=50")
     args = p.parse_args(argv)
     summary = run_study(args.methods, args.seeds, args.mode, args.budget, args.data, args.suite, args.out,
-                        resume=args.resume, overrides=args.overrides)
+                        resume=args.resume, overrides=args.overrides,
+                        only=[p for p in args.only.split(",") if p])
     for pair, metrics in summary["comparisons"].items():
         print(f"{pair} ({summary['mode']}, {len(summary['seeds'])} seeds):")
         for key, entry in metrics.items():

@@ -30,7 +30,7 @@ def fake_pretrain(calls):
 def fake_suite(killed_at=None):
     seen = []
 
-    def evaluate(zoo_dir, suite, records, seed, overrides):
+    def evaluate(zoo_dir, suite, records, seed, overrides, only):
         seen.append(zoo_dir.name)
         if killed_at is not None and len(seen) == killed_at:
             raise KeyboardInterrupt  # the study dies inside a cell's suite
