@@ -1,14 +1,8 @@
-"""What every transfer protocol shares: loading the model, resolving data and presets, writing the record.
+"""The pieces every transfer protocol shares: the frozen model, data names and fingerprints, presets, records.
 
-A protocol module (`transfer/knn.py`, `transfer/linear.py`, ...) does four things with these helpers:
-
-    cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)     # preset, then --set overrides
-    model, info = load_model(spec)                                    # frozen timm trunk + weights sha256
-    root = resolve_data(data)                                         # "embedded" or an existing path
-    ...evaluate...
-    return finish_record(protocol="knn", benchmark=..., out=out, ...)  # one JSON record, atomically
-
-Nothing here imports a protocol, so protocols can import it freely.
+Protocols use them through `transfer.runner.ProtocolRun` (clock, config, seed, model, device, features,
+record); the readers and helpers here are also what tests and benchmarks call directly. Nothing here
+imports a protocol, so protocols can import it freely.
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ from torch import nn
 from hexa_zoo import records
 from hexa_zoo.config import load_config, to_dict
 from hexa_zoo.errors import ConfigError, DataError
-from hexa_zoo.seeding import seed_everything  # noqa: F401  (re-exported for the protocols)
 
 T = TypeVar("T")
 

@@ -26,9 +26,8 @@ import numpy as np
 from hexa_zoo.errors import DataError
 from hexa_zoo.records import metric
 
-from .common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, finish_record, load_model,
-                     read_image_split, resolve_config, resolve_data, seed_everything)
-from .features import EvalTransform, extract_features
+from .common import benchmark_name, read_image_split, resolve_data
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +127,18 @@ def fewshot_eval(feats: np.ndarray, labels: np.ndarray, cfg: FewShotConfig, seed
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Few-shot episodes of `model`'s frozen features on held-out classes."""
-    clock = RunClock()
-    cfg = resolve_config(FewShotConfig, PRESETS, preset, overrides)
-    seed_everything(seed)
-    trunk, info = load_model(model)
+    run = ProtocolRun.start("fewshot", FewShotConfig, PRESETS, model, data, preset=preset, overrides=overrides,
+                            seed=seed)
+    cfg = run.cfg
     root = resolve_data(data)
     folder = root / "fewshot" if str(data) == "embedded" else root
     images = read_image_split(folder.parent, folder.name, max_per_class=cfg.max_per_class)
-    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
-    fingerprint = dataset_fingerprint(images.paths)
-    feats = extract_features(trunk, images.paths, tf, weights_sha256=info["weights_sha256"], fingerprint=fingerprint,
-                             batch_size=cfg.batch_size, device=cfg.device or None, desc="fewshot").features
+    run.use_data(root, images.paths, images=len(images.paths), classes=images.classes)
+    feats = run.features(images.paths, run.transform(cfg.resize, cfg.crop), desc="fewshot")
     per_episode = fewshot_eval(feats.numpy(), images.labels, cfg, seed)
     metrics = {}
     for name, values in per_episode.items():
         metrics[name] = metric(values)
         metrics[name]["ci95"] = confidence95(values)
     log.info("fewshot: %s", ", ".join(f"{n}={m['mean']:.2f}±{m['ci95']:.2f}" for n, m in metrics.items()))
-    dataset = dataset_record(data, root, fingerprint, images=len(images.paths), classes=images.classes)
-    return finish_record(protocol="fewshot", benchmark=benchmark_name(dataset["name"], "fewshot"), out=out,
-                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed, preset=preset,
-                         clock=clock)
+    return run.finish(benchmark_name(run.dataset["name"], "fewshot"), out, metrics)

@@ -22,10 +22,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, finish_record, load_model,
-                     read_classification_splits, resolve_config, select_device, seed_everything)
-from .features import EvalTransform, extract_features
+from .common import benchmark_name, read_classification_splits
 from .metrics import topk_accuracy
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +84,17 @@ def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feat
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Weighted kNN of `model`'s frozen features on an ImageFolder dataset's train/val splits."""
-    clock = RunClock()
-    cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)
-    seed_everything(seed)
-    trunk, info = load_model(model)
+    run = ProtocolRun.start("knn", KnnConfig, PRESETS, model, data, preset=preset, overrides=overrides, seed=seed)
+    cfg = run.cfg
     root, train, test = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
-    device = select_device(cfg.device)
-    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
-    fp_train, fp_test = dataset_fingerprint(train.paths), dataset_fingerprint(test.paths)
-    kwargs = dict(weights_sha256=info["weights_sha256"], batch_size=cfg.batch_size, device=device)
-    train_f = extract_features(trunk, train.paths, tf, fingerprint=fp_train, desc="knn train", **kwargs).features
-    test_f = extract_features(trunk, test.paths, tf, fingerprint=fp_test, desc="knn eval", **kwargs).features
+    run.use_data(root, train.paths + test.paths, splits={cfg.train_split: len(train.paths),
+                                                         cfg.eval_split: len(test.paths)},
+                 num_classes=len(train.classes))
+    tf = run.transform(cfg.resize, cfg.crop)
+    train_f = run.features(train.paths, tf, desc="knn train")
+    test_f = run.features(test.paths, tf, desc="knn eval")
 
-    scores = knn_predict(train_f.to(device), torch.from_numpy(train.labels), test_f, len(train.classes), cfg.ks,
+    scores = knn_predict(train_f.to(run.device), torch.from_numpy(train.labels), test_f, len(train.classes), cfg.ks,
                          cfg.temperature, cfg.chunk_size)
     targets = torch.from_numpy(test.labels)
     metrics, notes = {}, []
@@ -107,9 +104,4 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         if k > len(train.paths):
             notes.append(f"k={k} exceeds the {len(train.paths)} training images: all of them vote")
     log.info("knn: %s", ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
-    dataset = dataset_record(data, root, dataset_fingerprint(train.paths + test.paths),
-                             splits={cfg.train_split: len(train.paths), cfg.eval_split: len(test.paths)},
-                             num_classes=len(train.classes))
-    return finish_record(protocol="knn", benchmark=benchmark_name(dataset["name"], "knn"), out=out,
-                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed,
-                         preset=preset, clock=clock, notes=notes)
+    return run.finish(benchmark_name(run.dataset["name"], "knn"), out, metrics, notes=notes)

@@ -33,13 +33,10 @@ from torch import nn
 from tqdm import tqdm
 
 from hexa_zoo.errors import DataError
-from hexa_zoo.records import metric
 
-from .common import (LabeledImages, RunClock, benchmark_name, dataset_fingerprint, dataset_record, feature_dim,
-                     finish_record, load_model, read_classification_splits, resolve_config, seed_everything,
-                     select_device)
-from .features import EvalTransform, extract_features
+from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
 from .metrics import topk_accuracy
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -228,32 +225,26 @@ def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_f
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Linear evaluation of `model` on an ImageFolder dataset's train/val splits."""
-    clock = RunClock()
-    cfg = resolve_config(LinearConfig, PRESETS, preset, overrides)
-    seed_everything(seed)
-    trunk, info = load_model(model)
+    run = ProtocolRun.start("linear", LinearConfig, PRESETS, model, data, preset=preset, overrides=overrides,
+                            seed=seed)
+    cfg = run.cfg
     root, train, val = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
     if len(train.classes) < 2:
         raise DataError(f"{train.root} has {len(train.classes)} class folder(s)", "linear evaluation needs two or more")
-    device = select_device(cfg.device)
-    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
-    kwargs = dict(weights_sha256=info["weights_sha256"], batch_size=cfg.batch_size, device=device,
-                  num_workers=cfg.num_workers)
-    val_feats = extract_features(trunk, val.paths, tf, desc="linear val", **kwargs).features
+    run.use_data(root, train.paths + val.paths, splits={cfg.train_split: len(train.paths),
+                                                        cfg.eval_split: len(val.paths)},
+                 num_classes=len(train.classes))
+    tf = run.transform(cfg.resize, cfg.crop)
+    val_feats = run.features(val.paths, tf, desc="linear val")
     if cfg.variant == "sgd":
-        metrics, notes = train_linear_sgd(trunk, info, train, val_feats, torch.from_numpy(val.labels), cfg,
-                                          device, seed)
+        metrics, notes = train_linear_sgd(run.trunk, run.info, train, val_feats, torch.from_numpy(val.labels), cfg,
+                                          run.device, seed)
         protocol_name = "linear"
     else:
-        train_feats = extract_features(trunk, train.paths, tf, desc="linear train", **kwargs).features
+        train_feats = run.features(train.paths, tf, desc="linear train")
         metrics, notes = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
-                                           cfg, device, seed)
+                                           cfg, run.device, seed)
         protocol_name = "linear_fast"
     log.info("linear (%s): %s", cfg.variant, ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
-    dataset = dataset_record(data, root, dataset_fingerprint(train.paths + val.paths),
-                             splits={cfg.train_split: len(train.paths), cfg.eval_split: len(val.paths)},
-                             num_classes=len(train.classes))
-    return finish_record(protocol="linear", benchmark=benchmark_name(dataset["name"], protocol_name), out=out,
-                         model_info=info, dataset=dataset, config=cfg, seed=seed, preset=preset, clock=clock,
-                         metrics={n: metric(v) for n, v in metrics.items()},
-                         notes=[f"variant: {cfg.variant}"] + notes)
+    return run.finish(benchmark_name(run.dataset["name"], protocol_name), out, metrics,
+                      notes=[f"variant: {cfg.variant}"] + notes)

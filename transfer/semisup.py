@@ -31,10 +31,11 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer.common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, feature_dim,
-                             finish_record, load_model, resolve_config, resolve_data, seed_everything,
-                             select_device)
-from transfer.metrics import topk_accuracy
+
+from . import datasets
+from .common import benchmark_name, feature_dim, resolve_data
+from .metrics import topk_accuracy
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,6 @@ def transforms(cfg: SemisupConfig, mean: Sequence[float], std: Sequence[float]):
 
 def select_subset(samples: Sequence[tuple[str, int]], cfg: SemisupConfig, seed: int) -> tuple[list[int], dict]:
     """Indices of the labelled subset within `samples`, and a description of where it came from."""
-    from transfer import datasets
-
     if cfg.subset_list:
         names = datasets.read_subset_list(cfg.subset_list, which=cfg.labels, check_sha256=cfg.subset_check_sha256)
         indices = datasets.subset_indices(names, samples, cfg.subset_list)
@@ -134,15 +133,14 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     """Fine-tune `model` on the labelled subset of `data`/train, evaluate on `data`/val, write one record."""
     from hexa_zoo.data import ImageFolderDataset
 
-    clock = RunClock()
-    cfg = resolve_config(SemisupConfig, PRESETS, preset, overrides)
+    run = ProtocolRun.start("semisup", SemisupConfig, PRESETS, model, data, preset=preset, overrides=overrides,
+                            seed=seed)
+    cfg, trunk, info = run.cfg, run.trunk, run.info
     if cfg.labels not in PUBLISHED_LR:
         raise ConfigError(f"labels={cfg.labels!r}", "use labels=1percent or labels=10percent")
-    seed_everything(seed)
     root = resolve_data(data)
     if str(data) == "embedded":
         root = root / "classify"
-    trunk, info = load_model(model)
     train_tf, val_tf = transforms(cfg, info["mean"], info["std"])
     for split in (cfg.train_split, cfg.val_split):
         if not (root / split).is_dir():
@@ -157,7 +155,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     train_set = Subset(train_full, indices)
     notes = [_subset_note(subset_info)]
 
-    device = select_device(cfg.device)
+    device = run.device
     net = FineTuneClassifier(trunk, len(train_full.classes)).to(device)
     for p in net.parameters():
         p.requires_grad_(True)  # load_model hands out a frozen trunk; here every layer trains
@@ -187,14 +185,12 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     name = ("embedded" if str(data) == "embedded" else
             "imagenet" if subset_info["which"] == "simclr_list" else root.name.lower())
     files = [train_full.samples[i][0] for i in indices] + [p for p, _ in val_set.samples]
-    dataset = dataset_record(data, root, dataset_fingerprint(files, root=root), subset=subset_info,
-                             num_classes=len(train_full.classes), train_images_total=len(train_full),
-                             val_images=len(val_set))
-    return finish_record(protocol="semisup", benchmark=benchmark_name(name, f"semisup_{pct}"), out=out,
-                         model_info=info, dataset=dataset, config=_resolved(cfg), preset=preset, seed=seed,
-                         metrics={"top1": [chosen["top1"]], "top5": [chosen["top5"]]}, clock=clock,
-                         notes=notes + [f"epoch {h['epoch']}: loss {h['train_loss']:.4f} top1 {h['top1']:.2f} "
-                                        f"top5 {h['top5']:.2f}" for h in history])
+    run.use_data(root, files, fingerprint_root=root, subset=subset_info, num_classes=len(train_full.classes),
+                 train_images_total=len(train_full), val_images=len(val_set))
+    return run.finish(benchmark_name(name, f"semisup_{pct}"), out,
+                      {"top1": [chosen["top1"]], "top5": [chosen["top5"]]}, config=_resolved(cfg),
+                      notes=notes + [f"epoch {h['epoch']}: loss {h['train_loss']:.4f} top1 {h['top1']:.2f} "
+                                     f"top5 {h['top5']:.2f}" for h in history])
 
 
 def _resolved(cfg: SemisupConfig) -> SemisupConfig:
