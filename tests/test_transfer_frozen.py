@@ -174,7 +174,7 @@ def test_lowshot_batched_float32_scoring_equals_per_model_ap():
     xt = svm_solver.l2_normalize(test)
     rng = np.random.default_rng(0)
     weights = {(k, 0, c): rng.normal(size=(3, 33)).astype(np.float32) for k in (1, 2) for c in range(3)}
-    cfg = lowshot_svm.LowShotSvmConfig(costs=(0.1, 1.0, 10.0), n_jobs=2)
+    cfg = lowshot_svm.LowShotSvmConfig(costs=(0.1, 1.0, 10.0), n_jobs=2, ap="voc07_11point")
     got = lowshot_svm._test_aps(weights, svm_solver.add_bias(xt).astype(np.float32), test_labels, cfg, chunk=4)
     assert set(got) == set(weights)
     for key, W in weights.items():

@@ -40,6 +40,7 @@ from .common import resolve_data
 from .detection_data import DetectionData, DetectionImage, benchmark_for, load_detection_data
 from .detection_eval import Detection, coco_metrics, voc_detection_metrics
 from .detection_model import build_detector, eval_resolution
+from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
 from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class DetectionConfig:
     box_batch_size_per_image: int = 512
     roi_resolution: int = 14            # C4 RoIAlign output (ROI_BOX_HEAD.POOLER_RESOLUTION)
     precise_bn_iters: int = 200         # detectron2 TEST.PRECISE_BN (MoCo enables it)
+    aspect_grouping: bool = True        # detectron2 ASPECT_RATIO_GROUPING: batches of all-wide or all-tall images
     runs: int = 1                       # independent trainings (seeds seed, seed+1, ...); MoCo reports 5
     gpus: int = 8                       # detectron2 backend: --num-gpus of its command (0: run on the CPU)
     workers: int = 4
@@ -144,23 +146,46 @@ def _collate(batch):
     return tuple(zip(*batch))
 
 
-def infinite_batches(dataset: Dataset, cfg: DetectionConfig, seed: int, *, rank: int = 0,
+class AspectGroupedBatches:
+    """Endless training batches of sample codes (epoch * n + i), as detectron2 builds them.
+
+    Each epoch's order comes from `sampler` (`EpochSampler`, reshuffled per epoch); with `wide` given, an
+    image joins the bucket of its orientation (width >= height or not) and a bucket that holds `batch`
+    images is one batch (detectron2's AspectRatioGroupedDataset), so padding to a common size wastes less;
+    leftovers carry over into the next epoch. Without `wide`, batches are consecutive images.
+    """
+
+    def __init__(self, sampler: EpochSampler, batch: int, wide: Sequence[bool] | None = None):
+        self.sampler, self.batch, self.wide = sampler, batch, wide
+
+    def __iter__(self) -> Iterator[list[int]]:
+        buckets: dict[bool, list[int]] = {True: [], False: []}
+        n = len(self.wide) if self.wide is not None else None
+        for epoch in itertools.count():
+            self.sampler.set_epoch(epoch)
+            for code in self.sampler:
+                bucket = buckets[bool(self.wide[code % n])] if self.wide is not None else buckets[True]
+                bucket.append(code)
+                if len(bucket) == self.batch:
+                    yield bucket[:]
+                    bucket.clear()
+
+
+def infinite_batches(dataset: "DetectionDataset", cfg: DetectionConfig, seed: int, *, rank: int = 0,
                      world: int = 1) -> Iterator[tuple]:
-    """Reshuffled epochs of training batches, endlessly (detectron2 trains by iterations, not epochs).
+    """Training batches, endlessly (detectron2 trains by iterations, not epochs), grouped by aspect ratio.
 
     Under torchrun each process takes its share of every epoch and `batch_size / world` images a step.
     """
-    from torch.utils.data.distributed import DistributedSampler
-
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size={cfg.batch_size} does not split over {world} processes",
                           "use a batch size divisible by the number of GPUs")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = EpochSampler(len(dataset), seed, "detection order", rank=rank, world=world)
     batch = min(cfg.batch_size // world, len(sampler))
-    for epoch in itertools.count():
-        sampler.set_epoch(epoch)
-        yield from DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                              num_workers=cfg.workers, collate_fn=_collate)
+    wide = [im.wide for im in dataset.images] if cfg.aspect_grouping else None
+    items = SeededItems(dataset, seed, "detection flip")  # each image's flip from its own stream
+    yield from DataLoader(items, batch_sampler=AspectGroupedBatches(sampler, batch, wide), num_workers=cfg.workers,
+                          collate_fn=_collate, generator=quiet_loader_generator())
 
 
 def distributed_setup() -> tuple[int, int, torch.device | None]:
@@ -338,21 +363,28 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     metrics: dict[str, list[float]] = {}
     notes = [f"backend torchvision, layout {cfg.layout}, {'Mask' if cfg.masks else 'Faster'} R-CNN; "
              f"{det_data.description}; {len(det_data.train)} train / {len(det_data.test)} test images",
-             "torchvision losses (smooth-L1 beta 1/9) and no aspect-ratio grouping differ from detectron2; "
-             "use backend=detectron2 for the exact published pipeline"]
+             "torchvision losses (smooth-L1 beta 1/9) differ from detectron2; use backend=detectron2 for the exact "
+             "published pipeline",
+             f"batches {'grouped by aspect ratio (as detectron2)' if cfg.aspect_grouping else 'not grouped by aspect'}; "
+             f"BatchNorm statistics over each process's {cfg.batch_size // world} padded images (MoCo: naiveSyncBN "
+             "over 8 GPUs x 2 images, each GPU padding only its own pair)"]
+    if cfg.masks and cfg.layout == "c4":
+        notes.append("C4 Mask R-CNN: the mask head runs res5 again on the foreground RoIs (detectron2's "
+                     "Res5ROIHeads reuses the box head's res5 features)")
     train_set = DetectionDataset(det_data.train, train=True,
                                  masks_from=det_data.coco_train_api if cfg.masks else None)
     for r in range(cfg.runs):
         run_seed = seed + r
-        seed_everything(run_seed)
-        detector = build_detector(
-            trunk, arch, len(det_data.classes), layout=cfg.layout, masks=cfg.masks,
-            min_size_train=cfg.min_size_train, max_size=cfg.max_size, image_mean=info["mean"],
-            image_std=info["std"], rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test, box_batch_size_per_image=cfg.box_batch_size_per_image,
-            roi_resolution=cfg.roi_resolution,
-        ).to(device)
+        seed_everything(run_seed)  # what still draws from the global RNGs: the RPN's and RoI heads' sampling
+        with seeded(run_seed, "detection init"):
+            detector = build_detector(
+                trunk, arch, len(det_data.classes), layout=cfg.layout, masks=cfg.masks,
+                min_size_train=cfg.min_size_train, max_size=cfg.max_size, image_mean=info["mean"],
+                image_std=info["std"], rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+                rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+                rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test, box_batch_size_per_image=cfg.box_batch_size_per_image,
+                roi_resolution=cfg.roi_resolution,
+            ).to(device)
         for p in detector.parameters():
             p.requires_grad_(True)  # FREEZE_AT 0: the whole trunk trains
         if world > 1:

@@ -31,6 +31,7 @@ class DetectionImage:
     boxes: np.ndarray                   # (N, 4) float32 xyxy
     labels: np.ndarray                  # (N,) int64, 1..num_classes (0 is background)
     coco_anns: list = field(default_factory=list)  # COCO annotations (for masks)
+    wide: bool = True                   # width >= height (detectron2 groups batches by this)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def load_voc(root: Path, cfg) -> DetectionData:
                                np.float32).reshape(-1, 4)
             labels = np.asarray([index[o.name] for o in im.objects], np.int64)
             # detectron2 trains on difficult objects too ("they don't hurt accuracy").
-            out.append(DetectionImage(f"{year}_{im.id}", Path(im.path), boxes, labels))
+            out.append(DetectionImage(f"{year}_{im.id}", Path(im.path), boxes, labels, wide=im.width >= im.height))
         return out, images
 
     train = []
@@ -141,7 +142,8 @@ def load_coco(root: Path, cfg) -> DetectionData:
             boxes = np.asarray([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
                                 for a in anns], np.float32).reshape(-1, 4)
             labels = np.asarray([label_of[a["category_id"]] for a in anns], np.int64)
-            out.append(DetectionImage(image_id, path, boxes, labels, anns))
+            out.append(DetectionImage(image_id, path, boxes, labels, anns,
+                                      wide=int(info["width"]) >= int(info["height"])))
         return out
 
     train, test = convert(train_api, cfg.coco_train, True), convert(test_api, cfg.coco_test, False)

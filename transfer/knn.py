@@ -1,8 +1,13 @@
 """Weighted k-nearest-neighbour classification on frozen features (InstDisc / DINO protocol).
 
 Features are L2-normalised, so the similarity is the cosine. Each test image takes its k most similar
-training images; neighbour j votes for its class with weight exp(sim_j / T), T = 0.07; the class with
-the largest total wins (top-5: the five largest). Reported for k = 20 and k = 200.
+training images; neighbour j votes for its class with weight exp(sim_j / T); the class with the largest
+total wins (top-5: the five largest). Presets:
+- `paper`: DINO's `eval_knn.py`: bicubic Resize(256) + CenterCrop(224), k in {10, 20, 100, 200}, T = 0.07
+  (DINO reports k = 20);
+- `vissl`: VISSL's `NEAREST_NEIGHBOR` benchmark: k = 200, sigma (T) = 0.1;
+- `lightly`: lightly's benchmark `knn_predict`: k = 200, T = 0.1;
+- `paper_bilinear`: our earlier InstDisc-style preset (bilinear resize, k in {20, 200}, T = 0.07).
 
 Memory stays bounded on large sets: test images go in chunks of `chunk_size`, and for each chunk the
 training set is scanned in chunks too, merging a running top-k, so at most chunk_size x chunk_size
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +40,7 @@ class KnnConfig:
     temperature: float = 0.07
     resize: int = 256          # eval transform: Resize(resize) + CenterCrop(crop)
     crop: int = 224
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
     train_split: str = "train"
     eval_split: str = "val"
     max_per_class: int = 0     # > 0: only the first N images of each class per split (quick runs)
@@ -44,8 +50,12 @@ class KnnConfig:
 
 
 PRESETS: dict[str, KnnConfig] = {
-    "paper": KnnConfig(),
-    "embedded": KnnConfig(resize=64, crop=64, batch_size=100),
+    "paper": KnnConfig(ks=(10, 20, 100, 200)),                           # DINO eval_knn.py
+    "vissl": KnnConfig(ks=(200,), temperature=0.1, interpolation="bilinear"),
+    "lightly": KnnConfig(ks=(200,), temperature=0.1, interpolation="bilinear"),
+    "paper_bilinear": KnnConfig(interpolation="bilinear"),
+    # Unchanged from before the presets above (the committed embedded leaderboard rows): bilinear.
+    "embedded": KnnConfig(resize=64, crop=64, batch_size=100, interpolation="bilinear"),
 }
 
 
@@ -90,7 +100,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     run.use_data(root, train.paths + test.paths, splits={cfg.train_split: len(train.paths),
                                                          cfg.eval_split: len(test.paths)},
                  num_classes=len(train.classes))
-    tf = run.transform(cfg.resize, cfg.crop)
+    tf = run.transform(cfg.resize, cfg.crop, interpolation=cfg.interpolation)
     train_f = run.features(train.paths, tf, desc="knn train")
     test_f = run.features(test.paths, tf, desc="knn eval")
 

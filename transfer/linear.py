@@ -36,6 +36,7 @@ from hexa_zoo.errors import DataError
 
 from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
 from .metrics import topk_accuracy
+from .randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
 from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,9 @@ def lr_at(cfg: LinearConfig, epoch: int) -> float:
     return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
 
 
-def new_fc(in_features: int, num_classes: int) -> nn.Linear:
+def new_fc(in_features: int, num_classes: int, generator: torch.Generator | None = None) -> nn.Linear:
     fc = nn.Linear(in_features, num_classes)
-    nn.init.normal_(fc.weight, mean=0.0, std=0.01)
+    nn.init.normal_(fc.weight, mean=0.0, std=0.01, generator=generator)
     nn.init.zeros_(fc.bias)
     return fc
 
@@ -106,11 +107,13 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
     workers = cfg.num_workers
     if workers is None:  # worker start-up costs more than it saves on small sets
         workers = min(8, os.cpu_count() or 1) if len(data) >= 1024 else 0
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
-                                         collate_fn=collate_skipping_bad, pin_memory=device.type == "cuda",
-                                         generator=generator, drop_last=False, persistent_workers=workers > 0)
-    return loader, remap
+    # The order of each epoch and each image's crop and flip come from their own seeded streams.
+    sampler = EpochSampler(len(data), seed, "linear order")
+    loader = torch.utils.data.DataLoader(SeededItems(data, seed, "linear augment"), batch_size=cfg.batch_size,
+                                         sampler=sampler, num_workers=workers, collate_fn=collate_skipping_bad,
+                                         pin_memory=device.type == "cuda", generator=quiet_loader_generator(),
+                                         drop_last=False, persistent_workers=workers > 0)
+    return loader, sampler, remap
 
 
 def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_feats: torch.Tensor,
@@ -119,9 +122,9 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
     """main_lincls on a frozen trunk; returns (metrics, notes). Raises if the trunk changed."""
     trunk = trunk.to(device).eval()
     before = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
-    fc = new_fc(feature_dim(trunk), len(train.classes)).to(device)
+    fc = new_fc(feature_dim(trunk), len(train.classes), torch_generator(seed, "linear head")).to(device)
     optimizer = torch.optim.SGD(fc.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    loader, remap = _train_loader(train, cfg, info, device, seed)
+    loader, sampler, remap = _train_loader(train, cfg, info, device, seed)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     trunk = trunk.to(memory_format=memory_format)
     use_amp = cfg.amp and device.type == "cuda"
@@ -129,6 +132,7 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
     for epoch in range(cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
+        sampler.set_epoch(epoch)
         fc.train()
         for images, targets, _, bad in tqdm(loader, desc=f"linear epoch {epoch + 1}/{cfg.epochs}", disable=None,
                                             leave=False):

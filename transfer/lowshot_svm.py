@@ -17,9 +17,15 @@ What we follow, read from facebookresearch/vissl:
 - `cost_selection="cv"` uses per-class 3-fold CV for low-shot samples too (min(3, k) folds; k = 1
   cannot be cross-validated and falls back to the test rule, noted in the record); `"test"` uses the
   test rule for the full-data SVM too.
-- AP: VOC2007's 11-point AP (our default, `ap="voc07_11point"`); VISSL's code computes the all-points
-  area (`ap="all_points"`). The reported numbers are percentages. `std` is the sample standard
-  deviation (n - 1); VISSL prints numpy's population std, kept as `std_ddof0`.
+- AP: VISSL's `svm_utils/evaluate.py` `calculate_ap` (and the fair_self_supervision_benchmark) take the area
+  under the precision envelope at every recall step (`ap="all_points"`, the paper preset; it reproduces
+  VISSL to 1e-15); VOC2007's 11-point AP (`ap="voc07_11point"`, preset `paper_11point`) reads 1-3 mAP
+  apart. The reported numbers are percentages.
+- Features: VISSL's VOC07 configs pool res5 with AvgPool2d(6, 1) to 2x2 and flatten (8192-d for a
+  ResNet-50; `pooling="vissl_res5"`, the paper preset); global average pooling (2048-d, `pooling="gap"`) is
+  the named variant `paper_gap`.
+- Spread: VISSL prints numpy's population std over the samples; the paper preset's `std` is that
+  (`std_ddof=0`), and both `std_ddof0` and `std_ddof1` are kept in every record.
 
 A k that needs more positives or negatives than a class has in trainval is skipped for that class
 (its mAP@k averages the remaining classes) and said so in the record's notes.
@@ -66,7 +72,9 @@ class LowShotSvmConfig:
     tol: float = 1e-4
     cv_folds: int = 3
     cost_selection: Literal["vissl", "cv", "test"] = "vissl"
-    ap: Literal["voc07_11point", "all_points"] = "voc07_11point"
+    ap: Literal["voc07_11point", "all_points"] = "all_points"
+    pooling: Literal["vissl_res5", "gap"] = "vissl_res5"
+    std_ddof: int = 0                            # the `std` reported: 0 population (VISSL), 1 sample
     full: bool = True                            # also the full-data SVM, reported as k = full
     solver: Literal["fast", "sklearn"] = "fast"  # sklearn: the plain serial reference
     n_jobs: int = -1
@@ -81,7 +89,9 @@ class LowShotSvmConfig:
 
 
 PRESETS: dict[str, LowShotSvmConfig] = {
-    "paper": LowShotSvmConfig(),
+    "paper": LowShotSvmConfig(),                                 # VISSL: all-points AP, res5 2x2 pooling
+    "paper_gap": LowShotSvmConfig(pooling="gap"),                # our earlier features: 2048-d GAP
+    "paper_11point": LowShotSvmConfig(ap="voc07_11point"),       # VOC2007's 11-point AP
     # The embedded VOC scenes: 400 trainval, 10 classes (~100 positives each), so k stops at 32.
     "embedded": LowShotSvmConfig(ks=(1, 2, 4, 8, 16, 32), resize=128, crop=128),
 }
@@ -306,14 +316,17 @@ def _devkit_root(root: Path) -> Path:
     return root / "VOCdevkit" if (root / "VOCdevkit").is_dir() else root
 
 
-def result_metrics(result: LowShotResult) -> dict:
-    """Record metrics `mAP@k1` ... `mAP@full` with mean/std/min/max/n, VISSL's std and the chosen cost."""
+def result_metrics(result: LowShotResult, std_ddof: int = 0) -> dict:
+    """Record metrics `mAP@k1` ... `mAP@full` with mean/std/min/max/n and the chosen cost; `std` with
+    `std_ddof` (0: VISSL's population std), and both spreads by name."""
     from hexa_zoo.records import metric
 
     out = {}
     for k, values in result.map_values.items():
         m = metric(values)
         m["std_ddof0"] = float(np.std(values))
+        m["std_ddof1"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        m["std"] = m["std_ddof0"] if std_ddof == 0 else m["std_ddof1"]
         m["cost"] = result.chosen_cost.get(k)
         out[f"mAP@{k}" if k == "full" else f"mAP@k{k}"] = m
     return out
@@ -337,12 +350,13 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
                                                          cfg.test_split: len(test_paths)},
                  classes=classes, year=cfg.year)
     tf = run.transform(cfg.resize, cfg.crop, square=cfg.square_resize)
-    train_f = run.features(train_paths, tf, desc="svm trainval").numpy()
-    test_f = run.features(test_paths, tf, desc="svm test").numpy()
+    train_f = run.features(train_paths, tf, desc="svm trainval", pooling=cfg.pooling).numpy()
+    test_f = run.features(test_paths, tf, desc="svm test", pooling=cfg.pooling).numpy()
 
     result = lowshot_svm_eval(train_f, train_labels, test_f, test_labels, cfg, seed=seed, class_names=classes)
-    metrics = result_metrics(result)
+    metrics = result_metrics(result, cfg.std_ddof)
     log.info("lowshot-svm: %s", ", ".join(f"{n}={m['mean']:.2f}" for n, m in metrics.items()))
     name = "embedded" if run.dataset["name"] == "embedded" else f"voc{cfg.year[-2:]}"
-    notes = [f"cost selection: {cfg.cost_selection}; AP: {cfg.ap}; solver: {cfg.solver}"] + result.notes
+    notes = [f"cost selection: {cfg.cost_selection}; AP: {cfg.ap}; features: {cfg.pooling} "
+             f"({train_f.shape[1]}-d); std over samples with ddof {cfg.std_ddof}; solver: {cfg.solver}"] + result.notes
     return run.finish(benchmark_name(name, "lowshot-svm"), out, metrics, notes=notes)

@@ -28,7 +28,7 @@ from hexa_zoo.seeding import seed_everything
 
 from .common import RunClock, dataset_fingerprint, dataset_record, finish_record, load_model, resolve_config, \
     select_device
-from .features import EvalTransform, extract_features
+from .features import ArrayImages, EvalTransform, extract_features
 
 
 @dataclass
@@ -81,6 +81,10 @@ class ProtocolRun:
         base) tells apart splits whose file lists read the same relative to their own folders (train/a/1.png
         and val/a/1.png).
         """
+        if isinstance(paths, ArrayImages):  # in memory: their ids say which split, the fingerprint what data
+            if not self.dataset:
+                raise DataError(f"{self.protocol}: features asked for before use_data", "call use_data first")
+            return f"{self.dataset['fingerprint']}|arrays"
         resolved = [Path(p).resolve() for p in paths]
         if not self.dataset or not self._fingerprinted.issuperset(resolved):
             raise DataError(f"{self.protocol}: features asked for files outside the run's fingerprinted data",
@@ -90,17 +94,18 @@ class ProtocolRun:
             self._fingerprint_base) else folder.as_posix()
         return f"{self.dataset['fingerprint']}|{where}"
 
-    def features(self, paths: Sequence[str | os.PathLike], transform: EvalTransform, *, desc: str,
-                 batch_size: int | None = None) -> torch.Tensor:
+    def features(self, paths: Sequence[str | os.PathLike] | ArrayImages, transform: EvalTransform, *, desc: str,
+                 batch_size: int | None = None, pooling: str = "gap") -> torch.Tensor:
         """The frozen trunk's features of `paths` (cached on disk), (N, D) float32 on the CPU."""
         return extract_features(self.trunk, paths, transform, weights_sha256=self.info["weights_sha256"],
                                 fingerprint=self.split_fingerprint(paths),
                                 batch_size=batch_size or getattr(self.cfg, "batch_size", 64), device=self.device,
-                                num_workers=self.num_workers, desc=desc).features
+                                num_workers=self.num_workers, desc=desc, pooling=pooling).features
 
-    def transform(self, resize: int, crop: int, *, square: bool = False) -> EvalTransform:
+    def transform(self, resize: int, crop: int, *, square: bool = False,
+                  interpolation: str = "bilinear") -> EvalTransform:
         """The evaluation transform with the model's mean and std."""
-        return EvalTransform.for_model(self.info, resize, crop, square=square)
+        return EvalTransform.for_model(self.info, resize, crop, square=square, interpolation=interpolation)
 
     # ---------------------------------------------------------------------------------------- record
 

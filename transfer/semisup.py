@@ -10,8 +10,9 @@ The recipe (facebookresearch/swav `eval_semisup.py`, SimCLR's ImageNet subsets):
   trunk / head lr: 1% = 0.02 / 5, 10% = 0.01 / 0.2;
 - train RandomResizedCrop(224) + flip, evaluate Resize(256) + CenterCrop(224); report top-1 and top-5.
 
-swav prints the best validation accuracy over epochs; we report the last epoch (`report=final`), or the
-best when `report=best` is set, and say which in the record.
+swav prints the best validation accuracy over epochs: the paper preset reports that (`report=best`);
+the named variant `paper_final` reports the last epoch (no choice made on the validation set). The record
+says which.
 
     hexa transfer semisup --model hexa_moco_r50 --data /data/imagenet --preset paper \\
         --set subset_list=/data/simclr/1percent.txt
@@ -35,6 +36,7 @@ from hexa_zoo.errors import ConfigError, DataError
 from . import datasets
 from .common import benchmark_name, feature_dim, resolve_data
 from .metrics import topk_accuracy
+from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
 from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ class SemisupConfig:
 
 
 PRESETS: dict[str, SemisupConfig] = {
-    "paper": SemisupConfig(),
+    "paper": SemisupConfig(report="best"),       # swav eval_semisup prints the best epoch
+    "paper_final": SemisupConfig(),              # the last epoch: nothing chosen on val
     # The embedded dataset has few images per class: 10% keeps several per class; 64 px, two epochs.
     "embedded": SemisupConfig(labels="10percent", epochs=2, batch_size=32, decay_epochs=(1,),
                               image_size=48, resize_size=56, workers=0),
@@ -152,18 +155,19 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         raise DataError(f"{root / cfg.val_split} and {root / cfg.train_split} have different class folders",
                         "use the same class sub-folders in both splits")
     indices, subset_info = select_subset(train_full.samples, cfg, seed)
-    train_set = Subset(train_full, indices)
+    train_set = SeededItems(Subset(train_full, indices), seed, "semisup augment")
     notes = [_subset_note(subset_info)]
 
     device = run.device
-    net = FineTuneClassifier(trunk, len(train_full.classes)).to(device)
+    with seeded(seed, "semisup head"):  # nn.Linear's default init, from the run's own stream
+        net = FineTuneClassifier(trunk, len(train_full.classes)).to(device)
     for p in net.parameters():
         p.requires_grad_(True)  # load_model hands out a frozen trunk; here every layer trains
     optimizer, scheduler = build_optimizer(net, cfg)
     best, bad = None, []
     history = []
     for epoch in range(cfg.epochs):
-        loss = train_one_epoch(net, _loader(train_set, cfg, shuffle=True, seed=seed + epoch), optimizer, device,
+        loss = train_one_epoch(net, _loader(train_set, cfg, shuffle=True, seed=seed, epoch=epoch), optimizer, device,
                                cfg, epoch, bad)
         scheduler.step()
         if cfg.report == "best" or epoch == cfg.epochs - 1:
@@ -205,13 +209,14 @@ def _subset_note(info: dict) -> str:
             f"({info['size']} images, seed {info['seed']}), NOT the SimCLR list")
 
 
-def _loader(dataset, cfg: SemisupConfig, *, shuffle: bool, seed: int = 0) -> DataLoader:
+def _loader(dataset, cfg: SemisupConfig, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
+    """Training (`shuffle`): epoch `epoch`'s order from the stream (seed, "semisup order", epoch)."""
     from hexa_zoo.data import collate_skipping_bad
 
-    generator = torch.Generator().manual_seed(seed)
+    sampler = EpochSampler(len(dataset), seed, "semisup order", epoch=epoch) if shuffle else None
     # A last batch of one image breaks BatchNorm in training: drop it (it is at most one image per epoch).
     drop_last = shuffle and len(dataset) % cfg.batch_size == 1
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator,
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, generator=quiet_loader_generator(),
                       num_workers=cfg.workers, collate_fn=collate_skipping_bad, drop_last=drop_last,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
