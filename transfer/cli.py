@@ -26,6 +26,7 @@ PROTOCOLS = {
     "semisup": "transfer.semisup",
     "fewshot": "transfer.fewshot",
     "detection": "transfer.detection",
+    "manyshot": "transfer.manyshot",
 }
 
 DESCRIPTIONS = {
@@ -35,6 +36,13 @@ DESCRIPTIONS = {
     "semisup": "fine-tune all layers on 1 or 10 percent of the labels (swav eval_semisup)",
     "fewshot": "5-way 1-/5-shot episodes on held-out classes (logistic regression, nearest centroid)",
     "detection": "Faster R-CNN on VOC07+12 or COCO with the trunk as backbone",
+    "manyshot": "many-shot linear transfer to 11 datasets (ssl-transfer linear.py: L-BFGS, 45-value C sweep)",
+}
+
+# Protocols that read one of several named datasets: `--dataset NAME` is `--set dataset=NAME`.
+DATASET_CHOICES = {
+    "manyshot": ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397",
+                 "voc2007", "embedded"),
 }
 
 EPILOG = """examples:
@@ -42,6 +50,7 @@ EPILOG = """examples:
   hexa transfer linear --model moco_v2_r50 --data /data/imagenet --out results/ --preset paper
   hexa transfer lowshot-svm --model zoo/hexa_moco_r50.ep200 --data /data/VOCdevkit --out results/ \\
       --preset paper --set cost_selection=test
+  hexa transfer manyshot --model moco_v2_r50 --dataset dtd --data /data/dtd --out results/ --preset paper
   hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/
   hexa transfer suite --model moco_v2_r50 --suite paper --out results/ \\
       --data-for linear=/data/imagenet --data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit
@@ -102,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                        help="override config values, e.g. --set epochs=5 lr=0.1 (repeatable)")
         p.add_argument("--seed", type=int, default=0)
+        if name in DATASET_CHOICES:
+            p.add_argument("--dataset", choices=DATASET_CHOICES[name], default=None,
+                           help="which dataset --data holds (the same as --set dataset=NAME)")
     s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True)
@@ -183,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, why in failures.items():
             print(f"{name}: FAILED: {why}", file=sys.stderr)
         return 1 if failures else 0
+    overrides = list(args.overrides)
+    if getattr(args, "dataset", None):
+        overrides.insert(0, f"dataset={args.dataset}")
     record = run_protocol(args.protocol, args.model, args.data, args.out, preset=args.preset,
-                          overrides=args.overrides, seed=args.seed)
+                          overrides=overrides, seed=args.seed)
     if record is not None:  # None: handed off to detectron2 elsewhere, or a non-zero torchrun rank
         print(summary(record))
     return 0

@@ -169,7 +169,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_deca
 
     `init` warm-starts from another solution (the previous point of a weight-decay path).
     """
-    fc = nn.Linear(x.shape[1], num_classes).to(x.device)
+    fc = nn.Linear(x.shape[1], num_classes).to(x.device, x.dtype)
     with torch.no_grad():
         fc.weight.copy_(init.weight if init is not None else torch.zeros_like(fc.weight))
         fc.bias.copy_(init.bias if init is not None else torch.zeros_like(fc.bias))
