@@ -174,3 +174,66 @@ def test_manyshot_end_to_end_on_dtd(dtd_root, tmp_path, monkeypatch):
     assert 0 <= m["mean"] <= 100 and m["C"] in ssl_transfer_costs(5)
     assert record["dataset"]["splits"] == {"train": 18, "val": 9, "test": 9}
     assert "official validation split" in record["notes"][0]
+
+
+# ------------------------------------------------------------------------------ cross-domain few-shot
+
+def test_prototype_classifier_against_a_hand_computation():
+    from transfer import fewshot
+
+    feats = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0], [1.2, 0.0], [10.0, 9.0], [6.5, 5.0]])
+    ep = fewshot.Episode(support=np.array([0, 1, 2, 3]), support_labels=np.array([0, 0, 1, 1]),
+                         query=np.array([4, 5, 6]), query_labels=np.array([0, 1, 0]), classes=np.array([7, 9]))
+    cfg = fewshot.PRESETS["cdfsl"]
+    # Prototypes (1, 0) and (11, 10); the third query (6.5, 5) is 5.5^2 + 5^2 from the first and
+    # 4.5^2 + 5^2 from the second: class 1, wrong. Unnormalised features, as ssl-transfer's ProtoNet.
+    assert fewshot.classify_episode(feats, ep, "centroid", cfg) == pytest.approx(200 / 3)
+    values = [60.0, 70.0, 80.0]
+    assert fewshot.confidence95(values, cfg.ci_ddof) == pytest.approx(1.96 * np.std(values) / np.sqrt(3))
+
+
+def test_cdfsl_layouts_are_recognised_and_run_end_to_end(tmp_path, monkeypatch):
+    from transfer import fewshot
+    from transfer.cdfsl_data import read_cdfsl
+
+    rng = np.random.default_rng(0)
+    eurosat = tmp_path / "EuroSAT"
+    for c in range(5):
+        for i in range(22):
+            _jpg(eurosat / "2750" / f"Class{c}" / f"{i}.jpg", rng, size=(24, 24))
+    name, images = read_cdfsl(eurosat)
+    assert name == "eurosat" and len(images.classes) == 5 and len(images.paths) == 110
+
+    isic = tmp_path / "ISIC"
+    (isic / "ISIC2018_Task3_Training_GroundTruth").mkdir(parents=True)
+    rows = ["image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"]
+    for i, label in enumerate([1, 0, 6]):
+        _jpg(isic / "ISIC2018_Task3_Training_Input" / f"ISIC_{i:07d}.jpg", rng, size=(8, 8))
+        rows.append(f"ISIC_{i:07d}," + ",".join("1.0" if j == label else "0.0" for j in range(7)))
+    (isic / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv").write_text(
+        "\n".join(rows) + "\n")
+    name, images = read_cdfsl(isic)
+    assert name == "isic" and images.labels.tolist() == [1, 0, 6] and images.classes[6] == "VASC"
+
+    chestx = tmp_path / "ChestX"
+    entries = [("a.png", "Mass"), ("b.png", "No Finding"), ("c.png", "Effusion|Mass"), ("d.png", "Pneumonia"),
+               ("e.png", "Nodule")]
+    for n, _ in entries:
+        _jpg(chestx / "images" / n, rng, size=(8, 8))
+    (chestx / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Follow-up #\n" +
+                                                "".join(f"{n},{f},0\n" for n, f in entries))
+    name, images = read_cdfsl(chestx)
+    assert name == "chestx" and [p.name for p in images.paths] == ["a.png", "e.png"]
+    assert images.labels.tolist() == [4, 5]
+    with pytest.raises(DataError, match="not a CD-FSL dataset"):
+        read_cdfsl(tmp_path / "pets" if (tmp_path / "pets").exists() else tmp_path)
+
+    monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = tmp_path / "r18.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(model))
+    record = fewshot.run(str(model), str(eurosat), tmp_path / "out", preset="cdfsl",
+                         overrides=["shots=[5]", "episodes=20", "resize=37", "crop=32"])
+    assert record["benchmark"] == "eurosat_cdfsl"
+    m = record["metrics"]["acc_5w5s_centroid"]
+    assert m["n"] == 20 and m["ci95"] == pytest.approx(1.96 * np.std(m["values"]) / np.sqrt(20))
