@@ -209,12 +209,13 @@ class RunClock:
 def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, model_info: Mapping[str, Any],
                   dataset: Mapping[str, Any], config: Any, metrics: Mapping[str, Any], seed: int,
                   preset: str | None, clock: RunClock | None = None, wall_time_s: float | None = None,
-                  notes: Iterable[str] = ()) -> dict:
+                  notes: Iterable[str] = (), artifacts: Mapping[str, Any] | None = None) -> dict:
     """Build the result record (hexa_zoo.records schema), write it atomically into `out`, return it.
 
     `config` is the protocol's dataclass (or a dict); `metrics` maps a name to a list of values over
     samples/seeds, a single float, or an already summarised `records.metric(...)` dict (which may
-    carry extra keys such as `ci95`). The returned record has `_path`, where it was written.
+    carry extra keys such as `ci95`). `artifacts` (optional) names files the run wrote beside the record, e.g.
+    the linear head. The returned record has `_path`, where it was written.
     """
     summarised = {}
     for name, value in metrics.items():
@@ -225,6 +226,8 @@ def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, mode
         protocol=protocol, benchmark=benchmark, dataset=dict(dataset), model=model_record(model_info),
         metrics=summarised, config=config if isinstance(config, dict) else to_dict(config), seed=seed,
         preset=preset, wall_time_s=None if wall_time_s is None else round(wall_time_s, 3), notes=notes)
+    if artifacts:
+        record["artifacts"] = dict(artifacts)
     path = records.write_record(out, record)
     record["_path"] = str(path)
     return record

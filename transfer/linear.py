@@ -35,6 +35,7 @@ from tqdm import tqdm
 from hexa_zoo.errors import DataError
 
 from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
+from .heads import fold_standardisation, save_head
 from .metrics import topk_accuracy
 from .randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
 from .runner import ProtocolRun
@@ -118,8 +119,8 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
 
 def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_feats: torch.Tensor,
                      val_labels: torch.Tensor, cfg: LinearConfig, device: torch.device, seed: int
-                     ) -> tuple[dict[str, float], list[str]]:
-    """main_lincls on a frozen trunk; returns (metrics, notes). Raises if the trunk changed."""
+                     ) -> tuple[dict[str, float], list[str], nn.Linear]:
+    """main_lincls on a frozen trunk; returns (metrics, notes, the head). Raises if the trunk changed."""
     trunk = trunk.to(device).eval()
     before = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
     fc = new_fc(feature_dim(trunk), len(train.classes), torch_generator(seed, "linear head")).to(device)
@@ -158,7 +159,7 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
     if bad_total:
         notes.append(f"{bad_total} unreadable training image(s) were skipped (counted over all epochs)")
     final = history[-1]
-    return {"top1": final[1], "top5": final[5], "top1_best": max(h[1] for h in history)}, notes
+    return {"top1": final[1], "top5": final[5], "top1_best": max(h[1] for h in history)}, notes, fc
 
 
 # ---------------------------------------------------------------------------------- fast variant
@@ -201,8 +202,10 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 
 def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_feats: torch.Tensor,
                       val_labels: np.ndarray, num_classes: int, cfg: LinearConfig, device: torch.device,
-                      seed: int) -> tuple[dict[str, float], list[str]]:
-    """The fast variant: weight decay picked on a held-out split of train, refit on all of train."""
+                      seed: int) -> tuple[dict[str, float], list[str], nn.Linear]:
+    """The fast variant: weight decay picked on a held-out split of train, refit on all of train.
+
+    Returns (metrics, notes, the head on raw features: the standardisation folded into it)."""
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
     xtr = ((train_feats - mean) / std).to(device)
     xva = ((val_feats - mean) / std).to(device)
@@ -221,7 +224,17 @@ def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_f
     notes = [f"fast variant (not MoCo's protocol): weight decay {best} chosen on a held-out "
              f"{cfg.fast_holdout:.0%} of train; held-out top-1 per weight decay: "
              + ", ".join(f"{wd}: {s:.2f}" for wd, s in scores.items())]
-    return {"top1": acc[1], "top5": acc[5]}, notes
+    return {"top1": acc[1], "top5": acc[5]}, notes, fold_standardisation(fc, mean, std)
+
+
+def fast_head(run: ProtocolRun, train: LabeledImages, val: LabeledImages, transform) -> tuple[nn.Linear, list[str]]:
+    """The fast linear head (preset paper_fast's constants) on cached features of `train`, for the protocols that
+    need a head and were given none; returns (head on raw features, notes with its held-out top-1 per wd)."""
+    train_f = run.features(train.paths, transform, desc="head train")
+    val_f = run.features(val.paths, transform, desc="head eval")
+    _, notes, head = train_linear_fast(train_f, train.labels, val_f, val.labels, len(train.classes),
+                                       PRESETS["paper_fast"], run.device, run.seed)
+    return head, notes
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -241,14 +254,15 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     tf = run.transform(cfg.resize, cfg.crop)
     val_feats = run.features(val.paths, tf, desc="linear val")
     if cfg.variant == "sgd":
-        metrics, notes = train_linear_sgd(run.trunk, run.info, train, val_feats, torch.from_numpy(val.labels), cfg,
+        metrics, notes, head = train_linear_sgd(run.trunk, run.info, train, val_feats, torch.from_numpy(val.labels), cfg,
                                           run.device, seed)
         protocol_name = "linear"
     else:
         train_feats = run.features(train.paths, tf, desc="linear train")
-        metrics, notes = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
+        metrics, notes, head = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
                                            cfg, run.device, seed)
         protocol_name = "linear_fast"
     log.info("linear (%s): %s", cfg.variant, ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
+    saved = save_head(out, head, classes=train.classes, info=run.info, transform=tf, protocol=protocol_name)
     return run.finish(benchmark_name(run.dataset["name"], protocol_name), out, metrics,
-                      notes=[f"variant: {cfg.variant}"] + notes)
+                      notes=[f"variant: {cfg.variant}"] + notes, artifacts={"head": saved})

@@ -110,8 +110,9 @@ class ProtocolRun:
     # ---------------------------------------------------------------------------------------- record
 
     def finish(self, benchmark: str, out: str | os.PathLike, metrics: Mapping[str, Any], *,
-               notes: Iterable[str] = (), config: Any = None, protocol: str | None = None) -> dict:
+               notes: Iterable[str] = (), config: Any = None, protocol: str | None = None,
+               artifacts: Mapping[str, Any] | None = None) -> dict:
         """Write the run's result record into `out` (atomically) and return it."""
         return finish_record(protocol=protocol or self.protocol, benchmark=benchmark, out=out, model_info=self.info,
                              dataset=self.dataset, config=self.cfg if config is None else config, metrics=metrics,
-                             seed=self.seed, preset=self.preset, clock=self.clock, notes=notes)
+                             seed=self.seed, preset=self.preset, clock=self.clock, notes=notes, artifacts=artifacts)
