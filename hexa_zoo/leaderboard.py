@@ -62,7 +62,7 @@ DATASET_NAMES = {"imagenet": "ImageNet-1k", "voc07": "PASCAL VOC2007", "voc0712"
                  "coco": "COCO 2017", "embedded": "the embedded dataset"}
 # Config keys that say where or how fast a run went, not what it measured: ignored when grouping.
 IGNORED_CONFIG_KEYS = frozenset({"seed", "out", "out_dir", "output_dir", "cache", "cache_dir", "feature_cache",
-                                 "num_workers", "workers", "device", "progress", "threads"})
+                                 "num_workers", "workers", "device", "progress", "threads", "resume"})
 
 
 # ---------------------------------------------------------------- published references

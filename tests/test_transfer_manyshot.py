@@ -6,10 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from hexa_zoo.errors import DataError
 from transfer import manyshot
@@ -24,8 +21,12 @@ def _jpg(path: Path, rng, size=(40, 48)):
 
 @pytest.fixture(scope="module")
 def dtd_root(tmp_path_factory):
-    """DTD's layout: dtd/dtd/images/<class>/<image>.jpg and labels/{train,val,test}1.txt."""
-    root, rng = tmp_path_factory.mktemp("dtd"), np.random.default_rng(0)
+    return make_dtd(tmp_path_factory.mktemp("dtd"))
+
+
+def make_dtd(root: Path) -> Path:
+    """DTD's layout: dtd/dtd/images/<class>/<image>.jpg and labels/{train,val,test}1.txt (3 classes, 6/3/3)."""
+    rng = np.random.default_rng(0)
     base = root / "dtd" / "dtd"
     for split, n in (("train", 6), ("val", 3), ("test", 3)):
         lines = []
@@ -162,12 +163,9 @@ def test_fast_sweep_chooses_the_c_of_the_serial_scikit_learn_sweep():
     np.testing.assert_allclose(ours, ref, atol=1e-3)
 
 
-def test_manyshot_end_to_end_on_dtd(dtd_root, tmp_path, monkeypatch):
+def test_manyshot_end_to_end_on_dtd(dtd_root, r18_file, tmp_path, monkeypatch):
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    model = tmp_path / "r18.safetensors"
-    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(model))
-    record = manyshot.run(str(model), str(dtd_root), tmp_path / "out", preset="paper",
+    record = manyshot.run(str(r18_file), str(dtd_root), tmp_path / "out", preset="paper",
                           overrides=["dataset=dtd", "resize=32", "crop=32", "wd_values=5"])
     assert record["benchmark"] == "dtd_manyshot" and record["protocol"] == "manyshot"
     m = record["metrics"]["top1"]
@@ -192,7 +190,7 @@ def test_prototype_classifier_against_a_hand_computation():
     assert fewshot.confidence95(values, cfg.ci_ddof) == pytest.approx(1.96 * np.std(values) / np.sqrt(3))
 
 
-def test_cdfsl_layouts_are_recognised_and_run_end_to_end(tmp_path, monkeypatch):
+def test_cdfsl_layouts_are_recognised_and_run_end_to_end(r18_file, tmp_path, monkeypatch):
     from transfer import fewshot
     from transfer.cdfsl_data import read_cdfsl
 
@@ -229,11 +227,17 @@ def test_cdfsl_layouts_are_recognised_and_run_end_to_end(tmp_path, monkeypatch):
         read_cdfsl(tmp_path / "pets" if (tmp_path / "pets").exists() else tmp_path)
 
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    model = tmp_path / "r18.safetensors"
-    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(model))
-    record = fewshot.run(str(model), str(eurosat), tmp_path / "out", preset="cdfsl",
+    record = fewshot.run(str(r18_file), str(eurosat), tmp_path / "out", preset="cdfsl",
                          overrides=["shots=[5]", "episodes=20", "resize=37", "crop=32"])
     assert record["benchmark"] == "eurosat_cdfsl"
     m = record["metrics"]["acc_5w5s_centroid"]
     assert m["n"] == 20 and m["ci95"] == pytest.approx(1.96 * np.std(m["values"]) / np.sqrt(20))
+
+
+def test_finetune_grid_is_ssl_transfers():
+    from transfer.finetune import PRESETS, grid
+
+    pairs = grid(PRESETS["paper"])
+    assert len(pairs) == 20 and pairs[0] == (pytest.approx(0.1), 0.0)
+    assert pairs[1] == (pytest.approx(0.1), pytest.approx(1e-6 / 0.1))
+    assert pairs[-1] == (pytest.approx(1e-4), pytest.approx(1e-3 / 1e-4))

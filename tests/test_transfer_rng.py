@@ -1,15 +1,12 @@
 """The same seed gives the same numbers, whatever the feature cache held and whatever drew from the global RNGs
 before: every protocol draws from streams seeded by its own seed and purpose (transfer/randomness.py)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
-from PIL import Image
-from safetensors.torch import save_file
 
+from conftest import write_image_folders
 from transfer import fewshot, knn, linear, lowshot_svm, semisup
 from transfer.randomness import EpochSampler, SeededItems, stream_seed
 
@@ -25,50 +22,36 @@ PROTOCOLS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "r18.safetensors"
-    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(path))
-    return path
-
-
 def _metrics(record):
     return {name: m["values"] for name, m in record["metrics"].items()}
 
 
 @pytest.mark.parametrize("name", list(PROTOCOLS))
-def test_cold_and_warm_feature_cache_give_the_same_numbers(name, model_file, tmp_path, monkeypatch):
+def test_cold_and_warm_feature_cache_give_the_same_numbers(name, r18_file, tmp_path, monkeypatch):
     module, preset, sets = PROTOCOLS[name]
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
-    cold = module.run(str(model_file), "embedded", tmp_path / "a", preset=preset, overrides=sets, seed=3)
+    cold = module.run(str(r18_file), "embedded", tmp_path / "a", preset=preset, overrides=sets, seed=3)
     assert any((tmp_path / "cache").iterdir())  # the first run filled the cache ...
     torch.rand(17), np.random.rand(5)           # ... and whatever else draws from the global RNGs in between
-    warm = module.run(str(model_file), "embedded", tmp_path / "b", preset=preset, overrides=sets, seed=3)
+    warm = module.run(str(r18_file), "embedded", tmp_path / "b", preset=preset, overrides=sets, seed=3)
     assert _metrics(warm) == _metrics(cold)
 
 
-def test_linear_sgd_does_not_depend_on_loader_workers(model_file, tmp_path, monkeypatch):
+def test_linear_sgd_does_not_depend_on_loader_workers(r18_file, tmp_path, monkeypatch):
     module, preset, sets = PROTOCOLS["linear_sgd"]
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
-    runs = [module.run(str(model_file), "embedded", tmp_path / str(w), preset=preset, seed=1,
+    runs = [module.run(str(r18_file), "embedded", tmp_path / str(w), preset=preset, seed=1,
                        overrides=sets + [f"num_workers={w}"]) for w in (0, 2)]
     assert _metrics(runs[0]) == _metrics(runs[1])
 
 
-def test_semisup_does_not_depend_on_workers_or_the_global_rng(model_file, tmp_path):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 10), ("val", 2)):
-        for c in range(4):
-            (tmp_path / "data" / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / f"c{c}" / f"{i}.png")
+def test_semisup_does_not_depend_on_workers_or_the_global_rng(r18_file, tmp_path):
+    write_image_folders(tmp_path / "data", 4, {"train": 10, "val": 2}, size=40)
     sets = ["labels=10percent", "epochs=2", "decay_epochs=[1]", "image_size=32", "resize_size=36", "batch_size=2"]
     data = str(tmp_path / "data")
-    a = semisup.run(str(model_file), data, tmp_path / "a", overrides=sets + ["workers=0"], seed=2)
+    a = semisup.run(str(r18_file), data, tmp_path / "a", overrides=sets + ["workers=0"], seed=2)
     torch.rand(17)
-    b = semisup.run(str(model_file), data, tmp_path / "b", overrides=sets + ["workers=2"], seed=2)
+    b = semisup.run(str(r18_file), data, tmp_path / "b", overrides=sets + ["workers=2"], seed=2)
     assert _metrics(a) == _metrics(b)
 
 

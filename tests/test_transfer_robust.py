@@ -1,27 +1,16 @@
 """Robustness of the probe: PGD against an attack written here, the linear head saved and reused, and the
 corruption / robustness-set protocols on fixtures."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from hexa_zoo.errors import ConfigError
 from transfer import adversarial, linear
 from transfer.heads import load_head
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "r18.safetensors"
-    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(path))
-    return path
 
 
 def test_pgd_equals_an_attack_written_out_here():
@@ -45,17 +34,17 @@ def test_pgd_equals_an_attack_written_out_here():
         assert F.cross_entropy(model(got), y) > F.cross_entropy(model(x), y)
 
 
-def test_linear_saves_its_head_and_adversarial_reuses_it(model_file, tmp_path, monkeypatch):
+def test_linear_saves_its_head_and_adversarial_reuses_it(r18_file, tmp_path, monkeypatch):
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
     sets = ["resize=32", "crop=32", "max_per_class=6", "fast_weight_decays=[0.001]", "fast_max_iter=20"]
-    rec = linear.run(str(model_file), "embedded", tmp_path / "lin", preset="embedded_fast", overrides=sets)
+    rec = linear.run(str(r18_file), "embedded", tmp_path / "lin", preset="embedded_fast", overrides=sets)
     head, meta = load_head(rec["_path"], trunk_sha256=rec["model"]["weights_sha256"])
     assert meta["protocol"] == "linear_fast" and len(meta["classes"]) == head.out_features == 10
     # The saved head on raw features gives the record's top-1 on the same cached features.
     from transfer.common import load_model, read_image_split
     from transfer.features import EvalTransform, extract_features
 
-    trunk, info = load_model(str(model_file))
+    trunk, info = load_model(str(r18_file))
     val = read_image_split(Path(rec["dataset"]["path"]) / "classify", "val", max_per_class=6)
     feats = extract_features(trunk, val.paths, EvalTransform.for_model(info, 32, 32), weights_sha256=None).features
     with torch.no_grad():
@@ -65,7 +54,7 @@ def test_linear_saves_its_head_and_adversarial_reuses_it(model_file, tmp_path, m
     with pytest.raises(ConfigError, match="other trunk weights"):
         load_head(rec["_path"], trunk_sha256="0" * 64)
 
-    adv = adversarial.run(str(model_file), "embedded", tmp_path / "adv", overrides=[
+    adv = adversarial.run(str(r18_file), "embedded", tmp_path / "adv", overrides=[
         f"head={rec['_path']}", "resize=32", "crop=32", "max_per_class=3", "eps=[2.0]", "steps=3"])
     m = adv["metrics"]
     assert set(m) == {"top1_clean", "top1_pgd_eps2"}
@@ -104,7 +93,7 @@ def test_corruptions_follow_hendrycks_formulas():
         assert out.shape == image.shape and out.dtype == np.uint8 and not np.array_equal(out, image)
 
 
-def test_imagenet_r_maps_wnids_and_restricts_the_logits(model_file, tmp_path, monkeypatch):
+def test_imagenet_r_maps_wnids_and_restricts_the_logits(r18_file, tmp_path, monkeypatch):
     from PIL import Image
 
     from transfer import robustness
@@ -113,7 +102,7 @@ def test_imagenet_r_maps_wnids_and_restricts_the_logits(model_file, tmp_path, mo
     from transfer.heads import save_head
 
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
-    trunk, info = load_model(str(model_file))
+    trunk, info = load_model(str(r18_file))
     wnids = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475"]
     torch.manual_seed(1)
     head_fc = torch.nn.Linear(512, 5)
@@ -128,7 +117,7 @@ def test_imagenet_r_maps_wnids_and_restricts_the_logits(model_file, tmp_path, mo
             Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
             paths.append(path)
             labels.append(c)
-    record = robustness.run(str(model_file), str(data), tmp_path / "out", overrides=[
+    record = robustness.run(str(r18_file), str(data), tmp_path / "out", overrides=[
         "dataset=imagenet-r", f"head={tmp_path / 'lin' / entry['path']}"])
     feats = extract_features(trunk, paths, tf, weights_sha256=None).features
     with torch.no_grad():
@@ -138,11 +127,11 @@ def test_imagenet_r_maps_wnids_and_restricts_the_logits(model_file, tmp_path, mo
     assert record["metrics"]["top1"]["mean"] == pytest.approx(100 * np.mean(pred == np.array(labels)))
 
 
-def test_embedded_c_end_to_end(model_file, tmp_path, monkeypatch):
+def test_embedded_c_end_to_end(r18_file, tmp_path, monkeypatch):
     from transfer import robustness
 
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
-    record = robustness.run(str(model_file), "embedded", tmp_path, preset="embedded", overrides=[
+    record = robustness.run(str(r18_file), "embedded", tmp_path, preset="embedded", overrides=[
         "resize=32", "crop=32", "max_per_class=3", "corruptions=[contrast,jpeg_compression]", "severities=[1,5]"])
     m = record["metrics"]
     assert record["benchmark"] == "embedded_robustness_c"

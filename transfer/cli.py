@@ -29,6 +29,7 @@ PROTOCOLS = {
     "manyshot": "transfer.manyshot",
     "adversarial": "transfer.adversarial",
     "robustness": "transfer.robustness",
+    "finetune": "transfer.finetune",
 }
 
 DESCRIPTIONS = {
@@ -41,7 +42,11 @@ DESCRIPTIONS = {
     "manyshot": "many-shot linear transfer to 11 datasets (ssl-transfer linear.py: L-BFGS, 45-value C sweep)",
     "adversarial": "accuracy of trunk + linear head under L-inf PGD (eps 1, 2, 4 / 255; 10 steps)",
     "robustness": "trunk + ImageNet linear head on ImageNet-V2/R/A/Sketch/C (mCE against AlexNet's errors)",
+    "finetune": "fine-tune trunk + head on a many-shot dataset (ssl-transfer finetune.py: Nesterov SGD, cosine, lr x wd grid)",
 }
+
+# Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
+RESUMABLE = ("linear", "semisup", "detection", "finetune")
 
 # Protocols that reuse a linear head: `--head RECORD_OR_FILE` is `--set head=...`.
 HEAD_PROTOCOLS = ("adversarial", "robustness")
@@ -49,6 +54,8 @@ HEAD_PROTOCOLS = ("adversarial", "robustness")
 # Protocols that read one of several named datasets: `--dataset NAME` is `--set dataset=NAME`.
 DATASET_CHOICES = {
     "manyshot": ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397",
+                 "voc2007", "embedded"),
+    "finetune": ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397",
                  "voc2007", "embedded"),
     "robustness": ("imagenet-v2", "imagenet-r", "imagenet-a", "imagenet-sketch", "imagenet-c", "embedded-c"),
 }
@@ -63,6 +70,7 @@ EPILOG = """examples:
   hexa transfer adversarial --model moco_v2_r50 --data /data/imagenet --head results/linear-X.json --preset paper
   hexa transfer robustness --model moco_v2_r50 --dataset imagenet-r --data /data/imagenet-r \
       --head results/linear-X.json --preset paper
+  hexa transfer finetune --model moco_v2_r50 --dataset flowers --data /data/flowers --out results/ --resume auto
   hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/
   hexa transfer suite --model moco_v2_r50 --suite paper --out results/ \\
       --data-for linear=/data/imagenet --data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit
@@ -126,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
         if name in DATASET_CHOICES:
             p.add_argument("--dataset", choices=DATASET_CHOICES[name], default=None,
                            help="which dataset --data holds (the same as --set dataset=NAME)")
+        if name in RESUMABLE:
+            p.add_argument("--resume", choices=("auto",), default=None,
+                           help="checkpoint as it trains and continue a killed run with the same arguments")
         if name in HEAD_PROTOCOLS:
             p.add_argument("--head", default=None, help="the record of a `hexa transfer linear` run (or the "
                            "heads/*.safetensors it wrote); without it a fast linear head is trained first")
@@ -227,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if getattr(args, "dataset", None):
         overrides.insert(0, f"dataset={args.dataset}")
+    if getattr(args, "resume", None):
+        overrides.insert(0, f"resume={args.resume}")
     if getattr(args, "head", None):
         overrides.insert(0, f"head={args.head}")
     record = run_protocol(args.protocol, args.model, args.data, args.out, preset=args.preset,

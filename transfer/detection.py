@@ -39,6 +39,7 @@ from . import detection_d2
 from .common import resolve_data
 from .detection_data import DetectionData, DetectionImage, benchmark_for, load_detection_data
 from .detection_eval import Detection, coco_metrics, voc_detection_metrics
+from .checkpoints import RunCheckpoint
 from .detection_model import build_detector, eval_resolution
 from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
 from .runner import ProtocolRun
@@ -81,6 +82,8 @@ class DetectionConfig:
     box_batch_size_per_image: int = 512
     roi_resolution: int = 14            # C4 RoIAlign output (ROI_BOX_HEAD.POOLER_RESOLUTION)
     precise_bn_iters: int = 200         # detectron2 TEST.PRECISE_BN (MoCo enables it)
+    resume: str = ""                    # "auto": checkpoint every checkpoint_every iterations, continue a killed run
+    checkpoint_every: int = 1000
     aspect_grouping: bool = True        # detectron2 ASPECT_RATIO_GROUPING: batches of all-wide or all-tall images
     runs: int = 1                       # independent trainings (seeds seed, seed+1, ...); MoCo reports 5
     gpus: int = 8                       # detectron2 backend: --num-gpus of its command (0: run on the CPU)
@@ -101,7 +104,7 @@ PRESETS: dict[str, DetectionConfig] = {
                                 rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=128,
                                 rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=20,
                                 box_batch_size_per_image=16, roi_resolution=7, precise_bn_iters=5, gpus=0,
-                                workers=0, log_every=10),
+                                workers=0, log_every=10, checkpoint_every=10),
 }
 
 
@@ -171,11 +174,22 @@ class AspectGroupedBatches:
                     bucket.clear()
 
 
+class _Skipping:
+    """A batch sampler without its first `skip` batches (a resumed run continues the same stream)."""
+
+    def __init__(self, batches, skip: int):
+        self.batches, self.skip = batches, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.batches), self.skip, None)
+
+
 def infinite_batches(dataset: "DetectionDataset", cfg: DetectionConfig, seed: int, *, rank: int = 0,
-                     world: int = 1) -> Iterator[tuple]:
+                     world: int = 1, skip: int = 0) -> Iterator[tuple]:
     """Training batches, endlessly (detectron2 trains by iterations, not epochs), grouped by aspect ratio.
 
     Under torchrun each process takes its share of every epoch and `batch_size / world` images a step.
+    `skip` leaves out the first batches without loading them (a resumed run).
     """
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size={cfg.batch_size} does not split over {world} processes",
@@ -184,8 +198,8 @@ def infinite_batches(dataset: "DetectionDataset", cfg: DetectionConfig, seed: in
     batch = min(cfg.batch_size // world, len(sampler))
     wide = [im.wide for im in dataset.images] if cfg.aspect_grouping else None
     items = SeededItems(dataset, seed, "detection flip")  # each image's flip from its own stream
-    yield from DataLoader(items, batch_sampler=AspectGroupedBatches(sampler, batch, wide), num_workers=cfg.workers,
-                          collate_fn=_collate, generator=quiet_loader_generator())
+    yield from DataLoader(items, batch_sampler=_Skipping(AspectGroupedBatches(sampler, batch, wide), skip),
+                          num_workers=cfg.workers, collate_fn=_collate, generator=quiet_loader_generator())
 
 
 def distributed_setup() -> tuple[int, int, torch.device | None]:
@@ -241,13 +255,24 @@ def lr_factor(iteration: int, cfg: DetectionConfig) -> float:
 
 
 def train_detector(model: nn.Module, batches: Iterator, cfg: DetectionConfig, device: torch.device,
-                   run_index: int = 0) -> list[dict]:
-    """`cfg.max_iter` iterations of SGD on the summed detection losses; returns periodic loss logs."""
+                   run_index: int = 0, *, resume: dict | None = None, save=None) -> list[dict]:
+    """`cfg.max_iter` iterations of SGD on the summed detection losses; returns periodic loss logs.
+
+    `save(state)` is called every `cfg.checkpoint_every` iterations with the model, optimizer, schedule, the
+    global torch RNG (the RPN and RoI samplers draw from it) and the logs; `resume` is such a state to
+    continue from (`batches` must then start at its iteration)."""
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    inner = getattr(model, "module", model)
+    logs, start = [], 0
+    if resume is not None:
+        inner.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"])
+        logs, start = resume["logs"], resume["iteration"]
     model.train()
-    logs = []
-    bar = tqdm(range(cfg.max_iter), desc=f"detection run {run_index + 1}/{cfg.runs}", leave=False)
+    bar = tqdm(range(start, cfg.max_iter), desc=f"detection run {run_index + 1}/{cfg.runs}", leave=False)
     for it in bar:
         images, targets, _ = next(batches)
         images = [im.to(device, non_blocking=True) for im in images]
@@ -267,6 +292,9 @@ def train_detector(model: nn.Module, batches: Iterator, cfg: DetectionConfig, de
                      **{k: v.item() for k, v in losses.items()}}
             logs.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        if save is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.max_iter:
+            save({"iteration": it + 1, "model": inner.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "logs": logs})
     return logs
 
 
@@ -373,7 +401,21 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
                      "Res5ROIHeads reuses the box head's res5 features)")
     train_set = DetectionDataset(det_data.train, train=True,
                                  masks_from=det_data.coco_train_api if cfg.masks else None)
-    for r in range(cfg.runs):
+    run.use_data(root, det_data.files, fingerprint_root=root, format=det_data.format, classes=det_data.classes,
+                 train_images=len(det_data.train), test_images=len(det_data.test))
+    checkpoint = RunCheckpoint.for_run(run, out)
+    state = checkpoint.load()
+    first_run = 0
+    if state is not None:
+        first_run, metrics, notes = state["run"], state["metrics"], state["notes"]
+        notes.append(f"resumed in run {first_run + 1} at iteration {state['train']['iteration'] if state['train'] else 0}"
+                     f" from {checkpoint.path.name}")
+
+    def save(run_index: int, train_state: dict | None) -> None:
+        if rank == 0:
+            checkpoint.save({"run": run_index, "train": train_state, "metrics": metrics, "notes": notes})
+
+    for r in range(first_run, cfg.runs):
         run_seed = seed + r
         seed_everything(run_seed)  # what still draws from the global RNGs: the RPN's and RoI heads' sampling
         with seeded(run_seed, "detection init"):
@@ -389,8 +431,11 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
             p.requires_grad_(True)  # FREEZE_AT 0: the whole trunk trains
         if world > 1:
             detector = for_distributed(detector, cfg, device)
-        batches = infinite_batches(train_set, cfg, run_seed, rank=rank, world=world)
-        logs = train_detector(detector, batches, cfg, device, r)
+        resume = state["train"] if state is not None and state["run"] == r else None
+        batches = infinite_batches(train_set, cfg, run_seed, rank=rank, world=world,
+                                   skip=resume["iteration"] if resume else 0)
+        logs = train_detector(detector, batches, cfg, device, r, resume=resume,
+                              save=lambda train_state, r=r: save(r, train_state))
         detector = getattr(detector, "module", detector)
         precise_bn(detector, batches, cfg.precise_bn_iters, device)  # every process: SyncBN gathers statistics
         if rank != 0:
@@ -403,6 +448,8 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
             metrics.setdefault(name, []).append(value)
         notes += [f"run {r + 1} (seed {run_seed}): " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
                   f"run {r + 1} losses: first {logs[0]['loss']:.3f}, last {logs[-1]['loss']:.3f}"] + eval_notes
+        if r + 1 < cfg.runs:
+            save(r + 1, None)
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -410,6 +457,6 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     if world > 1:
         bn = "SyncBatchNorm" if device.type == "cuda" else "per-process BatchNorm (CPU)"
         notes.append(f"trained on {world} processes with {bn}, {cfg.batch_size // world} images each")
-    run.use_data(root, det_data.files, fingerprint_root=root, format=det_data.format, classes=det_data.classes,
-                 train_images=len(det_data.train), test_images=len(det_data.test))
-    return run.finish(benchmark_for(str(data), det_data, cfg, arch), out, metrics, notes=notes)
+    record = run.finish(benchmark_for(str(data), det_data, cfg, arch), out, metrics, notes=notes)
+    checkpoint.done()
+    return record

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from hexa_zoo.errors import DataError
 
 from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
+from .checkpoints import RunCheckpoint
 from .heads import fold_standardisation, save_head
 from .metrics import topk_accuracy
 from .randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
@@ -58,6 +59,7 @@ class LinearConfig:
     crop: int = 224
     num_workers: int | None = None
     amp: bool = False           # bfloat16 trunk forward on CUDA
+    resume: str = ""            # "auto": checkpoint every epoch and continue a killed run (variant sgd)
     # fast variant
     fast_weight_decays: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
     fast_holdout: float = 0.1
@@ -118,9 +120,12 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
 
 
 def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_feats: torch.Tensor,
-                     val_labels: torch.Tensor, cfg: LinearConfig, device: torch.device, seed: int
-                     ) -> tuple[dict[str, float], list[str], nn.Linear]:
-    """main_lincls on a frozen trunk; returns (metrics, notes, the head). Raises if the trunk changed."""
+                     val_labels: torch.Tensor, cfg: LinearConfig, device: torch.device, seed: int,
+                     checkpoint: RunCheckpoint | None = None) -> tuple[dict[str, float], list[str], nn.Linear]:
+    """main_lincls on a frozen trunk; returns (metrics, notes, the head). Raises if the trunk changed.
+
+    With `checkpoint`, the head, the optimizer and the history are saved after every epoch and a saved run
+    continues after its last finished epoch (every epoch's order and crops come from seeded streams)."""
     trunk = trunk.to(device).eval()
     before = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
     fc = new_fc(feature_dim(trunk), len(train.classes), torch_generator(seed, "linear head")).to(device)
@@ -129,8 +134,14 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     trunk = trunk.to(memory_format=memory_format)
     use_amp = cfg.amp and device.type == "cuda"
-    notes, bad_total, history, loss = [], 0, [], torch.tensor(float("nan"))
-    for epoch in range(cfg.epochs):
+    notes, bad_total, history, loss, first = [], 0, [], torch.tensor(float("nan")), 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        fc.load_state_dict(state["fc"])
+        optimizer.load_state_dict(state["optimizer"])
+        first, history, bad_total = state["epoch"], state["history"], state["bad_total"]
+        notes.append(f"resumed after epoch {first} of {cfg.epochs} from {checkpoint.path.name}")
+    for epoch in range(first, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
         sampler.set_epoch(epoch)
@@ -150,6 +161,9 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
         with torch.no_grad():
             acc = topk_accuracy(fc(val_feats.to(device)).cpu(), val_labels, ks=(1, 5))
         history.append(acc)
+        if checkpoint is not None:
+            checkpoint.save({"epoch": epoch + 1, "fc": fc.state_dict(), "optimizer": optimizer.state_dict(),
+                             "history": history, "bad_total": bad_total})
         log.info("linear epoch %d: lr %.4g loss %.4f val top1 %.2f top5 %.2f", epoch + 1, lr_at(cfg, epoch),
                  loss.item(), acc[1], acc[5])
     changed = [k for k, v in trunk.state_dict().items() if not torch.equal(v.to(before[k].device), before[k])]
@@ -253,9 +267,10 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
                  num_classes=len(train.classes))
     tf = run.transform(cfg.resize, cfg.crop)
     val_feats = run.features(val.paths, tf, desc="linear val")
+    checkpoint = RunCheckpoint.for_run(run, out)
     if cfg.variant == "sgd":
-        metrics, notes, head = train_linear_sgd(run.trunk, run.info, train, val_feats, torch.from_numpy(val.labels), cfg,
-                                          run.device, seed)
+        metrics, notes, head = train_linear_sgd(run.trunk, run.info, train, val_feats, torch.from_numpy(val.labels),
+                                                cfg, run.device, seed, checkpoint)
         protocol_name = "linear"
     else:
         train_feats = run.features(train.paths, tf, desc="linear train")
@@ -264,5 +279,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         protocol_name = "linear_fast"
     log.info("linear (%s): %s", cfg.variant, ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
     saved = save_head(out, head, classes=train.classes, info=run.info, transform=tf, protocol=protocol_name)
-    return run.finish(benchmark_name(run.dataset["name"], protocol_name), out, metrics,
-                      notes=[f"variant: {cfg.variant}"] + notes, artifacts={"head": saved})
+    record = run.finish(benchmark_name(run.dataset["name"], protocol_name), out, metrics,
+                        notes=[f"variant: {cfg.variant}"] + notes, artifacts={"head": saved})
+    checkpoint.done()
+    return record

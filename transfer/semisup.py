@@ -35,6 +35,7 @@ from hexa_zoo.errors import ConfigError, DataError
 
 from . import datasets
 from .common import benchmark_name, feature_dim, resolve_data
+from .checkpoints import RunCheckpoint
 from .metrics import topk_accuracy
 from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
 from .runner import ProtocolRun
@@ -68,6 +69,7 @@ class SemisupConfig:
     report: Literal["final", "best"] = "final"
     workers: int = 8
     amp: bool = True                    # bfloat16 autocast on CUDA (ignored on CPU)
+    resume: str = ""                    # "auto": checkpoint every epoch and continue a killed run
     device: str | None = None
 
     def learning_rates(self) -> tuple[float, float]:
@@ -157,6 +159,10 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     indices, subset_info = select_subset(train_full.samples, cfg, seed)
     train_set = SeededItems(Subset(train_full, indices), seed, "semisup augment")
     notes = [_subset_note(subset_info)]
+    files = [train_full.samples[i][0] for i in indices] + [p for p, _ in val_set.samples]
+    run.use_data(root, files, fingerprint_root=root, subset=subset_info, num_classes=len(train_full.classes),
+                 train_images_total=len(train_full), val_images=len(val_set))
+    checkpoint = RunCheckpoint.for_run(run, out)
 
     device = run.device
     with seeded(seed, "semisup head"):  # nn.Linear's default init, from the run's own stream
@@ -164,9 +170,15 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     for p in net.parameters():
         p.requires_grad_(True)  # load_model hands out a frozen trunk; here every layer trains
     optimizer, scheduler = build_optimizer(net, cfg)
-    best, bad = None, []
-    history = []
-    for epoch in range(cfg.epochs):
+    best, bad, history, first = None, [], [], 0
+    state = checkpoint.load()
+    if state is not None:  # every epoch's order and crops come from seeded streams: the rest repeats exactly
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first, history, best, bad = state["epoch"], state["history"], state["best"], state["bad"]
+        notes.append(f"resumed after epoch {first} of {cfg.epochs} from {checkpoint.path.name}")
+    for epoch in range(first, cfg.epochs):
         loss = train_one_epoch(net, _loader(train_set, cfg, shuffle=True, seed=seed, epoch=epoch), optimizer, device,
                                cfg, epoch, bad)
         scheduler.step()
@@ -175,6 +187,9 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
             history.append({"epoch": epoch + 1, "train_loss": loss, **acc})
             if best is None or acc["top1"] > best["top1"]:
                 best = {"epoch": epoch + 1, **acc}
+        checkpoint.save({"epoch": epoch + 1, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "history": history, "best": best,
+                         "bad": [str(b) for b in bad]})
     final = history[-1]
     chosen = best if cfg.report == "best" else final
     notes.append(f"reported: {'best epoch (' + str(best['epoch']) + ') over' if cfg.report == 'best' else 'last of'}"
@@ -188,13 +203,12 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     # A verified SimCLR list is an ImageNet subset by construction: name the benchmark so.
     name = ("embedded" if str(data) == "embedded" else
             "imagenet" if subset_info["which"] == "simclr_list" else root.name.lower())
-    files = [train_full.samples[i][0] for i in indices] + [p for p, _ in val_set.samples]
-    run.use_data(root, files, fingerprint_root=root, subset=subset_info, num_classes=len(train_full.classes),
-                 train_images_total=len(train_full), val_images=len(val_set))
-    return run.finish(benchmark_name(name, f"semisup_{pct}"), out,
-                      {"top1": [chosen["top1"]], "top5": [chosen["top5"]]}, config=_resolved(cfg),
-                      notes=notes + [f"epoch {h['epoch']}: loss {h['train_loss']:.4f} top1 {h['top1']:.2f} "
-                                     f"top5 {h['top5']:.2f}" for h in history])
+    record = run.finish(benchmark_name(name, f"semisup_{pct}"), out,
+                        {"top1": [chosen["top1"]], "top5": [chosen["top5"]]}, config=_resolved(cfg),
+                        notes=notes + [f"epoch {h['epoch']}: loss {h['train_loss']:.4f} top1 {h['top1']:.2f} "
+                                       f"top5 {h['top5']:.2f}" for h in history])
+    checkpoint.done()
+    return record
 
 
 def _resolved(cfg: SemisupConfig) -> SemisupConfig:
