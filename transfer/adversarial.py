@@ -56,7 +56,7 @@ class AdversarialConfig:
 
 PRESETS: dict[str, AdversarialConfig] = {
     "paper": AdversarialConfig(),
-    "embedded": AdversarialConfig(resize=64, crop=64, max_per_class=10, batch_size=50),
+    "embedded": AdversarialConfig(resize=64, crop=64, max_per_class=5, batch_size=50),
 }
 
 

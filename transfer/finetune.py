@@ -19,7 +19,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    dataset: str = "embedded"
+    dataset: str = ""             # one of manyshot_data.LAYOUTS (--dataset NAME); the embedded preset: embedded
     steps: int = 5000
     batch_size: int = 64
     momentum: float = 0.9
@@ -61,7 +61,7 @@ class FinetuneConfig:
 
 PRESETS: dict[str, FinetuneConfig] = {
     "paper": FinetuneConfig(),
-    "embedded": FinetuneConfig(steps=30, batch_size=32, lrs=(0.01,), ws=(0.0, 1e-5), image_size=64, workers=0,
+    "embedded": FinetuneConfig(dataset="embedded", steps=30, batch_size=32, lrs=(0.01,), ws=(0.0, 1e-5), image_size=64, workers=0,
                                checkpoint_every=10),
 }
 

@@ -15,6 +15,7 @@ per-class binary fits (VOC2007), top-1 (the rest). The sweep is warm-started and
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -33,7 +34,7 @@ DATASETS = tuple(name for name in LAYOUTS if name != "embedded")
 
 @dataclass(frozen=True)
 class ManyShotConfig:
-    dataset: str = "embedded"
+    dataset: str = ""             # one of manyshot_data.LAYOUTS (--dataset NAME); the embedded preset: embedded
     resize: int = 224             # ssl-transfer: Resize(224, bicubic) + CenterCrop(224)
     crop: int = 224
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
@@ -42,7 +43,7 @@ class ManyShotConfig:
     val_seed: int = 0             # ssl-transfer: np.random.seed(0)
     max_iter: int = 1000          # L-BFGS iterations per fit (scikit-learn's sweep: the same cap)
     solver: Literal["fast", "sklearn"] = "fast"
-    n_jobs: int = 2               # threads of the fast sweep
+    n_jobs: int = 0               # threads of the fast sweep; 0: one per two CPU cores (at least one)
     train_list: str = ""          # Caltech101 / SUN397 split lists (default: beside the data)
     test_list: str = ""
     batch_size: int = 64
@@ -51,8 +52,8 @@ class ManyShotConfig:
 
 PRESETS: dict[str, ManyShotConfig] = {
     "paper": ManyShotConfig(),
-    # 64 px images; a shorter grid keeps it to seconds.
-    "embedded": ManyShotConfig(resize=64, crop=64, wd_values=12, batch_size=100),
+    # 64 px images; a coarser grid (8 values of the same range) and 100 L-BFGS steps keep it to a minute on 2 cores.
+    "embedded": ManyShotConfig(dataset="embedded", resize=64, crop=64, wd_values=8, max_iter=100, batch_size=100),
 }
 
 
@@ -97,7 +98,8 @@ def sweep_and_test(train_x, train_y, val_x, val_y, test_x, test_y, data: ManySho
         scores, best = sklearn_sweep(train_x, train_y, val_x, val_y, costs, score, multilabel=multilabel)
     else:
         scores, best = fast_sweep(train_x, train_y, val_x, val_y, costs, score, len(data.classes),
-                                  multilabel=multilabel, max_iter=cfg.max_iter, n_jobs=cfg.n_jobs, device=device)
+                                  multilabel=multilabel, max_iter=cfg.max_iter,
+                                  n_jobs=cfg.n_jobs or max(1, (os.cpu_count() or 2) // 2), device=device)
     trainval_x, trainval_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
     if cfg.solver == "sklearn":
         test_scores, _ = sklearn_sweep(trainval_x, trainval_y, test_x, test_y, [costs[best]], score,

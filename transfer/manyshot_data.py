@@ -315,7 +315,8 @@ WITH_VALIDATION = ("aircraft", "dtd", "flowers", "voc2007", "embedded")
 def read_manyshot(name: str, root: Path, *, train_list: str = "", test_list: str = "") -> ManyShotData:
     """Dataset `name` at `root` in its real layout."""
     if name not in LAYOUTS:
-        raise ConfigError(f"unknown many-shot dataset {name!r}", f"choose one of: {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown many-shot dataset {name!r}" if name else "which dataset --data holds is not said",
+                          f"pass --dataset NAME, one of: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise _missing(name, root, "the folder itself")
     lists = {"train_list": train_list, "test_list": test_list} if name in ("caltech101", "sun397") else {}
