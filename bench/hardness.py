@@ -102,7 +102,7 @@ def main() -> None:
             rise.setdefault("cutmix", []).append(loss - clean)
 
     means = {k: round(statistics.mean(v), 4) for k, v in rise.items()}
-    print(f"| eps (/255) | free step | FGSM | PGD-10 | uniform noise |\n|---:|---:|---:|---:|---:|")
+    print("| eps (/255) | free step | FGSM | PGD-10 | uniform noise |\n|---:|---:|---:|---:|---:|")
     for eps in args.eps:
         print(f"| {eps:g} | " + " | ".join(f"{means[f'{k}@{eps:g}']:+.3f}" for k in ("free", "fgsm", "pgd10", "noise"))
               + " |")

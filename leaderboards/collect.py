@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Config keys that say where or how fast a run went, not what it measured: ignored when grouping.
 IGNORED_CONFIG_KEYS = frozenset({"seed", "out", "out_dir", "output_dir", "cache", "cache_dir", "feature_cache",
-                                 "num_workers", "workers", "device", "progress", "threads"})
+                                 "num_workers", "workers", "device", "progress", "threads", "resume"})
 
 
 def collect_records(result_dirs: Sequence[Path]) -> tuple[list[dict], list[SkippedFile]]:

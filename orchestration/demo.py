@@ -240,6 +240,10 @@ def transfer_sizes(budget: float) -> dict[str, dict]:
     return sizes
 
 
+# The demo's transfer suite: the HEXA paper's protocols (the embedded suite has more: manyshot, cdfsl, ...).
+DEMO_PROTOCOLS = ("linear", "knn", "lowshot-svm", "semisup", "fewshot", "detection")
+
+
 def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path, budget: float, *,
                  force: bool = False, protocols: Sequence[str] | None = None) -> list[str]:
     """`hexa transfer suite --suite embedded` on one model (any `--model` spec, whose records carry
@@ -247,10 +251,10 @@ def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path
 
     Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
     """
-    from transfer.cli import PROTOCOLS, run_suite, summary
+    from transfer.cli import run_suite, summary
 
     name, sha = identity
-    wanted = [p for p in PROTOCOLS if protocols is None or p in protocols]
+    wanted = [p for p in DEMO_PROTOCOLS if protocols is None or p in protocols]
     done = set() if force else done_protocols(results, name, sha, budget) & set(wanted)
     todo = [p for p in wanted if p not in done]
     for protocol in sorted(done):

@@ -47,3 +47,18 @@ def r18_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "r18.safetensors"
     save_file(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     return path
+
+
+def write_image_folders(root, classes: int, per_split: dict, size: int = 36, seed: int = 0):
+    """An ImageNet-style tree root/<split>/c<k>/<i>.png of random images, `per_split[split]` per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in per_split.items():
+        for c in range(classes):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root

@@ -16,6 +16,7 @@ import torch
 
 from hexa_zoo.errors import ConfigError
 from transfer import detection, detection_d2
+from transfer.common import resolve_config
 from transfer.detection_eval import Detection, coco_metrics, voc_ap, voc_detection_metrics
 from transfer.detection_model import build_detector, trunk_parameters
 
@@ -240,7 +241,7 @@ def test_coco_path_scores_ground_truth_outputs_as_perfect():
     """COCO reading, label <-> category mapping, xyxy -> xywh and RLE masks, end to end through COCOeval."""
     from hexa_zoo.embedded import embedded_root
 
-    cfg = detection.resolve_config(detection.DetectionConfig, detection.PRESETS, "embedded",
+    cfg = resolve_config(detection.DetectionConfig, detection.PRESETS, "embedded",
                                    ["format=coco", "masks=true", "coco_train=train", "coco_test=val"])
     data = detection.load_detection_data(embedded_root(), cfg)
     assert data.format == "coco" and len(data.classes) == len(data.coco_category_ids)

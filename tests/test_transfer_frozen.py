@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer import cli, fewshot, knn, linear, lowshot_svm
+from transfer import cli, fewshot, knn, linear, lowshot_sampling, lowshot_svm, svm_solver
 from transfer.common import load_model, read_image_split, resolve_config
 from transfer.features import EvalTransform, extract_features
 from transfer.metrics import topk_accuracy, voc07_ap, voc07_ap_columns
@@ -131,24 +132,24 @@ def _voc_like(n, d, classes, seed):
 def test_lowshot_sampler_counts():
     _, labels = _voc_like(400, 4, 5, 0)
     rng = np.random.default_rng(0)
-    picked = lowshot_svm.sample_lowshot(labels, 4, 19 * 4, rng)
+    picked = lowshot_sampling.sample_lowshot(labels, 4, 19 * 4, rng)
     for c, idx in enumerate(picked):
         assert len(np.unique(idx)) == len(idx) == 4 + 76
         assert (labels[idx, c] == 1).sum() == 4 and (labels[idx, c] == -1).sum() == 76
     too_many = int((labels == 1).sum(axis=0).max()) + 1
-    assert lowshot_svm.sample_lowshot(labels, too_many, 1, rng) == [None] * 5
+    assert lowshot_sampling.sample_lowshot(labels, too_many, 1, rng) == [None] * 5
 
 
 def test_svm_path_solver_matches_liblinear():
     from sklearn.svm import LinearSVC
 
     feats, labels = _voc_like(150, 64, 2, 1)
-    x, y = lowshot_svm.l2_normalize(feats), np.where(labels[:, 0] == 1, 1.0, -1.0)
+    x, y = svm_solver.l2_normalize(feats), np.where(labels[:, 0] == 1, 1.0, -1.0)
     costs = (0.1, 1.0, 10.0)  # costs where liblinear converges within max_iter: the optimum is unique
-    W = lowshot_svm.fit_svm_path(x, y, costs)
+    W = svm_solver.fit_svm_path(x, y, costs)
     for cost, w in zip(costs, W):
         ref = LinearSVC(C=cost, class_weight={1: 2, -1: 1}, dual=True, max_iter=2000, tol=1e-4).fit(x, y)
-        np.testing.assert_allclose(lowshot_svm.add_bias(x) @ w, ref.decision_function(x), atol=2e-3)
+        np.testing.assert_allclose(svm_solver.add_bias(x) @ w, ref.decision_function(x), atol=2e-3)
 
 
 @pytest.mark.parametrize("selection", ["vissl", "cv"])
@@ -159,7 +160,7 @@ def test_lowshot_svm_equals_serial_sklearn_reference(selection):
     cfg = lowshot_svm.LowShotSvmConfig(ks=(1, 2, 4, 100), num_samples=2, cost_selection=selection, n_jobs=2,
                                        costs=costs)
     ours = lowshot_svm.lowshot_svm_eval(train, train_labels, test, test_labels, cfg, seed=0)
-    ref = lowshot_svm.reference_lowshot_svm(train, train_labels, test, test_labels, cfg, seed=0)
+    ref = lowshot_svm.lowshot_svm_eval(train, train_labels, test, test_labels, replace(cfg, solver="sklearn"), seed=0)
     assert set(ours.map_values) == set(ref.map_values) == {"1", "2", "4", "full"}  # ~72 positives < 100
     for k in ref.map_values:
         np.testing.assert_allclose(ours.map_values[k], ref.map_values[k], atol=0.1)
@@ -170,14 +171,14 @@ def test_lowshot_svm_equals_serial_sklearn_reference(selection):
 def test_lowshot_batched_float32_scoring_equals_per_model_ap():
     # The protocol scores many models with one float32 product; each must get the AP of scoring it alone.
     test, test_labels = _voc_like(200, 32, 3, 4)
-    xt = lowshot_svm.l2_normalize(test)
+    xt = svm_solver.l2_normalize(test)
     rng = np.random.default_rng(0)
     weights = {(k, 0, c): rng.normal(size=(3, 33)).astype(np.float32) for k in (1, 2) for c in range(3)}
-    cfg = lowshot_svm.LowShotSvmConfig(costs=(0.1, 1.0, 10.0), n_jobs=2)
-    got = lowshot_svm._test_aps(weights, lowshot_svm.add_bias(xt).astype(np.float32), test_labels, cfg, chunk=4)
+    cfg = lowshot_svm.LowShotSvmConfig(costs=(0.1, 1.0, 10.0), n_jobs=2, ap="voc07_11point")
+    got = lowshot_svm._test_aps(weights, svm_solver.add_bias(xt).astype(np.float32), test_labels, cfg, chunk=4)
     assert set(got) == set(weights)
     for key, W in weights.items():
-        want = [voc07_ap(lowshot_svm.add_bias(xt) @ w.astype(np.float64), test_labels[:, key[2]]) for w in W]
+        want = [voc07_ap(svm_solver.add_bias(xt) @ w.astype(np.float64), test_labels[:, key[2]]) for w in W]
         np.testing.assert_allclose(got[key], want, atol=1e-12)
 
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from transfer import datasets, semisup
+from transfer.common import resolve_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
            "white": (240, 240, 240), "black": (15, 15, 15)}
@@ -41,7 +42,7 @@ def _net(classes: int = 6) -> semisup.FineTuneClassifier:
 @pytest.mark.parametrize("labels, lrs", [("1percent", (0.02, 5.0)), ("10percent", (0.01, 0.2))])
 def test_optimizer_has_trunk_and_head_groups_with_swav_learning_rates(labels, lrs):
     net = _net()
-    cfg = semisup.resolve_config(semisup.SemisupConfig, semisup.PRESETS, "paper", [f"labels={labels}"])
+    cfg = resolve_config(semisup.SemisupConfig, semisup.PRESETS, "paper", [f"labels={labels}"])
     optimizer, scheduler = semisup.build_optimizer(net, cfg)
     trunk, head = optimizer.param_groups
     assert (trunk["lr"], head["lr"]) == lrs
@@ -53,14 +54,14 @@ def test_optimizer_has_trunk_and_head_groups_with_swav_learning_rates(labels, lr
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected), epoch
         optimizer.step()
         scheduler.step()
-    over = semisup.resolve_config(semisup.SemisupConfig, semisup.PRESETS, "paper", ["lr_head=1.5"])
+    over = resolve_config(semisup.SemisupConfig, semisup.PRESETS, "paper", ["lr_head=1.5"])
     assert semisup.build_optimizer(net, over)[0].param_groups[1]["lr"] == 1.5
 
 
 def test_topk_accuracy_matches_an_independent_count(colour_folders):
     from hexa_zoo.data import ImageFolderDataset
 
-    cfg = semisup.resolve_config(semisup.SemisupConfig, semisup.PRESETS, "embedded",
+    cfg = resolve_config(semisup.SemisupConfig, semisup.PRESETS, "embedded",
                                  ["image_size=32", "resize_size=32", "batch_size=5"])
     net = _net()
     _, val_tf = semisup.transforms(cfg, (0.5,) * 3, (0.25,) * 3)

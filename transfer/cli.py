@@ -26,6 +26,10 @@ PROTOCOLS = {
     "semisup": "transfer.semisup",
     "fewshot": "transfer.fewshot",
     "detection": "transfer.detection",
+    "manyshot": "transfer.manyshot",
+    "adversarial": "transfer.adversarial",
+    "robustness": "transfer.robustness",
+    "finetune": "transfer.finetune",
 }
 
 DESCRIPTIONS = {
@@ -35,6 +39,25 @@ DESCRIPTIONS = {
     "semisup": "fine-tune all layers on 1 or 10 percent of the labels (swav eval_semisup)",
     "fewshot": "5-way 1-/5-shot episodes on held-out classes (logistic regression, nearest centroid)",
     "detection": "Faster R-CNN on VOC07+12 or COCO with the trunk as backbone",
+    "manyshot": "many-shot linear transfer to 11 datasets (ssl-transfer linear.py: L-BFGS, 45-value C sweep)",
+    "adversarial": "accuracy of trunk + linear head under L-inf PGD (eps 1, 2, 4 / 255; 10 steps)",
+    "robustness": "trunk + ImageNet linear head on ImageNet-V2/R/A/Sketch/C (mCE against AlexNet's errors)",
+    "finetune": "fine-tune trunk + head on a many-shot dataset (ssl-transfer finetune.py: Nesterov SGD, cosine, lr x wd grid)",
+}
+
+# Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
+RESUMABLE = ("linear", "semisup", "detection", "finetune")
+
+# Protocols that reuse a linear head: `--head RECORD_OR_FILE` is `--set head=...`.
+HEAD_PROTOCOLS = ("adversarial", "robustness")
+
+# Protocols that read one of several named datasets: `--dataset NAME` is `--set dataset=NAME`.
+DATASET_CHOICES = {
+    "manyshot": ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397",
+                 "voc2007", "embedded"),
+    "finetune": ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397",
+                 "voc2007", "embedded"),
+    "robustness": ("imagenet-v2", "imagenet-r", "imagenet-a", "imagenet-sketch", "imagenet-c", "embedded-c"),
 }
 
 EPILOG = """examples:
@@ -42,6 +65,12 @@ EPILOG = """examples:
   hexa transfer linear --model moco_v2_r50 --data /data/imagenet --out results/ --preset paper
   hexa transfer lowshot-svm --model zoo/hexa_moco_r50.ep200 --data /data/VOCdevkit --out results/ \\
       --preset paper --set cost_selection=test
+  hexa transfer manyshot --model moco_v2_r50 --dataset dtd --data /data/dtd --out results/ --preset paper
+  hexa transfer fewshot --model moco_v2_r50 --preset cdfsl --data /data/EuroSAT --out results/
+  hexa transfer adversarial --model moco_v2_r50 --data /data/imagenet --head results/linear-X.json --preset paper
+  hexa transfer robustness --model moco_v2_r50 --dataset imagenet-r --data /data/imagenet-r \
+      --head results/linear-X.json --preset paper
+  hexa transfer finetune --model moco_v2_r50 --dataset flowers --data /data/flowers --out results/ --resume auto
   hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/
   hexa transfer suite --model moco_v2_r50 --suite paper --out results/ \\
       --data-for linear=/data/imagenet --data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit
@@ -102,6 +131,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                        help="override config values, e.g. --set epochs=5 lr=0.1 (repeatable)")
         p.add_argument("--seed", type=int, default=0)
+        if name in DATASET_CHOICES:
+            p.add_argument("--dataset", choices=DATASET_CHOICES[name], default=None,
+                           help="which dataset --data holds (the same as --set dataset=NAME)")
+        if name in RESUMABLE:
+            p.add_argument("--resume", choices=("auto",), default=None,
+                           help="checkpoint as it trains and continue a killed run with the same arguments")
+        if name in HEAD_PROTOCOLS:
+            p.add_argument("--head", default=None, help="the record of a `hexa transfer linear` run (or the "
+                           "heads/*.safetensors it wrote); without it a fast linear head is trained first")
     s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True)
@@ -111,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
                    "suite; the paper suite needs --data or --data-for)")
     s.add_argument("--data-for", action="append", default=[], metavar="PROTOCOL=PATH",
                    help="dataset of one protocol (repeatable)")
-    s.add_argument("--only", default=None, help="comma-separated protocols to run (default: all)")
+    s.add_argument("--only", default=None, help="comma-separated protocols to run (default: all); an extra preset "
+                   "of a protocol is named PROTOCOL:PRESET, e.g. fewshot:cdfsl_embedded")
     s.add_argument("--skip", default="", help="comma-separated protocols to leave out")
     s.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PROTOCOL.KEY=VALUE",
                    help="override protocol config values, e.g. --set knn.max_per_class=50 (repeatable)")
@@ -119,9 +158,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each suite: (protocol, preset) in order; a protocol may run under more than one preset.
+SUITES: dict[str, list[tuple[str, str]]] = {
+    "embedded": [("linear", "embedded"), ("knn", "embedded"), ("lowshot-svm", "embedded"), ("semisup", "embedded"),
+                 ("fewshot", "embedded"), ("detection", "embedded"), ("manyshot", "embedded"),
+                 ("fewshot", "cdfsl_embedded"), ("adversarial", "embedded"), ("robustness", "embedded")],
+    "paper": [(name, "paper") for name in ("linear", "knn", "lowshot-svm", "semisup", "fewshot", "detection")],
+}
+
+
 def _split_names(text: str | None) -> list[str]:
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
-    unknown = [n for n in names if n not in PROTOCOLS]
+    unknown = [n for n in names if n.split(":")[0] not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"unknown protocol(s) {unknown}", f"choose from: {', '.join(PROTOCOLS)}")
     return names
@@ -130,7 +178,7 @@ def _split_names(text: str | None) -> list[str]:
 def run_suite(model: str, suite: str, out: str, *, data: str | None = None, data_for: Sequence[str] = (),
               only: Sequence[str] = (), skip: Sequence[str] = (), overrides: Sequence[str] = (),
               seed: int = 0) -> tuple[list[dict], dict[str, str]]:
-    """Every protocol (or `only` minus `skip`) with preset `suite`; returns (records, failures by protocol).
+    """Every entry of SUITES[suite] (or of the protocols `only`, minus `skip`); returns (records, failures).
 
     `overrides` are `PROTOCOL.key=value`, each passed to its protocol as `key=value`. A protocol that
     fails with a user-fixable error is reported and the suite goes on with the next.
@@ -148,25 +196,29 @@ def run_suite(model: str, suite: str, out: str, *, data: str | None = None, data
         if not sep or name not in PROTOCOLS:
             raise ConfigError(f"--data-for {item!r} is not PROTOCOL=PATH", f"PROTOCOL is one of {', '.join(PROTOCOLS)}")
         per_protocol[name] = path
-    names = [n for n in (only or PROTOCOLS) if n not in set(skip)]
+    def label(name: str, preset: str) -> str:  # `--only`/`--skip` name entries so: knn, fewshot:cdfsl_embedded
+        return name if preset == suite else f"{name}:{preset}"
+
+    entries = [(n, p) for n, p in SUITES[suite] if (not only or label(n, p) in only) and label(n, p) not in set(skip)]
     default = data if data is not None else ("embedded" if suite == "embedded" else None)
     records, failures = [], {}
-    for name in names:
+    for name, preset in entries:
+        label_ = label(name, preset)
         dataset = per_protocol.get(name, default)
         if dataset is None:
-            failures[name] = f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
+            failures[label_] = f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
             continue
         start = time.perf_counter()
-        log.info("== %s (%s preset) on %s", name, suite, dataset)
+        log.info("== %s (%s preset) on %s", name, preset, dataset)
         try:
-            record = run_protocol(name, model, dataset, out, preset=suite, overrides=routed.get(name, ()), seed=seed)
+            record = run_protocol(name, model, dataset, out, preset=preset, overrides=routed.get(name, ()), seed=seed)
             if record is None:  # handed off (detectron2 not installed) or a non-zero torchrun rank: nothing ran here
                 continue
             records.append(record)
             log.info("%s  [%.0f s]", summary(record), time.perf_counter() - start)
         except HexaError as err:
-            failures[name] = err.message + (f" (fix: {err.fix})" if err.fix else "")
-            log.error("%s failed: %s", name, failures[name])
+            failures[label_] = err.message + (f" (fix: {err.fix})" if err.fix else "")
+            log.error("%s failed: %s", label_, failures[label_])
     return records, failures
 
 
@@ -183,8 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, why in failures.items():
             print(f"{name}: FAILED: {why}", file=sys.stderr)
         return 1 if failures else 0
+    overrides = list(args.overrides)
+    if getattr(args, "dataset", None):
+        overrides.insert(0, f"dataset={args.dataset}")
+    if getattr(args, "resume", None):
+        overrides.insert(0, f"resume={args.resume}")
+    if getattr(args, "head", None):
+        overrides.insert(0, f"head={args.head}")
     record = run_protocol(args.protocol, args.model, args.data, args.out, preset=args.preset,
-                          overrides=args.overrides, seed=args.seed)
+                          overrides=overrides, seed=args.seed)
     if record is not None:  # None: handed off to detectron2 elsewhere, or a non-zero torchrun rank
         print(summary(record))
     return 0

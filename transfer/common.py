@@ -1,14 +1,8 @@
-"""What every transfer protocol shares: loading the model, resolving data and presets, writing the record.
+"""The pieces every transfer protocol shares: the frozen model, data names and fingerprints, presets, records.
 
-A protocol module (`transfer/knn.py`, `transfer/linear.py`, ...) does four things with these helpers:
-
-    cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)     # preset, then --set overrides
-    model, info = load_model(spec)                                    # frozen timm trunk + weights sha256
-    root = resolve_data(data)                                         # "embedded" or an existing path
-    ...evaluate...
-    return finish_record(protocol="knn", benchmark=..., out=out, ...)  # one JSON record, atomically
-
-Nothing here imports a protocol, so protocols can import it freely.
+Protocols use them through `transfer.runner.ProtocolRun` (clock, config, seed, model, device, features,
+record); the readers and helpers here are also what tests and benchmarks call directly. Nothing here
+imports a protocol, so protocols can import it freely.
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ from torch import nn
 from hexa_zoo import records
 from hexa_zoo.config import load_config, to_dict
 from hexa_zoo.errors import ConfigError, DataError
-from hexa_zoo.seeding import seed_everything  # noqa: F401  (re-exported for the protocols)
 
 T = TypeVar("T")
 
@@ -216,12 +209,13 @@ class RunClock:
 def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, model_info: Mapping[str, Any],
                   dataset: Mapping[str, Any], config: Any, metrics: Mapping[str, Any], seed: int,
                   preset: str | None, clock: RunClock | None = None, wall_time_s: float | None = None,
-                  notes: Iterable[str] = ()) -> dict:
+                  notes: Iterable[str] = (), artifacts: Mapping[str, Any] | None = None) -> dict:
     """Build the result record (hexa_zoo.records schema), write it atomically into `out`, return it.
 
     `config` is the protocol's dataclass (or a dict); `metrics` maps a name to a list of values over
     samples/seeds, a single float, or an already summarised `records.metric(...)` dict (which may
-    carry extra keys such as `ci95`). The returned record has `_path`, where it was written.
+    carry extra keys such as `ci95`). `artifacts` (optional) names files the run wrote beside the record, e.g.
+    the linear head. The returned record has `_path`, where it was written.
     """
     summarised = {}
     for name, value in metrics.items():
@@ -232,6 +226,8 @@ def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, mode
         protocol=protocol, benchmark=benchmark, dataset=dict(dataset), model=model_record(model_info),
         metrics=summarised, config=config if isinstance(config, dict) else to_dict(config), seed=seed,
         preset=preset, wall_time_s=None if wall_time_s is None else round(wall_time_s, 3), notes=notes)
+    if artifacts:
+        record["artifacts"] = dict(artifacts)
     path = records.write_record(out, record)
     record["_path"] = str(path)
     return record

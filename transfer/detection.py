@@ -18,16 +18,13 @@ where detectron2 is installed, and otherwise prints the command to run elsewhere
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import logging
 import math
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -36,10 +33,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer.common import (RunClock, dataset_fingerprint, dataset_record, finish_record, load_model,
-                             resolve_config, resolve_data, seed_everything, select_device)
-from transfer.detection_eval import Detection, coco_metrics, voc_detection_metrics
-from transfer.detection_model import build_detector, eval_resolution
+from hexa_zoo.seeding import seed_everything
+
+from . import detection_d2
+from .common import resolve_data
+from .detection_data import DetectionData, DetectionImage, benchmark_for, load_detection_data
+from .detection_eval import Detection, coco_metrics, voc_detection_metrics
+from .checkpoints import RunCheckpoint
+from .detection_model import build_detector, eval_resolution
+from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,9 @@ class DetectionConfig:
     box_batch_size_per_image: int = 512
     roi_resolution: int = 14            # C4 RoIAlign output (ROI_BOX_HEAD.POOLER_RESOLUTION)
     precise_bn_iters: int = 200         # detectron2 TEST.PRECISE_BN (MoCo enables it)
+    resume: str = ""                    # "auto": checkpoint every checkpoint_every iterations, continue a killed run
+    checkpoint_every: int = 1000
+    aspect_grouping: bool = True        # detectron2 ASPECT_RATIO_GROUPING: batches of all-wide or all-tall images
     runs: int = 1                       # independent trainings (seeds seed, seed+1, ...); MoCo reports 5
     gpus: int = 8                       # detectron2 backend: --num-gpus of its command (0: run on the CPU)
     workers: int = 4
@@ -98,150 +104,8 @@ PRESETS: dict[str, DetectionConfig] = {
                                 rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=128,
                                 rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=20,
                                 box_batch_size_per_image=16, roi_resolution=7, precise_bn_iters=5, gpus=0,
-                                workers=0, log_every=10),
+                                workers=0, log_every=10, checkpoint_every=10),
 }
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-@dataclass
-class DetectionImage:
-    """One image and its objects: boxes in continuous 0-based pixels (detectron2's convention)."""
-
-    image_id: Any
-    path: Path
-    boxes: np.ndarray                   # (N, 4) float32 xyxy
-    labels: np.ndarray                  # (N,) int64, 1..num_classes (0 is background)
-    coco_anns: list = field(default_factory=list)  # COCO annotations (for masks)
-
-
-@dataclass
-class DetectionData:
-    """What training and evaluation need, for either format."""
-
-    format: str
-    classes: list[str]
-    train: list[DetectionImage]
-    test: list[DetectionImage]
-    voc_ground_truth: dict | None = None  # image id -> VocObjects (VOC evaluation)
-    coco_gt: Any = None                   # pycocotools COCO of the test split
-    coco_category_ids: list[int] | None = None  # contiguous label - 1 -> COCO category id
-    coco_train_api: Any = None
-    files: list[Path] = field(default_factory=list)
-    description: str = ""
-
-
-def find_devkit(root: Path) -> Path | None:
-    """The VOCdevkit folder under, at or above `root` (VOCdevkit/VOC2007 layout), or None."""
-    for candidate in (root / "VOCdevkit", root, root.parent):
-        if any(candidate.glob("VOC20[01][0-9]")):
-            return candidate
-    return None
-
-
-def _split_spec(spec: str) -> tuple[str, str]:
-    if not re.fullmatch(r"\d{4}:\w+", spec):
-        raise ConfigError(f"VOC set {spec!r} is not YEAR:SPLIT", "write it like 2007:trainval")
-    year, split = spec.split(":")
-    return year, split
-
-
-def load_voc(root: Path, cfg: DetectionConfig) -> DetectionData:
-    """VOC train sets (concatenated) and the test set, via transfer.datasets.read_voc."""
-    from transfer import datasets
-
-    devkit = find_devkit(root)
-    if devkit is None:
-        raise DataError(f"no VOCdevkit (VOC2007/, VOC2012/) found at {root}",
-                        "pass --data the folder that holds VOCdevkit/ or VOC2007/")
-    test_year, test_split = _split_spec(cfg.voc_test)
-    classes = list(datasets.voc_classes(devkit, test_year))
-    index = {name: i + 1 for i, name in enumerate(classes)}
-
-    def convert(year: str, split: str) -> tuple[list[DetectionImage], list]:
-        if not (devkit / f"VOC{year}").is_dir():
-            raise DataError(f"{devkit / f'VOC{year}'} does not exist (needed for VOC{year} {split})",
-                            "add that year, or choose the sets with --set voc_train=[2007:trainval]")
-        images = datasets.read_voc(devkit, year, split)
-        out = []
-        for im in images:
-            unknown = sorted({o.name for o in im.objects} - set(index))
-            if unknown:
-                raise DataError(f"{im.id} in VOC{year} {split} has objects of unknown classes {unknown}",
-                                f"the classes (from VOC{test_year}) are {classes}")
-            # detectron2's VOC loader: 1-based inclusive pixels -> continuous coordinates (xmin-1, ymin-1).
-            boxes = np.asarray([[o.bbox[0] - 1, o.bbox[1] - 1, o.bbox[2], o.bbox[3]] for o in im.objects],
-                               np.float32).reshape(-1, 4)
-            labels = np.asarray([index[o.name] for o in im.objects], np.int64)
-            # detectron2 trains on difficult objects too ("they don't hurt accuracy").
-            out.append(DetectionImage(f"{year}_{im.id}", Path(im.path), boxes, labels))
-        return out, images
-
-    train = []
-    for spec in cfg.voc_train:
-        train += convert(*_split_spec(spec))[0]
-    test, raw = convert(test_year, test_split)
-    ground_truth = {f"{test_year}_{im.id}": list(im.objects) for im in raw}
-    return DetectionData("voc", classes, train, test, voc_ground_truth=ground_truth,
-                         files=[d.path for d in train + test],
-                         description=f"VOC {'+'.join(cfg.voc_train)} -> {cfg.voc_test}")
-
-
-def _load_coco_api(ann: Path):
-    from pycocotools.coco import COCO
-
-    if not ann.is_file():
-        raise DataError(f"COCO annotation file {ann} does not exist",
-                        "pass --data the COCO root (annotations/instances_<split>.json, <split>/ images)")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(ann))
-    except (ValueError, KeyError, TypeError, AssertionError) as err:
-        raise DataError(f"COCO annotation file {ann} is malformed: {err!r}", "re-export or re-download it") from None
-
-
-def load_coco(root: Path, cfg: DetectionConfig) -> DetectionData:
-    """COCO train and test splits from instances JSON (crowd boxes left out of training, like detectron2)."""
-    if not (root / "annotations").is_dir() and (root / "coco" / "annotations").is_dir():
-        root = root / "coco"
-    train_api = _load_coco_api(root / "annotations" / f"instances_{cfg.coco_train}.json")
-    test_api = _load_coco_api(root / "annotations" / f"instances_{cfg.coco_test}.json")
-    category_ids = sorted(test_api.getCatIds())
-    classes = [test_api.loadCats(c)[0]["name"] for c in category_ids]
-    label_of = {c: i + 1 for i, c in enumerate(category_ids)}
-
-    def convert(api, split: str, training: bool) -> list[DetectionImage]:
-        out = []
-        for image_id in sorted(api.getImgIds()):
-            info = api.loadImgs(image_id)[0]
-            path = root / split / info["file_name"]
-            if not path.is_file():
-                raise DataError(f"image {path} listed in instances_{split}.json does not exist",
-                                "restore the image or the matching annotation file")
-            anns = [a for a in api.loadAnns(api.getAnnIds(imgIds=image_id))
-                    if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
-            if training and not anns:
-                continue  # detectron2 FILTER_EMPTY_ANNOTATIONS: nothing to learn from
-            boxes = np.asarray([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                                for a in anns], np.float32).reshape(-1, 4)
-            labels = np.asarray([label_of[a["category_id"]] for a in anns], np.int64)
-            out.append(DetectionImage(image_id, path, boxes, labels, anns))
-        return out
-
-    train, test = convert(train_api, cfg.coco_train, True), convert(test_api, cfg.coco_test, False)
-    return DetectionData("coco", classes, train, test, coco_gt=test_api, coco_category_ids=category_ids,
-                         coco_train_api=train_api, files=[d.path for d in train + test],
-                         description=f"COCO {cfg.coco_train} -> {cfg.coco_test}")
-
-
-def load_detection_data(root: Path, cfg: DetectionConfig) -> DetectionData:
-    """VOC or COCO at `root` (`format=auto` prefers a VOCdevkit when both are there)."""
-    fmt = cfg.format
-    if fmt == "auto":
-        fmt = "coco" if cfg.masks or find_devkit(root) is None else "voc"
-    if cfg.masks and fmt != "coco":
-        raise ConfigError("masks=true needs COCO data (VOC has no instance masks)", "use --set format=coco")
-    return load_coco(root, cfg) if fmt == "coco" else load_voc(root, cfg)
 
 
 class DetectionDataset(Dataset):
@@ -285,23 +149,57 @@ def _collate(batch):
     return tuple(zip(*batch))
 
 
-def infinite_batches(dataset: Dataset, cfg: DetectionConfig, seed: int, *, rank: int = 0,
-                     world: int = 1) -> Iterator[tuple]:
-    """Reshuffled epochs of training batches, endlessly (detectron2 trains by iterations, not epochs).
+class AspectGroupedBatches:
+    """Endless training batches of sample codes (epoch * n + i), as detectron2 builds them.
+
+    Each epoch's order comes from `sampler` (`EpochSampler`, reshuffled per epoch); with `wide` given, an
+    image joins the bucket of its orientation (width >= height or not) and a bucket that holds `batch`
+    images is one batch (detectron2's AspectRatioGroupedDataset), so padding to a common size wastes less;
+    leftovers carry over into the next epoch. Without `wide`, batches are consecutive images.
+    """
+
+    def __init__(self, sampler: EpochSampler, batch: int, wide: Sequence[bool] | None = None):
+        self.sampler, self.batch, self.wide = sampler, batch, wide
+
+    def __iter__(self) -> Iterator[list[int]]:
+        buckets: dict[bool, list[int]] = {True: [], False: []}
+        n = len(self.wide) if self.wide is not None else None
+        for epoch in itertools.count():
+            self.sampler.set_epoch(epoch)
+            for code in self.sampler:
+                bucket = buckets[bool(self.wide[code % n])] if self.wide is not None else buckets[True]
+                bucket.append(code)
+                if len(bucket) == self.batch:
+                    yield bucket[:]
+                    bucket.clear()
+
+
+class _Skipping:
+    """A batch sampler without its first `skip` batches (a resumed run continues the same stream)."""
+
+    def __init__(self, batches, skip: int):
+        self.batches, self.skip = batches, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.batches), self.skip, None)
+
+
+def infinite_batches(dataset: "DetectionDataset", cfg: DetectionConfig, seed: int, *, rank: int = 0,
+                     world: int = 1, skip: int = 0) -> Iterator[tuple]:
+    """Training batches, endlessly (detectron2 trains by iterations, not epochs), grouped by aspect ratio.
 
     Under torchrun each process takes its share of every epoch and `batch_size / world` images a step.
+    `skip` leaves out the first batches without loading them (a resumed run).
     """
-    from torch.utils.data.distributed import DistributedSampler
-
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size={cfg.batch_size} does not split over {world} processes",
                           "use a batch size divisible by the number of GPUs")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler = EpochSampler(len(dataset), seed, "detection order", rank=rank, world=world)
     batch = min(cfg.batch_size // world, len(sampler))
-    for epoch in itertools.count():
-        sampler.set_epoch(epoch)
-        yield from DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                              num_workers=cfg.workers, collate_fn=_collate)
+    wide = [im.wide for im in dataset.images] if cfg.aspect_grouping else None
+    items = SeededItems(dataset, seed, "detection flip")  # each image's flip from its own stream
+    yield from DataLoader(items, batch_sampler=_Skipping(AspectGroupedBatches(sampler, batch, wide), skip),
+                          num_workers=cfg.workers, collate_fn=_collate, generator=quiet_loader_generator())
 
 
 def distributed_setup() -> tuple[int, int, torch.device | None]:
@@ -357,13 +255,24 @@ def lr_factor(iteration: int, cfg: DetectionConfig) -> float:
 
 
 def train_detector(model: nn.Module, batches: Iterator, cfg: DetectionConfig, device: torch.device,
-                   run_index: int = 0) -> list[dict]:
-    """`cfg.max_iter` iterations of SGD on the summed detection losses; returns periodic loss logs."""
+                   run_index: int = 0, *, resume: dict | None = None, save=None) -> list[dict]:
+    """`cfg.max_iter` iterations of SGD on the summed detection losses; returns periodic loss logs.
+
+    `save(state)` is called every `cfg.checkpoint_every` iterations with the model, optimizer, schedule, the
+    global torch RNG (the RPN and RoI samplers draw from it) and the logs; `resume` is such a state to
+    continue from (`batches` must then start at its iteration)."""
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    inner = getattr(model, "module", model)
+    logs, start = [], 0
+    if resume is not None:
+        inner.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"])
+        logs, start = resume["logs"], resume["iteration"]
     model.train()
-    logs = []
-    bar = tqdm(range(cfg.max_iter), desc=f"detection run {run_index + 1}/{cfg.runs}", leave=False)
+    bar = tqdm(range(start, cfg.max_iter), desc=f"detection run {run_index + 1}/{cfg.runs}", leave=False)
     for it in bar:
         images, targets, _ = next(batches)
         images = [im.to(device, non_blocking=True) for im in images]
@@ -383,6 +292,9 @@ def train_detector(model: nn.Module, batches: Iterator, cfg: DetectionConfig, de
                      **{k: v.item() for k, v in losses.items()}}
             logs.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        if save is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.max_iter:
+            save({"iteration": it + 1, "model": inner.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "logs": logs})
     return logs
 
 
@@ -456,25 +368,6 @@ def evaluate(outputs: list[dict], data: DetectionData, *, masks: bool = False) -
 
 # ---------------------------------------------------------------------------------------------- run
 
-def arch_short(arch: str) -> str:
-    """resnet50 -> r50 (for benchmark names such as voc0712_det_r50c4)."""
-    m = re.fullmatch(r"resnet(\d+)", arch.split(".")[0])
-    return f"r{m.group(1)}" if m else arch.split(".")[0].replace("_", "")
-
-
-def benchmark_for(data_spec: str, data: DetectionData, cfg: DetectionConfig, arch: str) -> str:
-    """voc0712_det_r50c4, embedded_det_r18c4, coco_det_maskrcnn_r50c4_2x, ... (the leaderboard table)."""
-    layout = arch_short(arch) + cfg.layout
-    if data.format == "voc":
-        name = "embedded" if data_spec == "embedded" else "voc" + "".join(s[2:4] for s in cfg.voc_train)
-    else:
-        name = "embedded_coco" if data_spec == "embedded" else "coco"
-    if not cfg.masks:
-        return f"{name}_det_{layout}"
-    schedule = {90000: "_1x", 180000: "_2x"}.get(cfg.max_iter, "")
-    return f"{name}_det_maskrcnn_{layout}{schedule}"
-
-
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict | None:
     """Train and evaluate a detector on `data`; write one record (None for a detectron2 hand-off).
@@ -482,46 +375,67 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     Under `torchrun --nproc_per_node N -m hexa_zoo transfer detection ...` training runs on N GPUs with
     SyncBatchNorm; process 0 evaluates and writes the record (the others return None).
     """
-    clock = RunClock()
-    cfg = resolve_config(DetectionConfig, PRESETS, preset, overrides)
+    run = ProtocolRun.start("detection", DetectionConfig, PRESETS, model, data, preset=preset,
+                            overrides=overrides, seed=seed)
+    cfg, trunk, info = run.cfg, run.trunk, run.info
     root = resolve_data(data)
-    trunk, info = load_model(model)
     if cfg.backend == "detectron2":
-        from transfer import detection_d2
-
-        return detection_d2.run(model, trunk, info, root, cfg, Path(out), preset=preset, seed=seed, clock=clock,
-                                data_spec=str(data))
+        return detection_d2.run(run, root, Path(out))
     det_data = load_detection_data(root, cfg)
     if not det_data.train or not det_data.test:
         raise DataError(f"no {'training' if not det_data.train else 'test'} images in {det_data.description}",
                         "check the split files")
     rank, world, dist_device = distributed_setup()
-    device = dist_device or select_device(cfg.device)
+    device = dist_device or run.device
     arch = info.get("arch") or "resnet50"
     metrics: dict[str, list[float]] = {}
     notes = [f"backend torchvision, layout {cfg.layout}, {'Mask' if cfg.masks else 'Faster'} R-CNN; "
              f"{det_data.description}; {len(det_data.train)} train / {len(det_data.test)} test images",
-             "torchvision losses (smooth-L1 beta 1/9) and no aspect-ratio grouping differ from detectron2; "
-             "use backend=detectron2 for the exact published pipeline"]
+             "torchvision losses (smooth-L1 beta 1/9) differ from detectron2; use backend=detectron2 for the exact "
+             "published pipeline",
+             f"batches {'grouped by aspect ratio (as detectron2)' if cfg.aspect_grouping else 'not grouped by aspect'}; "
+             f"BatchNorm statistics over each process's {cfg.batch_size // world} padded images (MoCo: naiveSyncBN "
+             "over 8 GPUs x 2 images, each GPU padding only its own pair)"]
+    if cfg.masks and cfg.layout == "c4":
+        notes.append("C4 Mask R-CNN: the mask head runs res5 again on the foreground RoIs (detectron2's "
+                     "Res5ROIHeads reuses the box head's res5 features)")
     train_set = DetectionDataset(det_data.train, train=True,
                                  masks_from=det_data.coco_train_api if cfg.masks else None)
-    for r in range(cfg.runs):
+    run.use_data(root, det_data.files, fingerprint_root=root, format=det_data.format, classes=det_data.classes,
+                 train_images=len(det_data.train), test_images=len(det_data.test))
+    checkpoint = RunCheckpoint.for_run(run, out)
+    state = checkpoint.load()
+    first_run = 0
+    if state is not None:
+        first_run, metrics, notes = state["run"], state["metrics"], state["notes"]
+        notes.append(f"resumed in run {first_run + 1} at iteration {state['train']['iteration'] if state['train'] else 0}"
+                     f" from {checkpoint.path.name}")
+
+    def save(run_index: int, train_state: dict | None) -> None:
+        if rank == 0:
+            checkpoint.save({"run": run_index, "train": train_state, "metrics": metrics, "notes": notes})
+
+    for r in range(first_run, cfg.runs):
         run_seed = seed + r
-        seed_everything(run_seed)
-        detector = build_detector(
-            trunk, arch, len(det_data.classes), layout=cfg.layout, masks=cfg.masks,
-            min_size_train=cfg.min_size_train, max_size=cfg.max_size, image_mean=info["mean"],
-            image_std=info["std"], rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test, box_batch_size_per_image=cfg.box_batch_size_per_image,
-            roi_resolution=cfg.roi_resolution,
-        ).to(device)
+        seed_everything(run_seed)  # what still draws from the global RNGs: the RPN's and RoI heads' sampling
+        with seeded(run_seed, "detection init"):
+            detector = build_detector(
+                trunk, arch, len(det_data.classes), layout=cfg.layout, masks=cfg.masks,
+                min_size_train=cfg.min_size_train, max_size=cfg.max_size, image_mean=info["mean"],
+                image_std=info["std"], rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+                rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+                rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test, box_batch_size_per_image=cfg.box_batch_size_per_image,
+                roi_resolution=cfg.roi_resolution,
+            ).to(device)
         for p in detector.parameters():
             p.requires_grad_(True)  # FREEZE_AT 0: the whole trunk trains
         if world > 1:
             detector = for_distributed(detector, cfg, device)
-        batches = infinite_batches(train_set, cfg, run_seed, rank=rank, world=world)
-        logs = train_detector(detector, batches, cfg, device, r)
+        resume = state["train"] if state is not None and state["run"] == r else None
+        batches = infinite_batches(train_set, cfg, run_seed, rank=rank, world=world,
+                                   skip=resume["iteration"] if resume else 0)
+        logs = train_detector(detector, batches, cfg, device, r, resume=resume,
+                              save=lambda train_state, r=r: save(r, train_state))
         detector = getattr(detector, "module", detector)
         precise_bn(detector, batches, cfg.precise_bn_iters, device)  # every process: SyncBN gathers statistics
         if rank != 0:
@@ -534,6 +448,8 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
             metrics.setdefault(name, []).append(value)
         notes += [f"run {r + 1} (seed {run_seed}): " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
                   f"run {r + 1} losses: first {logs[0]['loss']:.3f}, last {logs[-1]['loss']:.3f}"] + eval_notes
+        if r + 1 < cfg.runs:
+            save(r + 1, None)
     if world > 1:
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -541,9 +457,6 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     if world > 1:
         bn = "SyncBatchNorm" if device.type == "cuda" else "per-process BatchNorm (CPU)"
         notes.append(f"trained on {world} processes with {bn}, {cfg.batch_size // world} images each")
-    dataset = dataset_record(data, root, dataset_fingerprint(det_data.files, root=root), format=det_data.format,
-                             classes=det_data.classes, train_images=len(det_data.train),
-                             test_images=len(det_data.test))
-    return finish_record(protocol="detection", benchmark=benchmark_for(str(data), det_data, cfg, arch), out=out,
-                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed, preset=preset,
-                         clock=clock, notes=notes)
+    record = run.finish(benchmark_for(str(data), det_data, cfg, arch), out, metrics, notes=notes)
+    checkpoint.done()
+    return record

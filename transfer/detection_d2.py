@@ -31,6 +31,8 @@ from hexa_zoo.convert import to_detectron2
 from hexa_zoo.errors import ConfigError, DataError
 from hexa_zoo.fileio import atomic_write_bytes, atomic_write_text
 
+from .detection_data import benchmark_for, find_devkit, load_detection_data
+
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "hexa_results.json"
@@ -126,8 +128,6 @@ def resnet_depth(arch: str) -> int:
 
 def dataset_spec(root: Path, cfg) -> tuple[dict, list[str], list[str], int]:
     """datasets.json entries (registered by path in train_net.py), train and test names, class count."""
-    from transfer.detection import find_devkit, load_detection_data
-
     data = load_detection_data(root, cfg)  # validates the files before anything is handed off
     spec = {}
     if data.format == "voc":
@@ -224,10 +224,13 @@ def prepare(trunk, info: dict, root: Path, cfg, out: Path, *, seed: int) -> tupl
     return folder, commands, next(iter(spec.values()))["format"]
 
 
-def run(model_spec: str, trunk, info: dict, root: Path, cfg, out: Path, *, preset: str, seed: int, clock,
-        data_spec: str) -> dict | None:
-    """Prepare the detectron2 files; run them if detectron2 is importable (record), else print the command."""
-    folder, commands, data_format = prepare(trunk, info, root, cfg, out, seed=seed)
+def run(protocol_run, root: Path, out: Path) -> dict | None:
+    """Prepare the detectron2 files; run them if detectron2 is importable (record), else print the command.
+
+    `protocol_run` is the protocol's `transfer.runner.ProtocolRun` (config, trunk, seed, clock).
+    """
+    cfg, seed = protocol_run.cfg, protocol_run.seed
+    folder, commands, data_format = prepare(protocol_run.trunk, protocol_run.info, root, cfg, out, seed=seed)
     shown = "\n".join("  " + " ".join(shlex.quote(c) for c in cmd) for cmd in commands)
     if not detectron2_available():
         print(f"detectron2 is not installed here, so nothing was trained and no result record was written.\n"
@@ -255,17 +258,8 @@ def run(model_spec: str, trunk, info: dict, root: Path, cfg, out: Path, *, prese
         for k, v in values.items():
             metrics.setdefault(k, []).append(float(v))
         notes.append(f"run {r + 1} (seed {seed + r}): " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
-    return _record(model_spec, info, root, cfg, out, metrics, notes, preset=preset, seed=seed, clock=clock,
-                   data_spec=data_spec)
-
-
-def _record(model_spec, info, root, cfg, out, metrics, notes, *, preset, seed, clock, data_spec) -> dict:
-    from transfer.common import dataset_fingerprint, dataset_record, finish_record
-    from transfer.detection import benchmark_for, load_detection_data
-
     data = load_detection_data(root, cfg)
-    dataset = dataset_record(data_spec, root, dataset_fingerprint(data.files, root=root), format=data.format,
-                             classes=data.classes, train_images=len(data.train), test_images=len(data.test))
-    return finish_record(protocol="detection", benchmark=benchmark_for(data_spec, data, cfg, info.get("arch") or ""),
-                         out=out, model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed,
-                         preset=preset, clock=clock, notes=notes)
+    protocol_run.use_data(root, data.files, fingerprint_root=root, format=data.format, classes=data.classes,
+                 train_images=len(data.train), test_images=len(data.test))
+    return protocol_run.finish(benchmark_for(protocol_run.data_spec, data, cfg, protocol_run.info.get("arch") or ""),
+                               out, metrics, notes=notes)

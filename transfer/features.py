@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,10 @@ from hexa_zoo.errors import DataError
 from hexa_zoo.fileio import atomic_path
 
 from .common import dataset_fingerprint, feature_dim, select_device
+from .randomness import quiet_loader_generator
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,10 @@ class EvalTransform:
     interpolation: str = "bilinear"
 
     @classmethod
-    def for_model(cls, info: dict, resize: int, crop: int, *, square: bool = False) -> "EvalTransform":
+    def for_model(cls, info: dict, resize: int, crop: int, *, square: bool = False,
+                  interpolation: str = "bilinear") -> "EvalTransform":
         return cls(resize=resize, crop=crop, mean=tuple(float(m) for m in info["mean"]),
-                   std=tuple(float(s) for s in info["std"]), square=square)
+                   std=tuple(float(s) for s in info["std"]), square=square, interpolation=interpolation)
 
     def describe(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -97,6 +102,31 @@ class DeviceNormalize:
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
+@dataclass(frozen=True)
+class ArrayImages:
+    """Images held in memory (CIFAR's batches): uint8 (N, H, W, 3), and an id for each (the cache key's
+    order; the data fingerprint comes from the files they were read from)."""
+
+    arrays: "np.ndarray"
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+
+class _ArrayImages(Dataset):
+    def __init__(self, images: ArrayImages, transform):
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images.arrays[i])), ""
+
+
 class _ImageFiles(Dataset):
     """Images by path; an unreadable one is reported (not dropped) so the caller can raise with its path."""
 
@@ -121,38 +151,61 @@ def _collate(batch):
     return torch.stack([x for x, _ in batch]), []
 
 
+# How the trunk's last feature map becomes a vector. "gap": timm's global average pool (num_features wide).
+# "vissl_res5": VISSL's VOC07 SVM features, AvgPool2d(6, stride 1) over res5 (7x7 at 224 px -> 2x2), flattened
+# channel-major: 2048 x 4 = 8192-d for a ResNet-50 (vissl configs/config/benchmark/low_shot_transfer/voc07).
+# Other image sizes keep the 2x2 output: the kernel is the map's side minus one (6 at 7x7, 3 at 4x4).
+POOLINGS = ("gap", "vissl_res5")
+
+
+def pooled(model: nn.Module, x: torch.Tensor, pooling: str = "gap") -> torch.Tensor:
+    """The trunk's features of the batch `x` under `pooling` (see POOLINGS)."""
+    if pooling == "gap":
+        return model(x)
+    if pooling == "vissl_res5":
+        fmap = model.forward_features(x)
+        kernel = (max(1, fmap.shape[-2] - 1), max(1, fmap.shape[-1] - 1))
+        return torch.nn.functional.avg_pool2d(fmap, kernel_size=kernel, stride=1).flatten(1)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
 class Features(NamedTuple):
     features: torch.Tensor  # (N, D) float32 on the CPU, rows in the order of the paths given
     from_cache: bool
     cache_path: Path | None
 
 
-def cache_key(weights_sha256: str, paths: Sequence[Path], transform: EvalTransform,
+def cache_key(weights_sha256: str, paths: Sequence[Path] | ArrayImages, transform: EvalTransform,
               fingerprint: str | None = None) -> str:
     """sha256 of what determines the features: weights, data contents, file order, transform."""
-    fingerprint = fingerprint or dataset_fingerprint(paths)
-    base = Path(os.path.commonpath([Path(p).resolve().parent for p in paths]))
-    order = hashlib.sha256("\n".join(Path(p).resolve().relative_to(base).as_posix()
-                                     for p in paths).encode()).hexdigest()
+    if isinstance(paths, ArrayImages):
+        if fingerprint is None:
+            raise ValueError("images held in memory need the fingerprint of the files they came from")
+        names = paths.ids
+    else:
+        fingerprint = fingerprint or dataset_fingerprint(paths)
+        base = Path(os.path.commonpath([Path(p).resolve().parent for p in paths]))
+        names = [Path(p).resolve().relative_to(base).as_posix() for p in paths]
+    order = hashlib.sha256("\n".join(names).encode()).hexdigest()
     blob = json.dumps({"v": CACHE_VERSION, "weights": weights_sha256, "data": fingerprint, "order": order,
                        "transform": transform.describe()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike], transform: EvalTransform, *,
+def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike] | ArrayImages, transform: EvalTransform, *,
                      weights_sha256: str | None, fingerprint: str | None = None, batch_size: int = 64,
                      num_workers: int | None = None, device: str | torch.device | None = None,
                      channels_last: bool | None = None, amp: bool = False, cache: bool = True,
-                     cache_dir: Path | None = None, desc: str = "features") -> Features:
+                     cache_dir: Path | None = None, desc: str = "features", pooling: str = "gap") -> Features:
     """Pooled trunk features of the images at `paths`, in that order, cached on disk.
 
     `weights_sha256=None` disables the cache (nothing safe to key it on). `fingerprint` saves
     recomputing the data fingerprint when the caller has it. `channels_last=None` means on CUDA only.
     `amp` runs the trunk in bfloat16 autocast on CUDA (features still returned as float32; changes
-    the cache key).
+    the cache key). `pooling` is one of POOLINGS (a non-default pooling changes the cache key).
     """
-    paths = [Path(p) for p in paths]
-    if not paths:
+    paths = paths if isinstance(paths, ArrayImages) else [Path(p) for p in paths]
+    if not len(paths):
         raise DataError("no images to extract features from", "check the dataset folder and split")
     device = select_device(str(device) if device is not None else None)
     use_cache = cache and weights_sha256 is not None
@@ -161,6 +214,8 @@ def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike], trans
         key = cache_key(weights_sha256, paths, transform, fingerprint)
         if amp and device.type == "cuda":
             key = hashlib.sha256((key + ":bf16").encode()).hexdigest()
+        if pooling != "gap":
+            key = hashlib.sha256((key + f":pool={pooling}").encode()).hexdigest()
         cache_path = (cache_dir or feature_cache_dir()) / f"{key}.safetensors"
         cached = _read_cache(cache_path, len(paths))
         if cached is not None:
@@ -169,9 +224,10 @@ def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike], trans
 
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1) if len(paths) >= 4 * batch_size else 0
-    loader = DataLoader(_ImageFiles(paths, transform.pil_to_uint8()), batch_size=batch_size, shuffle=False,
+    images = (_ArrayImages if isinstance(paths, ArrayImages) else _ImageFiles)(paths, transform.pil_to_uint8())
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if num_workers else None)
+                        prefetch_factor=4 if num_workers else None, generator=quiet_loader_generator())
 
     def checked(batches):
         for images, bad in batches:
@@ -181,14 +237,16 @@ def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike], trans
             yield images
 
     feats = forward_batches(model, checked(tqdm(loader, desc=desc, unit="batch", disable=None)), len(paths),
-                            transform.normalizer(device), device=device, channels_last=channels_last, amp=amp)
+                            transform.normalizer(device), device=device, channels_last=channels_last, amp=amp,
+                            pooling=pooling)
     if use_cache:
         _write_cache(cache_path, feats, weights_sha256, transform)
     return Features(feats, False, cache_path)
 
 
 def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], total: int, normalize: DeviceNormalize,
-                    *, device: torch.device, channels_last: bool | None = None, amp: bool = False) -> torch.Tensor:
+                    *, device: torch.device, channels_last: bool | None = None, amp: bool = False,
+                    pooling: str = "gap") -> torch.Tensor:
     """The extraction loop: uint8 CPU batches in order -> (total, D) float32 CPU features.
 
     Copies are asynchronous on CUDA (pinned output, non_blocking), so the GPU never waits for the host.
@@ -197,19 +255,20 @@ def forward_batches(model: nn.Module, batches: Iterable[torch.Tensor], total: in
         channels_last = device.type == "cuda"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
-    dim = feature_dim(model)
-    # Pinned memory makes the copies asynchronous; pinning ImageNet-sized outputs (10 GB) would
-    # starve the host, so very large outputs are ordinary memory (copies then wait, slightly).
-    pin = device.type == "cuda" and total * dim * 4 <= PIN_LIMIT_BYTES
-    out = torch.empty(total, dim, dtype=torch.float32, pin_memory=pin)
-    filled = 0
+    feature_dim(model)  # a trunk without pooled features is refused here, before any work
+    out, filled = None, 0
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
         for images in batches:
             x = normalize(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-            y = model(x)
+            y = pooled(model, x, pooling)
             if y.ndim != 2:
                 raise ValueError(f"trunk returned shape {tuple(y.shape)}; expected (batch, features): "
                                  "create it with num_classes=0")
+            if out is None:  # the width is known once the first batch is through (pooling may widen it)
+                # Pinned memory makes the copies asynchronous; pinning ImageNet-sized outputs (10 GB) would
+                # starve the host, so very large outputs are ordinary memory (copies then wait, slightly).
+                pin = device.type == "cuda" and total * y.shape[1] * 4 <= PIN_LIMIT_BYTES
+                out = torch.empty(total, y.shape[1], dtype=torch.float32, pin_memory=pin)
             out[filled:filled + len(y)].copy_(y.float(), non_blocking=True)
             filled += len(y)
     if device.type == "cuda":

@@ -10,7 +10,15 @@ episodes (percent) with the 95% confidence interval 1.96 * std / sqrt(episodes) 
 Data: the embedded dataset's `fewshot/` folder (held-out classes), or a path to an ImageFolder tree
 of held-out classes (`<class>/<image>`). Metric names: `acc_5w1s_logreg`, `acc_5w5s_centroid`, ...
 
+Cross-domain few-shot (`--preset cdfsl`, ssl-transfer's `few_shot.py` on CD-FSL): `--data` is one of
+CropDiseases, EuroSAT, ISIC or ChestX in its released layout (`transfer/cdfsl_data.py`); 5-way 5-, 20- and
+50-shot, 15 queries, 600 episodes; prototypes (class means) of unnormalised features, squared Euclidean
+distance; Resize((257, 257)) + CenterCrop(224) (CD-FSL's `Scale` of 1.15 x 224); the interval
+1.96 * std / sqrt(600) with the population std. `cdfsl_embedded` runs the same on the embedded held-out
+shapes.
+
     hexa transfer fewshot --model hexa_moco_r18.embedded --data embedded --out results/
+    hexa transfer fewshot --model moco_v2_r50 --preset cdfsl --data /data/EuroSAT --out results/
 """
 
 from __future__ import annotations
@@ -26,9 +34,9 @@ import numpy as np
 from hexa_zoo.errors import DataError
 from hexa_zoo.records import metric
 
-from .common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, finish_record, load_model,
-                     read_image_split, resolve_config, resolve_data, seed_everything)
-from .features import EvalTransform, extract_features
+from .cdfsl_data import read_cdfsl
+from .common import benchmark_name, read_image_split, resolve_data
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +53,23 @@ class FewShotConfig:
     max_per_class: int = 0     # > 0: only the first N images of each class (quick runs)
     resize: int = 256
     crop: int = 224
+    square_resize: bool = False  # Resize((resize, resize)) instead of the shorter side
+    normalize: bool = True       # L2-normalise features (RFS, SimpleShot); ssl-transfer's ProtoNet does not
+    ci_ddof: int = 1             # the std in the 95% interval: 1 sample, 0 population (ssl-transfer)
+    data_layout: Literal["folders", "cdfsl"] = "folders"
     batch_size: int = 128
     device: str = ""
 
 
+_CDFSL = dict(shots=(5, 20, 50), classifiers=("centroid",), normalize=False, ci_ddof=0, resize=257, crop=224,
+              square_resize=True, data_layout="cdfsl")
 PRESETS: dict[str, FewShotConfig] = {
     "paper": FewShotConfig(),
     "embedded": FewShotConfig(resize=64, crop=64, batch_size=100),
+    "cdfsl": FewShotConfig(**_CDFSL),
+    # The held-out shapes have 40 images a class: 5 and 20 shots (+ 15 queries), 100 episodes, 64 px.
+    "cdfsl_embedded": FewShotConfig(**{**_CDFSL, "shots": (5, 20), "episodes": 100, "resize": 73, "crop": 64,
+                                       "data_layout": "folders", "batch_size": 100}),
 }
 
 
@@ -83,16 +101,16 @@ def sample_episode(labels: np.ndarray, ways: int, shots: int, queries: int, rng:
                    np.repeat(np.arange(ways), queries), classes)
 
 
-def confidence95(values: Sequence[float]) -> float:
-    """Half-width of the 95% confidence interval of the mean: 1.96 * std (n - 1) / sqrt(n)."""
+def confidence95(values: Sequence[float], ddof: int = 1) -> float:
+    """Half-width of the 95% confidence interval of the mean: 1.96 * std / sqrt(n), the std with `ddof`."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return 0.0
-    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
+    return float(1.96 * values.std(ddof=ddof) / math.sqrt(len(values)))
 
 
 def classify_episode(feats: np.ndarray, ep: Episode, classifier: str, cfg: FewShotConfig) -> float:
-    """Query accuracy (percent) of one episode; `feats` already L2-normalised."""
+    """Query accuracy (percent) of one episode on `feats` (already L2-normalised when the config says so)."""
     xs, xq = feats[ep.support], feats[ep.query]
     if classifier == "centroid":
         centroids = np.stack([xs[ep.support_labels == c].mean(axis=0) for c in range(len(ep.classes))])
@@ -114,7 +132,8 @@ def fewshot_eval(feats: np.ndarray, labels: np.ndarray, cfg: FewShotConfig, seed
     Every classifier sees the same episodes; episodes of each shot count come from their own seeded stream.
     """
     feats = np.asarray(feats, dtype=np.float64)
-    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    if cfg.normalize:
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     out: dict[str, list[float]] = {}
     for shots in cfg.shots:
         rng = np.random.default_rng([seed, shots])
@@ -128,24 +147,26 @@ def fewshot_eval(feats: np.ndarray, labels: np.ndarray, cfg: FewShotConfig, seed
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Few-shot episodes of `model`'s frozen features on held-out classes."""
-    clock = RunClock()
-    cfg = resolve_config(FewShotConfig, PRESETS, preset, overrides)
-    seed_everything(seed)
-    trunk, info = load_model(model)
+    run = ProtocolRun.start("fewshot", FewShotConfig, PRESETS, model, data, preset=preset, overrides=overrides,
+                            seed=seed)
+    cfg = run.cfg
     root = resolve_data(data)
-    folder = root / "fewshot" if str(data) == "embedded" else root
-    images = read_image_split(folder.parent, folder.name, max_per_class=cfg.max_per_class)
-    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
-    fingerprint = dataset_fingerprint(images.paths)
-    feats = extract_features(trunk, images.paths, tf, weights_sha256=info["weights_sha256"], fingerprint=fingerprint,
-                             batch_size=cfg.batch_size, device=cfg.device or None, desc="fewshot").features
+    if cfg.data_layout == "cdfsl":
+        name, images = read_cdfsl(root)
+        protocol_name = "cdfsl"
+    else:
+        folder = root / "fewshot" if str(data) == "embedded" else root
+        images = read_image_split(folder.parent, folder.name, max_per_class=cfg.max_per_class)
+        name, protocol_name = None, "cdfsl" if preset.startswith("cdfsl") else "fewshot"
+    run.use_data(root, images.paths, images=len(images.paths), classes=images.classes)
+    tf = run.transform(cfg.resize, cfg.crop, square=cfg.square_resize)
+    feats = run.features(images.paths, tf, desc="fewshot")
     per_episode = fewshot_eval(feats.numpy(), images.labels, cfg, seed)
     metrics = {}
-    for name, values in per_episode.items():
-        metrics[name] = metric(values)
-        metrics[name]["ci95"] = confidence95(values)
+    for metric_name, values in per_episode.items():
+        metrics[metric_name] = metric(values)
+        metrics[metric_name]["ci95"] = confidence95(values, cfg.ci_ddof)
     log.info("fewshot: %s", ", ".join(f"{n}={m['mean']:.2f}±{m['ci95']:.2f}" for n, m in metrics.items()))
-    dataset = dataset_record(data, root, fingerprint, images=len(images.paths), classes=images.classes)
-    return finish_record(protocol="fewshot", benchmark=benchmark_name(dataset["name"], "fewshot"), out=out,
-                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed, preset=preset,
-                         clock=clock)
+    notes = [f"features {'L2-normalised' if cfg.normalize else 'unnormalised'}; 95% interval with the "
+             f"{'population' if cfg.ci_ddof == 0 else 'sample'} std over {cfg.episodes} episodes"]
+    return run.finish(benchmark_name(name or run.dataset["name"], protocol_name), out, metrics, notes=notes)

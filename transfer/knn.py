@@ -1,8 +1,13 @@
 """Weighted k-nearest-neighbour classification on frozen features (InstDisc / DINO protocol).
 
 Features are L2-normalised, so the similarity is the cosine. Each test image takes its k most similar
-training images; neighbour j votes for its class with weight exp(sim_j / T), T = 0.07; the class with
-the largest total wins (top-5: the five largest). Reported for k = 20 and k = 200.
+training images; neighbour j votes for its class with weight exp(sim_j / T); the class with the largest
+total wins (top-5: the five largest). Presets:
+- `paper`: DINO's `eval_knn.py`: bicubic Resize(256) + CenterCrop(224), k in {10, 20, 100, 200}, T = 0.07
+  (DINO reports k = 20);
+- `vissl`: VISSL's `NEAREST_NEIGHBOR` benchmark: k = 200, sigma (T) = 0.1;
+- `lightly`: lightly's benchmark `knn_predict`: k = 200, T = 0.1;
+- `paper_bilinear`: our earlier InstDisc-style preset (bilinear resize, k in {20, 200}, T = 0.07).
 
 Memory stays bounded on large sets: test images go in chunks of `chunk_size`, and for each chunk the
 training set is scanned in chunks too, merging a running top-k, so at most chunk_size x chunk_size
@@ -17,15 +22,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, finish_record, load_model,
-                     read_classification_splits, resolve_config, select_device, seed_everything)
-from .features import EvalTransform, extract_features
+from hexa_zoo.knn import knn_predict
+
+from .common import benchmark_name, read_classification_splits
 from .metrics import topk_accuracy
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ class KnnConfig:
     temperature: float = 0.07
     resize: int = 256          # eval transform: Resize(resize) + CenterCrop(crop)
     crop: int = 224
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
     train_split: str = "train"
     eval_split: str = "val"
     max_per_class: int = 0     # > 0: only the first N images of each class per split (quick runs)
@@ -45,59 +51,29 @@ class KnnConfig:
 
 
 PRESETS: dict[str, KnnConfig] = {
-    "paper": KnnConfig(),
-    "embedded": KnnConfig(resize=64, crop=64, batch_size=100),
+    "paper": KnnConfig(ks=(10, 20, 100, 200)),                           # DINO eval_knn.py
+    "vissl": KnnConfig(ks=(200,), temperature=0.1, interpolation="bilinear"),
+    "lightly": KnnConfig(ks=(200,), temperature=0.1, interpolation="bilinear"),
+    "paper_bilinear": KnnConfig(interpolation="bilinear"),
+    # Unchanged from before the presets above (the committed embedded leaderboard rows): bilinear.
+    "embedded": KnnConfig(resize=64, crop=64, batch_size=100, interpolation="bilinear"),
 }
-
-
-def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
-                num_classes: int, ks: Sequence[int], temperature: float = 0.07,
-                chunk_size: int = 4096) -> dict[int, torch.Tensor]:
-    """Class scores (n_test, num_classes) for each k, by the exp(sim / T)-weighted vote.
-
-    Inputs need not be normalised (they are L2-normalised here). A k larger than the training set
-    uses all training images. Runs on the device of `train_feats`.
-    """
-    device = train_feats.device
-    train = F.normalize(train_feats.float(), dim=1)
-    labels = train_labels.to(device).long()
-    kmax = min(max(ks), len(train))
-    out = {k: torch.empty(len(test_feats), num_classes) for k in ks}
-    for start in range(0, len(test_feats), chunk_size):
-        query = F.normalize(test_feats[start:start + chunk_size].to(device).float(), dim=1)
-        top_sim = torch.full((len(query), 0), float("-inf"), device=device)
-        top_idx = torch.empty((len(query), 0), dtype=torch.long, device=device)
-        for t0 in range(0, len(train), chunk_size):
-            sim = query @ train[t0:t0 + chunk_size].T
-            s, i = sim.topk(min(kmax, sim.shape[1]), dim=1)
-            top_sim, order = torch.cat([top_sim, s], 1).topk(min(kmax, top_sim.shape[1] + s.shape[1]), dim=1)
-            top_idx = torch.cat([top_idx, i + t0], 1).gather(1, order)
-        weights = (top_sim / temperature).exp()
-        neighbour_labels = labels[top_idx]
-        for k in ks:
-            kk = min(k, kmax)
-            votes = torch.zeros(len(query), num_classes, device=device)
-            votes.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])
-            out[k][start:start + len(query)] = votes.cpu()
-    return out
 
 
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Weighted kNN of `model`'s frozen features on an ImageFolder dataset's train/val splits."""
-    clock = RunClock()
-    cfg = resolve_config(KnnConfig, PRESETS, preset, overrides)
-    seed_everything(seed)
-    trunk, info = load_model(model)
+    run = ProtocolRun.start("knn", KnnConfig, PRESETS, model, data, preset=preset, overrides=overrides, seed=seed)
+    cfg = run.cfg
     root, train, test = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
-    device = select_device(cfg.device)
-    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
-    fp_train, fp_test = dataset_fingerprint(train.paths), dataset_fingerprint(test.paths)
-    kwargs = dict(weights_sha256=info["weights_sha256"], batch_size=cfg.batch_size, device=device)
-    train_f = extract_features(trunk, train.paths, tf, fingerprint=fp_train, desc="knn train", **kwargs).features
-    test_f = extract_features(trunk, test.paths, tf, fingerprint=fp_test, desc="knn eval", **kwargs).features
+    run.use_data(root, train.paths + test.paths, splits={cfg.train_split: len(train.paths),
+                                                         cfg.eval_split: len(test.paths)},
+                 num_classes=len(train.classes))
+    tf = run.transform(cfg.resize, cfg.crop, interpolation=cfg.interpolation)
+    train_f = run.features(train.paths, tf, desc="knn train")
+    test_f = run.features(test.paths, tf, desc="knn eval")
 
-    scores = knn_predict(train_f.to(device), torch.from_numpy(train.labels), test_f, len(train.classes), cfg.ks,
+    scores = knn_predict(train_f.to(run.device), torch.from_numpy(train.labels), test_f, len(train.classes), cfg.ks,
                          cfg.temperature, cfg.chunk_size)
     targets = torch.from_numpy(test.labels)
     metrics, notes = {}, []
@@ -107,9 +83,4 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         if k > len(train.paths):
             notes.append(f"k={k} exceeds the {len(train.paths)} training images: all of them vote")
     log.info("knn: %s", ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
-    dataset = dataset_record(data, root, dataset_fingerprint(train.paths + test.paths),
-                             splits={cfg.train_split: len(train.paths), cfg.eval_split: len(test.paths)},
-                             num_classes=len(train.classes))
-    return finish_record(protocol="knn", benchmark=benchmark_name(dataset["name"], "knn"), out=out,
-                         model_info=info, dataset=dataset, config=cfg, metrics=metrics, seed=seed,
-                         preset=preset, clock=clock, notes=notes)
+    return run.finish(benchmark_name(run.dataset["name"], "knn"), out, metrics, notes=notes)

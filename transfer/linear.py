@@ -33,13 +33,13 @@ from torch import nn
 from tqdm import tqdm
 
 from hexa_zoo.errors import DataError
-from hexa_zoo.records import metric
 
-from .common import (LabeledImages, RunClock, benchmark_name, dataset_fingerprint, dataset_record, feature_dim,
-                     finish_record, load_model, read_classification_splits, resolve_config, seed_everything,
-                     select_device)
-from .features import EvalTransform, extract_features
+from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
+from .checkpoints import RunCheckpoint
+from .heads import fold_standardisation, save_head
 from .metrics import topk_accuracy
+from .randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class LinearConfig:
     crop: int = 224
     num_workers: int | None = None
     amp: bool = False           # bfloat16 trunk forward on CUDA
+    resume: str = ""            # "auto": checkpoint every epoch and continue a killed run (variant sgd)
     # fast variant
     fast_weight_decays: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
     fast_holdout: float = 0.1
@@ -86,9 +87,9 @@ def lr_at(cfg: LinearConfig, epoch: int) -> float:
     return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.milestones)
 
 
-def new_fc(in_features: int, num_classes: int) -> nn.Linear:
+def new_fc(in_features: int, num_classes: int, generator: torch.Generator | None = None) -> nn.Linear:
     fc = nn.Linear(in_features, num_classes)
-    nn.init.normal_(fc.weight, mean=0.0, std=0.01)
+    nn.init.normal_(fc.weight, mean=0.0, std=0.01, generator=generator)
     nn.init.zeros_(fc.bias)
     return fc
 
@@ -109,29 +110,41 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
     workers = cfg.num_workers
     if workers is None:  # worker start-up costs more than it saves on small sets
         workers = min(8, os.cpu_count() or 1) if len(data) >= 1024 else 0
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
-                                         collate_fn=collate_skipping_bad, pin_memory=device.type == "cuda",
-                                         generator=generator, drop_last=False, persistent_workers=workers > 0)
-    return loader, remap
+    # The order of each epoch and each image's crop and flip come from their own seeded streams.
+    sampler = EpochSampler(len(data), seed, "linear order")
+    loader = torch.utils.data.DataLoader(SeededItems(data, seed, "linear augment"), batch_size=cfg.batch_size,
+                                         sampler=sampler, num_workers=workers, collate_fn=collate_skipping_bad,
+                                         pin_memory=device.type == "cuda", generator=quiet_loader_generator(),
+                                         drop_last=False, persistent_workers=workers > 0)
+    return loader, sampler, remap
 
 
 def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_feats: torch.Tensor,
-                     val_labels: torch.Tensor, cfg: LinearConfig, device: torch.device, seed: int
-                     ) -> tuple[dict[str, float], list[str]]:
-    """main_lincls on a frozen trunk; returns (metrics, notes). Raises if the trunk changed."""
+                     val_labels: torch.Tensor, cfg: LinearConfig, device: torch.device, seed: int,
+                     checkpoint: RunCheckpoint | None = None) -> tuple[dict[str, float], list[str], nn.Linear]:
+    """main_lincls on a frozen trunk; returns (metrics, notes, the head). Raises if the trunk changed.
+
+    With `checkpoint`, the head, the optimizer and the history are saved after every epoch and a saved run
+    continues after its last finished epoch (every epoch's order and crops come from seeded streams)."""
     trunk = trunk.to(device).eval()
     before = {k: v.detach().clone() for k, v in trunk.state_dict().items()}
-    fc = new_fc(feature_dim(trunk), len(train.classes)).to(device)
+    fc = new_fc(feature_dim(trunk), len(train.classes), torch_generator(seed, "linear head")).to(device)
     optimizer = torch.optim.SGD(fc.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    loader, remap = _train_loader(train, cfg, info, device, seed)
+    loader, sampler, remap = _train_loader(train, cfg, info, device, seed)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     trunk = trunk.to(memory_format=memory_format)
     use_amp = cfg.amp and device.type == "cuda"
-    notes, bad_total, history, loss = [], 0, [], torch.tensor(float("nan"))
-    for epoch in range(cfg.epochs):
+    notes, bad_total, history, loss, first = [], 0, [], torch.tensor(float("nan")), 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        fc.load_state_dict(state["fc"])
+        optimizer.load_state_dict(state["optimizer"])
+        first, history, bad_total = state["epoch"], state["history"], state["bad_total"]
+        notes.append(f"resumed after epoch {first} of {cfg.epochs} from {checkpoint.path.name}")
+    for epoch in range(first, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
+        sampler.set_epoch(epoch)
         fc.train()
         for images, targets, _, bad in tqdm(loader, desc=f"linear epoch {epoch + 1}/{cfg.epochs}", disable=None,
                                             leave=False):
@@ -148,6 +161,9 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
         with torch.no_grad():
             acc = topk_accuracy(fc(val_feats.to(device)).cpu(), val_labels, ks=(1, 5))
         history.append(acc)
+        if checkpoint is not None:
+            checkpoint.save({"epoch": epoch + 1, "fc": fc.state_dict(), "optimizer": optimizer.state_dict(),
+                             "history": history, "bad_total": bad_total})
         log.info("linear epoch %d: lr %.4g loss %.4f val top1 %.2f top5 %.2f", epoch + 1, lr_at(cfg, epoch),
                  loss.item(), acc[1], acc[5])
     changed = [k for k, v in trunk.state_dict().items() if not torch.equal(v.to(before[k].device), before[k])]
@@ -157,7 +173,7 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
     if bad_total:
         notes.append(f"{bad_total} unreadable training image(s) were skipped (counted over all epochs)")
     final = history[-1]
-    return {"top1": final[1], "top5": final[5], "top1_best": max(h[1] for h in history)}, notes
+    return {"top1": final[1], "top5": final[5], "top1_best": max(h[1] for h in history)}, notes, fc
 
 
 # ---------------------------------------------------------------------------------- fast variant
@@ -168,7 +184,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_deca
 
     `init` warm-starts from another solution (the previous point of a weight-decay path).
     """
-    fc = nn.Linear(x.shape[1], num_classes).to(x.device)
+    fc = nn.Linear(x.shape[1], num_classes).to(x.device, x.dtype)
     with torch.no_grad():
         fc.weight.copy_(init.weight if init is not None else torch.zeros_like(fc.weight))
         fc.bias.copy_(init.bias if init is not None else torch.zeros_like(fc.bias))
@@ -200,8 +216,10 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 
 def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_feats: torch.Tensor,
                       val_labels: np.ndarray, num_classes: int, cfg: LinearConfig, device: torch.device,
-                      seed: int) -> tuple[dict[str, float], list[str]]:
-    """The fast variant: weight decay picked on a held-out split of train, refit on all of train."""
+                      seed: int) -> tuple[dict[str, float], list[str], nn.Linear]:
+    """The fast variant: weight decay picked on a held-out split of train, refit on all of train.
+
+    Returns (metrics, notes, the head on raw features: the standardisation folded into it)."""
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
     xtr = ((train_feats - mean) / std).to(device)
     xva = ((val_feats - mean) / std).to(device)
@@ -220,7 +238,17 @@ def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_f
     notes = [f"fast variant (not MoCo's protocol): weight decay {best} chosen on a held-out "
              f"{cfg.fast_holdout:.0%} of train; held-out top-1 per weight decay: "
              + ", ".join(f"{wd}: {s:.2f}" for wd, s in scores.items())]
-    return {"top1": acc[1], "top5": acc[5]}, notes
+    return {"top1": acc[1], "top5": acc[5]}, notes, fold_standardisation(fc, mean, std)
+
+
+def fast_head(run: ProtocolRun, train: LabeledImages, val: LabeledImages, transform) -> tuple[nn.Linear, list[str]]:
+    """The fast linear head (preset paper_fast's constants) on cached features of `train`, for the protocols that
+    need a head and were given none; returns (head on raw features, notes with its held-out top-1 per wd)."""
+    train_f = run.features(train.paths, transform, desc="head train")
+    val_f = run.features(val.paths, transform, desc="head eval")
+    _, notes, head = train_linear_fast(train_f, train.labels, val_f, val.labels, len(train.classes),
+                                       PRESETS["paper_fast"], run.device, run.seed)
+    return head, notes
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -228,32 +256,30 @@ def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_f
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Linear evaluation of `model` on an ImageFolder dataset's train/val splits."""
-    clock = RunClock()
-    cfg = resolve_config(LinearConfig, PRESETS, preset, overrides)
-    seed_everything(seed)
-    trunk, info = load_model(model)
+    run = ProtocolRun.start("linear", LinearConfig, PRESETS, model, data, preset=preset, overrides=overrides,
+                            seed=seed)
+    cfg = run.cfg
     root, train, val = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
     if len(train.classes) < 2:
         raise DataError(f"{train.root} has {len(train.classes)} class folder(s)", "linear evaluation needs two or more")
-    device = select_device(cfg.device)
-    tf = EvalTransform.for_model(info, cfg.resize, cfg.crop)
-    kwargs = dict(weights_sha256=info["weights_sha256"], batch_size=cfg.batch_size, device=device,
-                  num_workers=cfg.num_workers)
-    val_feats = extract_features(trunk, val.paths, tf, desc="linear val", **kwargs).features
+    run.use_data(root, train.paths + val.paths, splits={cfg.train_split: len(train.paths),
+                                                        cfg.eval_split: len(val.paths)},
+                 num_classes=len(train.classes))
+    tf = run.transform(cfg.resize, cfg.crop)
+    val_feats = run.features(val.paths, tf, desc="linear val")
+    checkpoint = RunCheckpoint.for_run(run, out)
     if cfg.variant == "sgd":
-        metrics, notes = train_linear_sgd(trunk, info, train, val_feats, torch.from_numpy(val.labels), cfg,
-                                          device, seed)
+        metrics, notes, head = train_linear_sgd(run.trunk, run.info, train, val_feats, torch.from_numpy(val.labels),
+                                                cfg, run.device, seed, checkpoint)
         protocol_name = "linear"
     else:
-        train_feats = extract_features(trunk, train.paths, tf, desc="linear train", **kwargs).features
-        metrics, notes = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
-                                           cfg, device, seed)
+        train_feats = run.features(train.paths, tf, desc="linear train")
+        metrics, notes, head = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
+                                           cfg, run.device, seed)
         protocol_name = "linear_fast"
     log.info("linear (%s): %s", cfg.variant, ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
-    dataset = dataset_record(data, root, dataset_fingerprint(train.paths + val.paths),
-                             splits={cfg.train_split: len(train.paths), cfg.eval_split: len(val.paths)},
-                             num_classes=len(train.classes))
-    return finish_record(protocol="linear", benchmark=benchmark_name(dataset["name"], protocol_name), out=out,
-                         model_info=info, dataset=dataset, config=cfg, seed=seed, preset=preset, clock=clock,
-                         metrics={n: metric(v) for n, v in metrics.items()},
-                         notes=[f"variant: {cfg.variant}"] + notes)
+    saved = save_head(out, head, classes=train.classes, info=run.info, transform=tf, protocol=protocol_name)
+    record = run.finish(benchmark_name(run.dataset["name"], protocol_name), out, metrics,
+                        notes=[f"variant: {cfg.variant}"] + notes, artifacts={"head": saved})
+    checkpoint.done()
+    return record

@@ -10,8 +10,9 @@ The recipe (facebookresearch/swav `eval_semisup.py`, SimCLR's ImageNet subsets):
   trunk / head lr: 1% = 0.02 / 5, 10% = 0.01 / 0.2;
 - train RandomResizedCrop(224) + flip, evaluate Resize(256) + CenterCrop(224); report top-1 and top-5.
 
-swav prints the best validation accuracy over epochs; we report the last epoch (`report=final`), or the
-best when `report=best` is set, and say which in the record.
+swav prints the best validation accuracy over epochs: the paper preset reports that (`report=best`);
+the named variant `paper_final` reports the last epoch (no choice made on the validation set). The record
+says which.
 
     hexa transfer semisup --model hexa_moco_r50 --data /data/imagenet --preset paper \\
         --set subset_list=/data/simclr/1percent.txt
@@ -31,10 +32,13 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer.common import (RunClock, benchmark_name, dataset_fingerprint, dataset_record, feature_dim,
-                             finish_record, load_model, resolve_config, resolve_data, seed_everything,
-                             select_device)
-from transfer.metrics import topk_accuracy
+
+from . import datasets
+from .common import benchmark_name, feature_dim, resolve_data
+from .checkpoints import RunCheckpoint
+from .metrics import topk_accuracy
+from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
+from .runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class SemisupConfig:
     report: Literal["final", "best"] = "final"
     workers: int = 8
     amp: bool = True                    # bfloat16 autocast on CUDA (ignored on CPU)
+    resume: str = ""                    # "auto": checkpoint every epoch and continue a killed run
     device: str | None = None
 
     def learning_rates(self) -> tuple[float, float]:
@@ -75,7 +80,8 @@ class SemisupConfig:
 
 
 PRESETS: dict[str, SemisupConfig] = {
-    "paper": SemisupConfig(),
+    "paper": SemisupConfig(report="best"),       # swav eval_semisup prints the best epoch
+    "paper_final": SemisupConfig(),              # the last epoch: nothing chosen on val
     # The embedded dataset has few images per class: 10% keeps several per class; 64 px, two epochs.
     "embedded": SemisupConfig(labels="10percent", epochs=2, batch_size=32, decay_epochs=(1,),
                               image_size=48, resize_size=56, workers=0),
@@ -117,8 +123,6 @@ def transforms(cfg: SemisupConfig, mean: Sequence[float], std: Sequence[float]):
 
 def select_subset(samples: Sequence[tuple[str, int]], cfg: SemisupConfig, seed: int) -> tuple[list[int], dict]:
     """Indices of the labelled subset within `samples`, and a description of where it came from."""
-    from transfer import datasets
-
     if cfg.subset_list:
         names = datasets.read_subset_list(cfg.subset_list, which=cfg.labels, check_sha256=cfg.subset_check_sha256)
         indices = datasets.subset_indices(names, samples, cfg.subset_list)
@@ -134,15 +138,14 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     """Fine-tune `model` on the labelled subset of `data`/train, evaluate on `data`/val, write one record."""
     from hexa_zoo.data import ImageFolderDataset
 
-    clock = RunClock()
-    cfg = resolve_config(SemisupConfig, PRESETS, preset, overrides)
+    run = ProtocolRun.start("semisup", SemisupConfig, PRESETS, model, data, preset=preset, overrides=overrides,
+                            seed=seed)
+    cfg, trunk, info = run.cfg, run.trunk, run.info
     if cfg.labels not in PUBLISHED_LR:
         raise ConfigError(f"labels={cfg.labels!r}", "use labels=1percent or labels=10percent")
-    seed_everything(seed)
     root = resolve_data(data)
     if str(data) == "embedded":
         root = root / "classify"
-    trunk, info = load_model(model)
     train_tf, val_tf = transforms(cfg, info["mean"], info["std"])
     for split in (cfg.train_split, cfg.val_split):
         if not (root / split).is_dir():
@@ -154,18 +157,29 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         raise DataError(f"{root / cfg.val_split} and {root / cfg.train_split} have different class folders",
                         "use the same class sub-folders in both splits")
     indices, subset_info = select_subset(train_full.samples, cfg, seed)
-    train_set = Subset(train_full, indices)
+    train_set = SeededItems(Subset(train_full, indices), seed, "semisup augment")
     notes = [_subset_note(subset_info)]
+    files = [train_full.samples[i][0] for i in indices] + [p for p, _ in val_set.samples]
+    run.use_data(root, files, fingerprint_root=root, subset=subset_info, num_classes=len(train_full.classes),
+                 train_images_total=len(train_full), val_images=len(val_set))
+    checkpoint = RunCheckpoint.for_run(run, out)
 
-    device = select_device(cfg.device)
-    net = FineTuneClassifier(trunk, len(train_full.classes)).to(device)
+    device = run.device
+    with seeded(seed, "semisup head"):  # nn.Linear's default init, from the run's own stream
+        net = FineTuneClassifier(trunk, len(train_full.classes)).to(device)
     for p in net.parameters():
         p.requires_grad_(True)  # load_model hands out a frozen trunk; here every layer trains
     optimizer, scheduler = build_optimizer(net, cfg)
-    best, bad = None, []
-    history = []
-    for epoch in range(cfg.epochs):
-        loss = train_one_epoch(net, _loader(train_set, cfg, shuffle=True, seed=seed + epoch), optimizer, device,
+    best, bad, history, first = None, [], [], 0
+    state = checkpoint.load()
+    if state is not None:  # every epoch's order and crops come from seeded streams: the rest repeats exactly
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first, history, best, bad = state["epoch"], state["history"], state["best"], state["bad"]
+        notes.append(f"resumed after epoch {first} of {cfg.epochs} from {checkpoint.path.name}")
+    for epoch in range(first, cfg.epochs):
+        loss = train_one_epoch(net, _loader(train_set, cfg, shuffle=True, seed=seed, epoch=epoch), optimizer, device,
                                cfg, epoch, bad)
         scheduler.step()
         if cfg.report == "best" or epoch == cfg.epochs - 1:
@@ -173,6 +187,9 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
             history.append({"epoch": epoch + 1, "train_loss": loss, **acc})
             if best is None or acc["top1"] > best["top1"]:
                 best = {"epoch": epoch + 1, **acc}
+        checkpoint.save({"epoch": epoch + 1, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "history": history, "best": best,
+                         "bad": [str(b) for b in bad]})
     final = history[-1]
     chosen = best if cfg.report == "best" else final
     notes.append(f"reported: {'best epoch (' + str(best['epoch']) + ') over' if cfg.report == 'best' else 'last of'}"
@@ -186,15 +203,12 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     # A verified SimCLR list is an ImageNet subset by construction: name the benchmark so.
     name = ("embedded" if str(data) == "embedded" else
             "imagenet" if subset_info["which"] == "simclr_list" else root.name.lower())
-    files = [train_full.samples[i][0] for i in indices] + [p for p, _ in val_set.samples]
-    dataset = dataset_record(data, root, dataset_fingerprint(files, root=root), subset=subset_info,
-                             num_classes=len(train_full.classes), train_images_total=len(train_full),
-                             val_images=len(val_set))
-    return finish_record(protocol="semisup", benchmark=benchmark_name(name, f"semisup_{pct}"), out=out,
-                         model_info=info, dataset=dataset, config=_resolved(cfg), preset=preset, seed=seed,
-                         metrics={"top1": [chosen["top1"]], "top5": [chosen["top5"]]}, clock=clock,
-                         notes=notes + [f"epoch {h['epoch']}: loss {h['train_loss']:.4f} top1 {h['top1']:.2f} "
-                                        f"top5 {h['top5']:.2f}" for h in history])
+    record = run.finish(benchmark_name(name, f"semisup_{pct}"), out,
+                        {"top1": [chosen["top1"]], "top5": [chosen["top5"]]}, config=_resolved(cfg),
+                        notes=notes + [f"epoch {h['epoch']}: loss {h['train_loss']:.4f} top1 {h['top1']:.2f} "
+                                       f"top5 {h['top5']:.2f}" for h in history])
+    checkpoint.done()
+    return record
 
 
 def _resolved(cfg: SemisupConfig) -> SemisupConfig:
@@ -209,13 +223,14 @@ def _subset_note(info: dict) -> str:
             f"({info['size']} images, seed {info['seed']}), NOT the SimCLR list")
 
 
-def _loader(dataset, cfg: SemisupConfig, *, shuffle: bool, seed: int = 0) -> DataLoader:
+def _loader(dataset, cfg: SemisupConfig, *, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
+    """Training (`shuffle`): epoch `epoch`'s order from the stream (seed, "semisup order", epoch)."""
     from hexa_zoo.data import collate_skipping_bad
 
-    generator = torch.Generator().manual_seed(seed)
+    sampler = EpochSampler(len(dataset), seed, "semisup order", epoch=epoch) if shuffle else None
     # A last batch of one image breaks BatchNorm in training: drop it (it is at most one image per epoch).
     drop_last = shuffle and len(dataset) % cfg.batch_size == 1
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator,
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, generator=quiet_loader_generator(),
                       num_workers=cfg.workers, collate_fn=collate_skipping_bad, drop_last=drop_last,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
