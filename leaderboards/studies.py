@@ -57,7 +57,8 @@ def study_report(study: Path, out_root: Path) -> Path:
         for key, e in sorted(metrics.items()):
             t = e["t_interval"]
             boot = e.get("bootstrap_interval")
-            boot_text = f"[{_fmt(boot['low'])}, {_fmt(boot['high'])}], n={boot['n']}" if boot else "–"
+            boot_text = (f"[{_fmt(boot['low'])}, {_fmt(boot['high'])}], n={boot['n']}: {e['bootstrap_verdict']}"
+                         if boot else "–")
             per_seed = {m: ", ".join(f"{v:.2f}" for v in e["values"][m]) for m in (base, hexa)}
             lines.append(f"| {key} | {per_seed[base]} | {per_seed[hexa]} | {_fmt(e['mean_difference'])} | "
                          f"[{_fmt(t['low'])}, {_fmt(t['high'])}] | {boot_text} | {e['verdict']} |")
