@@ -77,9 +77,6 @@ class Method:
         """The recipe for `--data embedded` (the CPU one) or anything else (the paper's)."""
         return self.recipes[EMBEDDED_TAG if data == EMBEDDED_TAG else self.paper_recipe]
 
-    def model_names(self) -> list[str]:
-        return [zoo_model_name(self.name, arch) for arch in ARCHS]
-
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("moco_v2", "MoCo-v2", "moco", "moco_v2", "MoCo-v2",

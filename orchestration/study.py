@@ -38,7 +38,8 @@ from hexa_zoo.fileio import atomic_write_json
 from hexa_zoo.records import read_records
 from hexa_zoo.stats import paired_bootstrap_interval, paired_t_interval, verdict
 
-EPOCHS_AT_BUDGET_1 = 12   # as `hexa demo`: passes over the embedded training images at budget 1
+from .demo import EPOCHS_AT_BUDGET_1  # a budget means the same epochs in the demo and in a study
+
 MODES = ("equal-epochs", "equal-compute")
 
 

@@ -11,7 +11,7 @@ forward-backward of the anchor per hard view, and one per attack step that canno
 from __future__ import annotations
 
 from .config import PretrainConfig
-from .hard_views import free_step_note
+from .hard_views import attack_passes
 from .trainer import method_class
 
 
@@ -21,16 +21,8 @@ def multicrop_pixels(cfg: PretrainConfig) -> float:
     return sum(n * s * s for s, n in zip(aug.crop_sizes, aug.crop_counts)) / aug.crop_sizes[0] ** 2
 
 
-def attack_passes(cfg: PretrainConfig) -> int:
-    """Forward-backwards the adversarial view's search takes beyond the clean step."""
-    hv = cfg.hard_views
-    if not hv.use_adversarial:
-        return 0
-    return hv.steps - (1 if hv.free and free_step_note(hv, method_class(cfg)) is None else 0)
-
-
 def ideal_step_cost(cfg: PretrainConfig) -> float:
     """The ideal time of one step of `cfg`'s method, in supervised steps of the same batch."""
     base = multicrop_pixels(cfg) if cfg.method_config().multicrop else (3 + 1) / 3
     hv = cfg.hard_views
-    return base + hv.use_adversarial + hv.use_cutmix + attack_passes(cfg)
+    return base + hv.use_adversarial + hv.use_cutmix + attack_passes(hv, method_class(cfg))

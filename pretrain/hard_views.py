@@ -179,6 +179,14 @@ def free_step_note(hv: HardViewConfig, method) -> str | None:
     return None
 
 
+def attack_passes(hv: HardViewConfig, method) -> int:
+    """Forward-backwards the adversarial view's search takes beyond the clean step (the free first step
+    takes none); with amp, each is taken on a loss-scaled loss."""
+    if not hv.use_adversarial:
+        return 0
+    return hv.steps - (1 if hv.free and free_step_note(hv, method) is None else 0)
+
+
 def hexa_step(method, views: list[Tensor], index: Tensor, backward: Callable[[Tensor], None]) -> dict[str, float]:
     """One training step of `method` (a `PseudoLabelMethod`) with its hard views, as the module doc says.
 
