@@ -5,7 +5,8 @@
 
 It writes its own ImageNet-sized JPEGs (500x375, quality 90: smooth shapes under texture and noise,
 nothing downloaded), then times on one thread, from the file to the views:
-- `decode`: the decoding alone (hexa_zoo.data.load_rgb, what the loader workers call);
+- `decode`: the decoding alone as the loader workers do it (hexa_zoo.data.load_rgb_array: simplejpeg
+  for JPEGs), and `decode_pil`, PIL's (hexa_zoo.data.load_rgb: the candidate it replaced);
 - `official_moco_v2`: MoCo-v2's aug-plus as facebookresearch/moco writes it (torchvision transforms on
   PIL images, its PIL GaussianBlur, ToTensor, Normalize; two crops), written out below as the reference;
 - `ours_cpu` / `ours_gpu_path_cpu_side`: pretrain/augment.py's two views with `augment.pipeline`
@@ -14,6 +15,10 @@ nothing downloaded), then times on one thread, from the file to the views:
   MultiCropDataset (crop, flip, get_color_distortion, PILRandomGaussianBlur, ToTensor, Normalize).
 The pipelines take turns, all images each, in an order that alternates by round; ratios are medians
 of the per-round ratios (ours over the official's images/s), so a busy machine slows them alike.
+`draft_applicable` is the fraction of drawn crops for which PIL's reduced-size JPEG decoding (`draft`,
+half size) would still leave the crop at least its output size, so could be used: on these images 0,
+since a 375-px side halved is under 224 (and a 96-px crop's box is under 192 px).
+pillow-simd is not timed: the views' resize is torch's, not PIL's, so it would change only decoding.
 `--device` also times the device side of the gpu path (jitter, grayscale, blur) on a batch.
 The figures are printed last, as one JSON line. Goals (issue 11): cpu >= 2x, gpu path's CPU side >= 5x.
 """
@@ -35,7 +40,7 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-from hexa_zoo.data import load_rgb
+from hexa_zoo.data import load_rgb, load_rgb_array
 from pretrain.augment import AugmentConfig, multicrop_transform, two_view_transform
 from pretrain.config import load_recipe
 
@@ -121,8 +126,22 @@ def official_swav_multicrop(sizes, counts, min_scales, max_scales):
 def ours(transform):
     def run(path):
         torch.default_generator.manual_seed(zlib.crc32(str(path).encode()))  # as SeededViews seeds each sample
-        return transform(load_rgb(path))
+        return transform(load_rgb_array(path))
     return run
+
+
+def draft_applicable(views, draws: int = 4000) -> float:
+    """Fraction of crops whose box, decoded at half size, still covers the output (where `draft` could act)."""
+    from pretrain.augment import draw_view
+
+    width, height = IMAGENET_SIZE
+    rng, hits = random.Random(0), 0
+    recipes = views.recipes
+    for i in range(draws):
+        recipe = recipes[i % len(recipes)]
+        _, _, h, w = draw_view(recipe, height, width, rng).box
+        hits += min(h, w) >= 2 * recipe.size
+    return hits / draws
 
 
 def device_side(aug: AugmentConfig, paths, batch: int, device: torch.device, rounds: int) -> float:
@@ -164,7 +183,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = [str(p) for p in write_jpegs(Path(tmp), args.images)]
         pipelines = {
-            "decode": load_rgb,
+            "decode": load_rgb_array,
+            "decode_pil": load_rgb,
             "official_moco_v2": official_moco_v2(),
             "ours_cpu": ours(two_view_transform(moco, "cpu")),
             "ours_gpu_path_cpu_side": ours(two_view_transform(moco, "gpu")),
@@ -200,6 +220,9 @@ def main() -> None:
                                                                    zip(multi.crop_counts, multi.crop_sizes))},
                "img_per_s_per_core": per_core,
                "decode_vs_official": ratio("decode", "official_moco_v2"),
+               "decode_vs_pil": ratio("decode", "decode_pil"),
+               "draft_applicable": {"moco_v2": draft_applicable(two_view_transform(moco)),
+                                    "multicrop": draft_applicable(multicrop_transform(multi))},
                "cpu_vs_official": ratio("ours_cpu", "official_moco_v2"),
                "gpu_path_cpu_side_vs_official": ratio("ours_gpu_path_cpu_side", "official_moco_v2"),
                "multicrop_cpu_vs_official": ratio("ours_multicrop_cpu", "official_swav_multicrop"),

@@ -167,7 +167,9 @@ def image_rng() -> random.Random:
 
 # ------------------------------------------------------------------------------ applying them
 def as_chw(img) -> torch.Tensor:
-    """An RGB PIL image as a uint8 tensor (3, H, W), laid out channels-last (numpy's HWC) as decoded."""
+    """An RGB PIL image or uint8 HWC array as a uint8 tensor (3, H, W), laid out channels-last as decoded."""
+    if isinstance(img, np.ndarray):
+        return torch.from_numpy(img).permute(2, 0, 1)
     with warnings.catch_warnings():  # np.asarray: one copy of PIL's bytes (np.array: two), read-only;
         warnings.simplefilter("ignore", UserWarning)  # torch warns about that, but nothing writes to it
         return torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
@@ -248,7 +250,8 @@ class PendingViews(NamedTuple):
 
 
 class MultiView:
-    """Draw and apply each view's parameters for one PIL image; returns the views in order.
+    """Draw and apply each view's parameters for one RGB image (PIL, or a uint8 HWC array as
+    `hexa_zoo.data.load_rgb_array` decodes it); returns the views in order.
 
     `pipeline` "cpu": a list of finished uint8 views. "gpu": PendingViews (cropped and flipped;
     colour parameters beside them for the device).

@@ -88,7 +88,7 @@ def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededVie
 
     on_cuda: the run trains on a GPU, so `augment.pipeline=auto` leaves colour and blur to the device.
     """
-    from hexa_zoo.data import ImageFolderDataset
+    from hexa_zoo.data import ImageFolderDataset, load_rgb_array
     from hexa_zoo.embedded import resolve_data
 
     root = resolve_data(cfg.data)
@@ -97,7 +97,7 @@ def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededVie
     pipeline = resolve_pipeline(cfg.augment, on_cuda)
     make_views = multicrop_transform if cfg.method_config().multicrop else two_view_transform
     views = make_views(cfg.augment, pipeline)
-    base = ImageFolderDataset(root, transform=views)
+    base = ImageFolderDataset(root, transform=views, loader=load_rgb_array)  # MultiView takes arrays
     notes, indices = [], None
     if 0 < cfg.limit_images < len(base):
         picked = torch.randperm(len(base), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.limit_images]

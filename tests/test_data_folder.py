@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hexa_zoo.data import UNLABELLED, BadImage, ImageFolderDataset, collate_skipping_bad
+from hexa_zoo.data import UNLABELLED, BadImage, ImageFolderDataset, collate_skipping_bad, load_rgb, load_rgb_array
 from hexa_zoo.errors import DataError
 
 
@@ -91,6 +91,25 @@ def test_dataloader_workers_skip_and_report_bad_images(tree):
         seen += indices.tolist()
         bad += bad_paths
     assert seen == [0, 1, 2, 3] and bad == [str(tree / "eels" / "broken.jpg")]
+
+
+def test_the_array_loader_decodes_as_pil_does(tree, tmp_path):
+    """load_rgb_array (simplejpeg for JPEGs) gives PIL's RGB bytes for every mode; broken files still fail."""
+    photo = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for mode in ("RGB", "L", "CMYK"):  # CMYK is not simplejpeg's: it goes through PIL
+        Image.fromarray(photo).convert(mode).save(tmp_path / f"{mode}.jpg", quality=90)
+    files = [tmp_path / f"{m}.jpg" for m in ("RGB", "L", "CMYK")] + [
+        tree / "cats" / "n01_0001.JPEG", tree / "cats" / "gray.png", tree / "dogs" / "palette.png",
+        tree / "dogs" / "rgba.png"]
+    for path in files:
+        array = load_rgb_array(path)
+        assert array.dtype == np.uint8 and array.shape[2] == 3
+        assert np.array_equal(array, np.asarray(load_rgb(path))), path.name
+    with pytest.raises(Exception, match="(?i)truncated|premature|broken"):
+        load_rgb_array(tree / "eels" / "broken.jpg")
+    ds = ImageFolderDataset(tree, loader=load_rgb_array)
+    bad = [item for item in (ds[i] for i in range(len(ds))) if isinstance(item, BadImage)]
+    assert [b.path for b in bad] == [str(tree / "eels" / "broken.jpg")]
 
 
 def test_collate_of_an_all_bad_batch():
