@@ -168,8 +168,6 @@ def image_rng() -> random.Random:
 # ------------------------------------------------------------------------------ applying them
 def as_chw(img) -> torch.Tensor:
     """An RGB PIL image or uint8 HWC array as a uint8 tensor (3, H, W), laid out channels-last as decoded."""
-    if isinstance(img, np.ndarray):
-        return torch.from_numpy(img).permute(2, 0, 1)
     with warnings.catch_warnings():  # np.asarray: one copy of PIL's bytes (np.array: two), read-only;
         warnings.simplefilter("ignore", UserWarning)  # torch warns about that, but nothing writes to it
         return torch.from_numpy(np.asarray(img)).permute(2, 0, 1)
