@@ -45,12 +45,7 @@ def refresh_published(src: str | os.PathLike, dst: str | os.PathLike,
     lines = [list(OUTPUT_COLUMNS)]
     for path in [Path(src), *sources]:
         for i, row in enumerate(_read_csv(path, required=PUBLISHED_COLUMNS), start=2):
-            protocol = row.get("protocol") or reference_protocol(row["source"], row["benchmark"])
-            if protocol not in VARIANTS:
-                raise DataError(f"{path}, line {i}: no known protocol variant for source {row['source']!r}, "
-                                f"benchmark {row['benchmark']!r}" + (f" (got {protocol!r})" if protocol else ""),
-                                "name it in leaderboards/variants.py (VARIANTS, REFERENCE_PROTOCOLS), or give "
-                                "the file a protocol column")
+            protocol = protocol_of(row, where=f"{path}, line {i}")
             verified = "no" if "not verified" in row["note"].lower() else "yes"
             lines.append([row[c] for c in PUBLISHED_COLUMNS] + [row.get("ci95") or "", protocol, verified])
     return atomic_write_text(dst, _csv_text(lines))
@@ -84,14 +79,20 @@ def _csv_text(lines: Iterable[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def places_of(row: dict[str, str]) -> list[tuple[str, str]]:
-    """[(table, column)] of a published row: by its benchmark, metric and protocol variant."""
+def protocol_of(row: dict[str, str], where: str = "a published row") -> str:
+    """A row's protocol variant: its own `protocol` column, else the one its source is known to run."""
     protocol = row.get("protocol") or reference_protocol(row["source"], row["benchmark"])
     if protocol not in VARIANTS:
-        raise DataError(f"published row {row['method']} / {row['benchmark']} ({row['source']}) names no known "
-                        f"protocol variant" + (f" ({protocol!r})" if protocol else ""),
-                        "rebuild published.csv with --refresh-published, or add a protocol column")
-    return place(row["benchmark"], row["metric"], protocol)
+        raise DataError(f"{where}: no known protocol variant for source {row['source']!r}, benchmark "
+                        f"{row['benchmark']!r}" + (f" (got {protocol!r})" if protocol else ""),
+                        "name it in leaderboards/variants.py (VARIANTS, REFERENCE_PROTOCOLS), or give the file a "
+                        "protocol column")
+    return protocol
+
+
+def places_of(row: dict[str, str]) -> list[tuple[str, str]]:
+    """[(table, column)] of a published row: by its benchmark, metric and protocol variant."""
+    return place(row["benchmark"], row["metric"], protocol_of(row))
 
 
 def published_entries(path: Path) -> list[dict]:
@@ -101,8 +102,8 @@ def published_entries(path: Path) -> list[dict]:
         unverified = row.get("verified", "").strip().lower() == "no" or "not verified" in row["note"].lower()
         ci95 = float(row["ci95"]) if row.get("ci95") else math.nan
         text = f"{row['value']} ± {row['ci95']}" if row.get("ci95") else row["value"]
-        protocol = row.get("protocol") or reference_protocol(row["source"], row["benchmark"])
-        for table, metric in places_of(row):
+        protocol = protocol_of(row, where=f"{path}, row {order + 2}")
+        for table, metric in place(row["benchmark"], row["metric"], protocol):
             entries.append({
                 "table": table, "metric": metric, "kind": "published", "order": order,
                 "row_id": "|".join((row["method"], row["arch"], row["epochs"], row["source"], row["note"], protocol)),
