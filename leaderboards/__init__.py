@@ -2,7 +2,9 @@
 compiled README.md, tables/ and plots/).
 
     collect    our result records: read, validate, group and aggregate over seeds
-    published  published.csv (package data) and its rows; refresh from the shared reference list
+    published  published.csv (package data) and its rows; refresh from the shared reference list and sources/
+    variants   the protocol variant of every published row and of our presets; which may share a table
+    placement  the table and column of each number (low-shot per k, separate variants, per-dataset folding)
     render     benchmark families, wide tables, Markdown and CSV
     figures    the PNG plots (low-shot curves, pre-training curves, HEXA against its baseline)
     compiler   compile_leaderboard: all of the above into <out>/

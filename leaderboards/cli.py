@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="DIR",
                    help="pre-training output folders (with log.csv) to plot loss and view hardness from")
     p.add_argument("--refresh-published", nargs="?", const=str(DEFAULT_REFERENCES), metavar="SRC",
-                   help="rebuild <out>/published.csv from SRC (default ../shared/reference_results.csv), then compile")
+                   help="rebuild <out>/published.csv from SRC (default ../shared/reference_results.csv) and the "
+                        "in-repo transcriptions in leaderboards/sources/*.csv, then compile")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.add_argument("--studies", nargs="+", action="extend", default=[], metavar="DIR",
                    help="`hexa study` output folders to compile into <out>/studies/<name>/ (tables and plots)")

@@ -3,7 +3,9 @@
 Rows are grouped by model (name and weights), benchmark, preset and config, and data fingerprint, then
 aggregated over seeds: mean ± sample std with n seeds. With a single seed the row keeps the run's own
 spread over its samples or episodes, and says so. Records measured on the embedded dataset, or with a
-preset other than `paper`, get tables of their own (`table_of`), never a published one.
+preset that reproduces no published protocol (`variants.OUR_PRESETS`), get tables of their own
+(`table_of`), never a published one. A record's numbers then go where `placement.place` puts them, so a
+model's many-shot records on eleven datasets make one row of the many-shot table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Sequence
 from hexa_zoo.errors import DataError
 from hexa_zoo.publish import recipe_of, zoo_folder_of
 from hexa_zoo.records import SkippedFile, read_records
+
+from .placement import DATASET_KEYS, place
+from .variants import our_variant
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,13 @@ def collect_records(result_dirs: Sequence[Path]) -> tuple[list[dict], list[Skipp
     return good, skipped
 
 
-def config_id(config: dict) -> str:
-    """A short hash of a protocol config without the keys that do not change what was measured."""
+def config_id(config: dict, ignore: frozenset = frozenset()) -> str:
+    """A short hash of a protocol config without the keys that do not change what was measured (and `ignore`)."""
+    skip = IGNORED_CONFIG_KEYS | ignore
+
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k not in IGNORED_CONFIG_KEYS}
+            return {k: strip(v) for k, v in node.items() if k not in skip}
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node
@@ -58,15 +65,19 @@ def config_id(config: dict) -> str:
 
 
 def table_of(record: dict) -> str:
-    """The table a record belongs in; embedded or non-paper runs never join a published table."""
+    """The base table of a record (before `place` folds it); embedded or own-preset runs never join a published one."""
     benchmark = str(record["benchmark"])
     dataset = str(record["dataset"].get("name", ""))
-    preset = record.get("preset")
     if dataset == "embedded" and not benchmark.startswith("embedded"):
         return f"embedded_{benchmark}"
-    if not benchmark.startswith("embedded") and preset not in (None, "paper"):
-        return f"{benchmark}_{preset}_preset"
+    if not benchmark.startswith("embedded") and variant_of(record) is None:
+        return f"{benchmark}_{record.get('preset')}_preset"
     return benchmark
+
+
+def variant_of(record: dict) -> str | None:
+    """The published protocol variant a record's (protocol, preset) reproduces (None: a preset of our own)."""
+    return our_variant(str(record.get("protocol", "")), record.get("preset"))
 
 
 def _valid_metrics(record: dict) -> str | None:
@@ -105,11 +116,14 @@ def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
         if recipe.get("weights_sha256") not in (None, weights):
             recipe = {}  # the folder now holds other weights (retrained since): its recipe is not this row's
         links = ";".join(relative_link(Path(r["_path"]), out) for r in runs)
+        variant = variant_of(runs[0])
+        row_id = "|".join((model, weights, preset, cfg_id, fingerprint))
+        # Folded into a table across datasets: one row per model and config, whatever dataset each record ran.
+        folded_id = "|".join((model, weights, preset, config_id(runs[0].get("config") or {}, DATASET_KEYS)))
         base = {
-            "table": table, "kind": "ours", "order": 0,
-            "row_id": "|".join((model, weights, preset, cfg_id, fingerprint)), "model": model,
+            "kind": "ours", "order": 0, "model": model,
             "arch": str(runs[0]["model"].get("arch") or recipe.get("arch", "")),
-            "epochs": str(recipe.get("epochs", "")),
+            "epochs": str(recipe.get("epochs", "")), "protocol": variant or f"{preset} preset",
             "data": f"{dataset} ({fingerprint.split(':')[-1][:8]})" if fingerprint else dataset, "preset": preset,
             "source": "this repo", "verified": "yes", "value_text": "",
             "note": " ".join(sorted({n for r in runs for n in r.get("notes", []) if isinstance(n, str)})),
@@ -128,7 +142,37 @@ def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
                 ci95 = m.get("ci95")  # few-shot reports a 95% confidence interval over its episodes
                 stats = {"mean": float(m["mean"]), "std": float(m.get("std") or 0.0), "n": int(m.get("n") or 1),
                          "n_over": "samples", "ci95": float(ci95) if isinstance(ci95, (int, float)) else math.nan}
-            entries.append({**base, **stats, "metric": name})
+            for place_table, column in place(table, name, variant):
+                folded = place_table != table
+                entries.append({**base, **stats, "table": place_table, "metric": column,
+                                "row_id": folded_id if folded else row_id,
+                                **({"config_id": folded_id.rsplit("|", 1)[1]} if folded else {})})
+    return _merge_folded(entries)
+
+
+def _merge_folded(entries: list[dict]) -> list[dict]:
+    """Rows folded across datasets: one data, note and record list for the row, made of all its records.
+
+    Two records of one model that land in the same cell (the same dataset in two versions) cannot share a
+    row: the later one keeps a row of its own, keyed by its data fingerprint.
+    """
+    seen: dict[tuple, str] = {}
+    for e in entries:
+        cell = (e["table"], e["row_id"], e["metric"])
+        if cell in seen and seen[cell] != e["data"]:
+            e["row_id"] += "|" + e["data"]
+            cell = (e["table"], e["row_id"], e["metric"])
+        seen[cell] = e["data"]
+    rows: dict[tuple, list[dict]] = {}
+    for e in entries:
+        rows.setdefault((e["table"], e["row_id"]), []).append(e)
+    for group in rows.values():
+        if len({e["data"] for e in group}) > 1:
+            data = "; ".join(sorted({e["data"] for e in group}))
+            records = ";".join(dict.fromkeys(p for e in group for p in e["records"].split(";") if p))
+            note = " ".join(sorted({n for e in group for n in [e["note"]] if n}))
+            for e in group:
+                e.update(data=data, records=records, note=note)
     return entries
 
 

@@ -25,7 +25,8 @@ from hexa_zoo.records import SkippedFile
 
 from .collect import collect_records, our_entries, relative_link
 from .published import find_published, published_entries
-from .render import csv_frame, family_of, is_embedded, markdown_table, natural_key, scale_line, table_file_name, wide_table
+from .render import (csv_frame, family_of, is_embedded, markdown_table, natural_key, protocol_line, scale_line,
+                     table_file_name, wide_table)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ def render_readme(result: Compiled, result_dirs: Sequence[Path], published_path:
         "Compiled by `hexa leaderboard` — do not edit by hand; rerun it after adding result records.", "",
         f"Sources: {result.n_records} result record(s) from {dirs}; published numbers from {pub}.", "",
         "Published rows are numbers as reported by the source named in each row (ResNet-50, ImageNet-1k "
-        "pre-training). **Our rows** (bold) give mean ± sample std over seeds with the number of seeds; "
+        "pre-training); each names the protocol variant that measured it, and only rows of comparable "
+        "variants share a table (`leaderboards/variants.py`). **Our rows** (bold) give mean ± sample std over seeds with the number of seeds; "
         "a row measured with one seed shows that run's spread over its samples or episodes instead. "
         "Each of our rows links its result record(s) and the recipe (model card) of its weights.", "",
     ]
@@ -130,6 +132,7 @@ def render_readme(result: Compiled, result_dirs: Sequence[Path], published_path:
         for table in tables:
             frame, metrics = result.tables[table], result.metrics[table]
             lines += [f"### {family_of(table)[2]} — `{table}`", "", scale_line(table, frame), "",
+                      protocol_line(frame), "",
                       markdown_table(frame, metrics), "",
                       f"CSV: [tables/{table_file_name(table)}.csv](tables/{table_file_name(table)}.csv)", ""]
     if plot_paths:

@@ -226,7 +226,7 @@ def hexa_vs_baseline_pairs(tables: Mapping[str, "pd.DataFrame"], metrics: Mappin
 
 def _std(row, metric: str) -> float:
     std = row[f"{metric}_std"]
-    return float(std) if _finite(std) and row["n_over"] == "seeds" else 0.0
+    return float(std) if _finite(std) and row[f"_{metric}_over"] == "seeds" else 0.0
 
 
 def hexa_vs_baseline_figure(tables: Mapping[str, "pd.DataFrame"], metrics: Mapping[str, Sequence[str]]):

@@ -1,7 +1,9 @@
 """Published numbers: `published.csv` (beside this file, shipped with the package) and how they enter a table.
 
-Every published number carries its source and whether we verified it. `refresh_published` rebuilds the
-file from the project's shared reference list; `find_published` picks the file a compile reads.
+Every published number carries its source, the protocol variant that measured it (leaderboards/variants.py)
+and whether we verified it. `refresh_published` rebuilds the file from the project's shared reference list
+and the in-repo transcriptions in `sources/*.csv` (numbers the shared list lacks, e.g. ssl-transfer's,
+each row naming its variant itself); `find_published` picks the file a compile reads.
 """
 
 from __future__ import annotations
@@ -9,32 +11,43 @@ from __future__ import annotations
 import csv
 import math
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from hexa_zoo.errors import DataError
 from hexa_zoo.fileio import atomic_write_text
 
+from .placement import combined_data, place
+from .variants import VARIANTS, reference_protocol
+
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")  # the one copy: package data of `leaderboards`
 # The shared reference list sits in ../shared beside a clone; relative to where the command runs.
 DEFAULT_REFERENCES = Path("..") / "shared" / "reference_results.csv"
+# In-repo transcriptions merged after the shared list, in file-name order: the PUBLISHED_COLUMNS plus
+# `protocol` (a name in VARIANTS) and optionally `ci95` (the source's ± when it is a 95% interval).
+SOURCES = Path(__file__).with_name("sources")
 PUBLISHED_COLUMNS = ("method", "arch", "epochs", "benchmark", "metric", "value", "source", "note")
+OUTPUT_COLUMNS = PUBLISHED_COLUMNS + ("ci95", "protocol", "verified")
 DATASET_NAMES = {"imagenet": "ImageNet-1k", "voc07": "PASCAL VOC2007", "voc0712": "PASCAL VOC07+12",
                  "coco": "COCO 2017", "embedded": "the embedded dataset"}
 
 
-def refresh_published(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Rebuild `published.csv` from the shared reference list, adding a `verified` column.
+def refresh_published(src: str | os.PathLike, dst: str | os.PathLike,
+                      sources: Sequence[str | os.PathLike] | None = None) -> Path:
+    """Rebuild `published.csv` from the shared reference list and the in-repo `sources` (default: sources/*.csv).
 
-    A row whose note says "not verified" gets `verified=no`; every other row was taken from the
-    source it names (`verified=yes`). Rows keep their order, so the file diffs cleanly.
+    Adds a `protocol` column (the shared list's rows get theirs from `variants.REFERENCE_PROTOCOLS`; a
+    source file names its own) and a `verified` column: a row whose note says "not verified" gets
+    `verified=no`; every other row was taken from the source it names. Rows keep their order (the
+    shared list first), so the file diffs cleanly.
     """
-    rows = _read_csv(Path(src), required=PUBLISHED_COLUMNS)
-    lines = [list(PUBLISHED_COLUMNS) + ["verified"]]
-    for row in rows:
-        verified = "no" if "not verified" in row["note"].lower() else "yes"
-        lines.append([row[c] for c in PUBLISHED_COLUMNS] + [verified])
+    sources = sorted(SOURCES.glob("*.csv")) if sources is None else [Path(p) for p in sources]
+    lines = [list(OUTPUT_COLUMNS)]
+    for path in [Path(src), *sources]:
+        for i, row in enumerate(_read_csv(path, required=PUBLISHED_COLUMNS), start=2):
+            protocol = protocol_of(row, where=f"{path}, line {i}")
+            verified = "no" if "not verified" in row["note"].lower() else "yes"
+            lines.append([row[c] for c in PUBLISHED_COLUMNS] + [row.get("ci95") or "", protocol, verified])
     return atomic_write_text(dst, _csv_text(lines))
 
 
@@ -49,10 +62,12 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     if missing:
         raise DataError(f"{path} lacks the column(s) {missing}", f"its header must name {list(required)}")
     for i, row in enumerate(rows, start=2):
-        try:
-            float(row["value"])
-        except (TypeError, ValueError):
-            raise DataError(f"{path}, line {i}: value {row['value']!r} is not a number") from None
+        for column in ("value", "ci95"):
+            try:
+                if column == "value" or row.get(column):
+                    float(row[column])
+            except (TypeError, ValueError):
+                raise DataError(f"{path}, line {i}: {column} {row[column]!r} is not a number") from None
     return rows
 
 
@@ -64,30 +79,40 @@ def _csv_text(lines: Iterable[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def normalise_benchmark(benchmark: str, metric: str) -> tuple[str, str]:
-    """Published low-shot rows name one benchmark per k; records name one table with a metric per k."""
-    if m := re.fullmatch(r"(.+_lowshot_svm)_k(\d+)", benchmark):
-        return m[1], f"{metric}@k{m[2]}"
-    if m := re.fullmatch(r"(.+)_svm_full", benchmark):
-        return f"{m[1]}_lowshot_svm", f"{metric}@full"
-    return benchmark, metric
+def protocol_of(row: dict[str, str], where: str = "a published row") -> str:
+    """A row's protocol variant: its own `protocol` column, else the one its source is known to run."""
+    protocol = row.get("protocol") or reference_protocol(row["source"], row["benchmark"])
+    if protocol not in VARIANTS:
+        raise DataError(f"{where}: no known protocol variant for source {row['source']!r}, benchmark "
+                        f"{row['benchmark']!r}" + (f" (got {protocol!r})" if protocol else ""),
+                        "name it in leaderboards/variants.py (VARIANTS, REFERENCE_PROTOCOLS), or give the file a "
+                        "protocol column")
+    return protocol
+
+
+def places_of(row: dict[str, str]) -> list[tuple[str, str]]:
+    """[(table, column)] of a published row: by its benchmark, metric and protocol variant."""
+    return place(row["benchmark"], row["metric"], protocol_of(row))
 
 
 def published_entries(path: Path) -> list[dict]:
-    """One long-format entry per published number."""
+    """One long-format entry per published number and place (ImageNet-C's mCE sits in two tables)."""
     entries = []
     for order, row in enumerate(_read_csv(path, required=PUBLISHED_COLUMNS)):
-        table, metric = normalise_benchmark(row["benchmark"], row["metric"])
         unverified = row.get("verified", "").strip().lower() == "no" or "not verified" in row["note"].lower()
-        entries.append({
-            "table": table, "metric": metric, "kind": "published", "order": order,
-            "row_id": "|".join((row["method"], row["arch"], row["epochs"], row["source"], row["note"])),
-            "model": row["method"], "arch": row["arch"], "epochs": row["epochs"],
-            "data": DATASET_NAMES.get(table.split("_")[0], table.split("_")[0]), "preset": "paper",
-            "source": row["source"], "verified": "no" if unverified else "yes", "note": row["note"],
-            "mean": float(row["value"]), "value_text": row["value"], "std": math.nan, "n": math.nan, "ci95": math.nan,
-            "n_over": "", "records": "", "recipe": "", "config_id": "", "weights": "",
-        })
+        ci95 = float(row["ci95"]) if row.get("ci95") else math.nan
+        text = f"{row['value']} ± {row['ci95']}" if row.get("ci95") else row["value"]
+        protocol = protocol_of(row, where=f"{path}, row {order + 2}")
+        for table, metric in place(row["benchmark"], row["metric"], protocol):
+            entries.append({
+                "table": table, "metric": metric, "kind": "published", "order": order,
+                "row_id": "|".join((row["method"], row["arch"], row["epochs"], row["source"], row["note"], protocol)),
+                "model": row["method"], "arch": row["arch"], "epochs": row["epochs"], "protocol": protocol,
+                "data": combined_data(table) or DATASET_NAMES.get(table.split("_")[0], table.split("_")[0]),
+                "preset": "paper", "source": row["source"], "verified": "no" if unverified else "yes",
+                "note": row["note"], "mean": float(row["value"]), "value_text": text, "std": math.nan, "n": math.nan,
+                "ci95": ci95, "n_over": "", "records": "", "recipe": "", "config_id": "", "weights": "",
+            })
     return entries
 
 

@@ -15,16 +15,21 @@ if TYPE_CHECKING:
 
 # Families, in the order the README shows them: (name, title, test on the table name).
 FAMILIES = (
+    ("manyshot", "Many-shot linear transfer (ssl-transfer linear.py)", lambda t: "manyshot" in t),
+    ("cdfsl", "Cross-domain few-shot (CD-FSL, ssl-transfer few_shot.py)", lambda t: "cdfsl" in t),
+    ("robustness", "Robustness: ImageNet-V2/R/A/Sketch top-1, ImageNet-C mCE",
+     lambda t: "robustness" in t or re.fullmatch(r"imagenet_(v2|r|a|sketch|c)", t) is not None),
+    ("adversarial", "Adversarial robustness of the linear probe (L-inf PGD)", lambda t: "adversarial" in t),
     ("linear", "Linear evaluation", lambda t: "linear" in t),
     ("knn", "kNN", lambda t: "knn" in t),
     ("lowshot", "Low-shot linear SVM (mAP per number of positives k)", lambda t: "svm" in t),
     ("semisup", "Semi-supervised fine-tuning", lambda t: "semisup" in t),
     ("detection", "Detection", lambda t: "det" in t),
     ("fewshot", "Few-shot episodes", lambda t: "fewshot" in t),
-    ("finetune", "Full fine-tuning", lambda t: "finetune" in t),
+    ("finetune", "Full fine-tuning", lambda t: "finetune" in t),  # ImageNet's, and ssl-transfer's per dataset
     ("other", "Other benchmarks", lambda t: True),
 )
-METRIC_ORDER = ("top1", "top5", "top1@20", "top1@200", "AP50", "AP", "AP75", "APbb", "APmk")
+METRIC_ORDER = ("top1", "top5", "top1@20", "top1@200", "AP50", "AP", "AP75", "APbb", "APmk", "top1_clean", "mCE")
 
 
 def family_of(table: str) -> tuple[int, str, str]:
@@ -43,7 +48,7 @@ def metric_sort_key(metric: str) -> tuple:
         return (1, int(m[2]), m[1])
     if metric.endswith("@full"):
         return (2, 0, metric)
-    return (3, 0, metric)
+    return (3, 0, natural_key(metric))  # folded tables: `eurosat acc_5w5s_centroid` before `... 5w20s ...`
 
 
 def natural_key(text: str) -> tuple:
@@ -61,7 +66,7 @@ def wide_table(entries: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
     import pandas as pd
 
     metrics = sorted(entries["metric"].unique(), key=metric_sort_key)
-    id_cols = ["kind", "model", "arch", "epochs", "data", "preset", "source", "verified", "note",
+    id_cols = ["kind", "model", "arch", "epochs", "protocol", "data", "preset", "source", "verified", "note",
                "config_id", "weights", "records", "recipe"]
     rows = []
     for row_id, group in entries.groupby("row_id", sort=False):
@@ -75,11 +80,12 @@ def wide_table(entries: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
             row[f"{e['metric']}_n"] = e["n"]
             row[f"{e['metric']}_ci95"] = e["ci95"]
             row[f"_{e['metric']}_text"] = e["value_text"]
+            row[f"_{e['metric']}_over"] = e["n_over"]  # a folded row's datasets may count seeds or samples each
         rows.append(row)
     rows.sort(key=lambda r: r["_sort"])
     frame = pd.DataFrame(rows)
     columns = id_cols + ["n_over"] + [c for m in metrics for c in (m, f"{m}_std", f"{m}_n")]
-    for c in columns + [f"{m}_ci95" for m in metrics] + [f"_{m}_text" for m in metrics]:
+    for c in columns + [f"{m}_ci95" for m in metrics] + [f"_{m}_{x}" for m in metrics for x in ("text", "over")]:
         if c not in frame:
             frame[c] = math.nan
     return frame, metrics
@@ -93,10 +99,10 @@ def format_cell(row, metric: str) -> str:
     if row["kind"] == "published":
         text = row[f"_{metric}_text"]
         return text if isinstance(text, str) and text else f"{mean:g}"
-    std, n = row[f"{metric}_std"], int(row[f"{metric}_n"])
+    std, n, over = row[f"{metric}_std"], int(row[f"{metric}_n"]), row[f"_{metric}_over"]
     if n <= 1:
-        return f"{mean:.2f} (1 {'seed' if row['n_over'] == 'seeds' else 'run'})"
-    if row["n_over"] == "seeds":
+        return f"{mean:.2f} (1 {'seed' if over == 'seeds' else 'run'})"
+    if over == "seeds":
         return f"{mean:.2f} ± {std:.2f} ({n} seeds)"
     ci95 = row[f"{metric}_ci95"]
     if isinstance(ci95, float) and math.isfinite(ci95):
@@ -112,8 +118,8 @@ def scale_line(table: str, frame: "pd.DataFrame") -> str:
     if len(published):
         parts.append(f"Published rows: ResNet-50 pre-trained on ImageNet-1k (self-supervised unless named "
                      f"Supervised), evaluated on "
-                     f"{published['data'].iloc[0]} with the paper protocol, as reported by the source named "
-                     f"in each row{'; † = not verified by us' if (published['verified'] == 'no').any() else ''}.")
+                     f"{published['data'].iloc[0]} with the protocol variant each row names, as reported by the "
+                     f"source named in each row{'; † = not verified by us' if (published['verified'] == 'no').any() else ''}.")
     if len(ours):
         data = ", ".join(f"`{d}`" for d in sorted(ours["data"].unique()))
         presets = ", ".join(f"`{p}`" for p in sorted(ours["preset"].unique()))
@@ -128,10 +134,26 @@ def scale_line(table: str, frame: "pd.DataFrame") -> str:
     return " ".join(parts)
 
 
+def protocol_line(frame: "pd.DataFrame") -> str:
+    """The protocol variants of a table's rows, with their code; for a separate variant, why it stands apart."""
+    from .variants import VARIANTS
+
+    parts, apart = [], []
+    for name in dict.fromkeys(frame["protocol"]):
+        if name in VARIANTS:
+            v = VARIANTS[name]
+            parts.append(f"`{name}` ({v.code}: {v.what})")
+            if v.separate:
+                apart.append(f"A table of its own: {v.separate}.")
+        else:
+            parts.append(f"`{name}` (a preset of ours that no published protocol runs)")
+    return " ".join(["Protocols: " + "; ".join(parts) + ".", *apart])
+
+
 def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
     """A wide table as Markdown: published rows with their source, ours in bold with links."""
-    header = ["Model", "Arch", "Epochs", *metrics, "Source", "Note"]
-    align = ["---"] * 3 + ["---:"] * len(metrics) + ["---"] * 2
+    header = ["Model", "Arch", "Epochs", "Protocol", *metrics, "Source", "Note"]
+    align = ["---"] * 4 + ["---:"] * len(metrics) + ["---"] * 2
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     ours = frame[frame["kind"] == "ours"]
     # One name, several weights (a model retrained under the same name): tell the rows apart.
@@ -150,7 +172,8 @@ def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
                 links.append(f"[recipe]({row['recipe']})")
             source = "ours: " + " · ".join(links)
             note = f"data {row['data']}; config {row['config_id']}"
-        cells = [model, row["arch"], row["epochs"], *(format_cell(row, m) for m in metrics), source, note]
+        cells = [model, row["arch"], row["epochs"], row["protocol"], *(format_cell(row, m) for m in metrics), source,
+                 note]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -166,7 +189,7 @@ def csv_frame(frame: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFrame":
         with_ci = frame[f"{m}_ci95"].notna().any()
         return (m, f"{m}_std", f"{m}_n") + ((f"{m}_ci95",) if with_ci else ())
 
-    columns = ["kind", "model", "arch", "epochs", "data", "preset", "source", "verified", "note", "n_over",
+    columns = ["kind", "model", "arch", "epochs", "protocol", "data", "preset", "source", "verified", "note", "n_over",
                *[c for m in metrics for c in per_metric(m)], "config_id", "weights", "records", "recipe"]
     frame = frame[columns].copy()
     for m in metrics:  # counts are integers; published rows have none

@@ -16,6 +16,7 @@ import pytest
 from hexa_zoo import records
 from leaderboards import cli, published
 from leaderboards.compiler import compile_leaderboard
+from leaderboards.variants import VARIANTS
 from hexa_zoo.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,9 +24,9 @@ PUBLISHED = REPO / "leaderboards" / "published.csv"
 
 
 def write(results, model, benchmark, metrics, *, seed=0, dataset="embedded", preset="embedded",
-          created=None, source=None, config=None):
+          created=None, source=None, config=None, protocol=None):
     rec = records.make_record(
-        protocol=benchmark.split("_", 1)[1], benchmark=benchmark, preset=preset,
+        protocol=protocol or benchmark.split("_", 1)[1], benchmark=benchmark, preset=preset,
         dataset={"name": dataset, "path": f"/data/{dataset}", "fingerprint": fingerprint(dataset)},
         model={"name": model, "weights_sha256": f"{model}-sha", "source": source},
         metrics={k: records.metric(v) for k, v in metrics.items()}, config=config or {"k": [20, 200], "seed": seed},
@@ -133,7 +134,7 @@ def test_seeds_aggregate_to_mean_std_and_n(results, tmp_path):
     assert readme.index("## Embedded dataset") < readme.index("`embedded_knn`")
     assert "never with the ImageNet-scale tables" in readme
     assert {"hexa_vs_baseline.png", "lowshot_embedded_lowshot_svm.png",
-            "lowshot_voc07_lowshot_svm.png"} <= {p.name for p in (out / "plots").iterdir()}
+            "lowshot_voc07_lowshot_svm_pcl.png"} <= {p.name for p in (out / "plots").iterdir()}
 
 
 def test_one_name_with_two_weights_gives_two_labelled_rows(tmp_path):
@@ -215,20 +216,41 @@ def test_every_published_number_appears_with_its_source(tmp_path):
     readme = compiled.readme.read_text()
     with open(PUBLISHED, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) >= 60
+    assert len(rows) >= 65
     for row in rows:
-        table, metric = published.normalise_benchmark(row["benchmark"], row["metric"])
-        section = readme[readme.index(f"`{table}`"):]
-        section = section[:section.index("CSV:")]
-        header = next(l for l in section.splitlines() if l.startswith("| Model"))
-        col = [c.strip() for c in header.strip("|").split("|")].index(metric)
-        matches = [l for l in section.splitlines()
-                   if l.startswith(f"| {row['method']}") and row["source"] in l and row["note"] in l
-                   and [c.strip() for c in l.strip("|").split("|")][col] == row["value"]]
-        assert matches, f"{row} is missing from the README"
-        assert all(("†" in l) == (row["verified"] == "no") for l in matches)
+        assert row["protocol"] in VARIANTS, row
+        for table, metric in published.places_of(row):
+            section = readme[readme.index(f"`{table}`"):]
+            section = section[:section.index("CSV:")]
+            header = next(l for l in section.splitlines() if l.startswith("| Model"))
+            col = [c.strip() for c in header.strip("|").split("|")].index(metric)
+            shown = f"{row['value']} ± {row['ci95']}" if row["ci95"] else row["value"]
+            matches = [l for l in section.splitlines()
+                       if l.startswith(f"| {row['method']}") and row["source"] in l and row["note"] in l
+                       and f"| {row['protocol']} |" in l
+                       and [c.strip() for c in l.strip("|").split("|")][col] == shown]
+            assert matches, f"{row} is missing from the README"
+            assert all(("†" in l) == (row["verified"] == "no") for l in matches)
     assert {r["verified"] for r in rows if r["method"].startswith("HEXA")} == {"no"}
     assert {r["verified"] for r in rows if not r["method"].startswith("HEXA")} == {"yes"}
+
+
+def test_ssl_transfer_rows_are_the_numbers_its_readme_states():
+    """Each transcribed row against the sentence of ssl-transfer's readme.md that states it (HEAD 416913f)."""
+    with open(REPO / "leaderboards" / "sources" / "ssl_transfer.csv", newline="") as f:
+        rows = {(r["method"], r["benchmark"], r["metric"]): r for r in csv.DictReader(f)}
+    # (row, the readme's words): linear.py / finetune.py / few_shot.py commands and what they "should" give
+    stated = {("DeepCluster-v2", "cifar10_manyshot", "top1"): ("94.07", ""),   # linear.py --dataset cifar10
+              ("Supervised", "cifar10_manyshot", "top1"): ("91.47", ""),
+              ("DeepCluster-v2", "cifar10_finetune", "top1"): ("97.06", ""),   # finetune.py --dataset cifar10
+              ("DeepCluster-v2", "eurosat_cdfsl", "acc_5w5s_centroid"): ("88.39", "0.49"),  # --n-support 5
+              ("Supervised", "chestx_cdfsl", "acc_5w50s_centroid"): ("32.34", "0.45")}     # --n-support 50
+    assert {k: (r["value"], r["ci95"]) for k, r in rows.items()} == stated
+    assert {r["protocol"] for r in rows.values()} == {"ssl-transfer"}
+    assert {r["epochs"] for r in rows.values() if r["method"] == "DeepCluster-v2"} == {"800"}  # its 800ep checkpoint
+    with open(PUBLISHED, newline="") as f:
+        merged = [r for r in csv.DictReader(f) if r["source"].startswith("linusericsson/ssl-transfer")]
+    assert len(merged) == len(rows)
 
 
 def test_refresh_published_rebuilds_the_committed_file(tmp_path):
@@ -237,14 +259,52 @@ def test_refresh_published_rebuilds_the_committed_file(tmp_path):
         assert published.refresh_published(shared, tmp_path / "p.csv").read_bytes() == PUBLISHED.read_bytes()
     src = tmp_path / "refs.csv"
     src.write_text("method,arch,epochs,benchmark,metric,value,source,note\n"
-                   "X,resnet50,100,imagenet_linear,top1,70.1,some README,\n"
-                   "Y,resnet50,,imagenet_linear,top1,71.0,an aggregator,numbers not verified\n")
-    published.refresh_published(src, tmp_path / "p2.csv")
+                   "X,resnet50,100,imagenet_linear,top1,70.1,facebookresearch/moco README,\n"
+                   "Y,resnet50,,imagenet_linear,top1,71.0,HEXA paper as indexed by a results aggregator,"
+                   "numbers not verified\n")
+    extra = tmp_path / "extra.csv"
+    extra.write_text("method,arch,epochs,benchmark,metric,value,ci95,source,note,protocol\n"
+                     "Z,resnet50,800,eurosat_cdfsl,acc_5w5s_centroid,80.5,0.5,a readme,,ssl-transfer\n")
+    published.refresh_published(src, tmp_path / "p2.csv", sources=[extra])
     with open(tmp_path / "p2.csv", newline="") as f:
-        assert [(r["method"], r["verified"]) for r in csv.DictReader(f)] == [("X", "yes"), ("Y", "no")]
+        got = [(r["method"], r["protocol"], r["ci95"], r["verified"]) for r in csv.DictReader(f)]
+    assert got == [("X", "moco-lincls", "", "yes"), ("Y", "hexa-paper", "", "no"), ("Z", "ssl-transfer", "0.5", "yes")]
+    # a source whose protocol is not named anywhere stops the refresh, saying where to name it
+    src.write_text("method,arch,epochs,benchmark,metric,value,source,note\nX,resnet50,,imagenet_linear,top1,70,"
+                   "some blog,\n")
+    with pytest.raises(DataError, match="no known protocol variant") as err:
+        published.refresh_published(src, tmp_path / "p3.csv", sources=[])
+    assert "variants.py" in err.value.fix
     src.write_text("method,value\nX,abc\n")
     with pytest.raises(DataError, match="lacks the column"):
         published.refresh_published(src, tmp_path / "p3.csv")
+
+
+def test_pcl_low_shot_rows_no_longer_sit_beside_ours(tmp_path):
+    """VOC07 low-shot: our VISSL-protocol record and PCL's rows (another protocol) land in different tables."""
+    d = tmp_path / "results"
+    write(d, "moco_v2_r50.in1k_ep800", "voc07_lowshot_svm", {"mAP@k1": [40.0] * 5, "mAP@k16": [70.0] * 5},
+          dataset="voc07", preset="paper", protocol="lowshot-svm")
+    write(d, "moco_v2_r50.in1k_ep800", "voc07_lowshot_svm", {"mAP@k1": [38.0] * 5}, dataset="voc07",
+          preset="paper_gap", protocol="lowshot-svm")
+    compiled = compile_leaderboard([d], tmp_path / "board", published=PUBLISHED, plots=False)
+    main = compiled.tables["voc07_lowshot_svm"]
+    assert list(main["model"]) == ["moco_v2_r50.in1k_ep800"] and list(main["protocol"]) == ["vissl"]
+    pcl = compiled.tables["voc07_lowshot_svm_pcl"]
+    assert set(pcl["model"]) == {"PCL v1", "PCL v2"} and set(pcl["kind"]) == {"published"}
+    assert set(pcl["protocol"]) == {"pcl"}
+    assert float(pcl[pcl["model"] == "PCL v1"]["mAP@k16"].iloc[0]) == 74.3
+    # our earlier GAP features are a preset of ours: a table of their own, beside neither
+    assert list(compiled.tables["voc07_lowshot_svm_paper_gap_preset"]["model"]) == ["moco_v2_r50.in1k_ep800"]
+    readme = compiled.readme.read_text()
+    section = readme[readme.index("`voc07_lowshot_svm_pcl`"):]
+    assert "A table of its own: PCL's training sets" in section[:section.index("CSV:")]
+    section = readme[readme.index("`voc07_lowshot_svm`"):]
+    assert "PCL" not in section[:section.index("CSV:")]
+    # no table mixes a separate variant's rows with another variant's
+    for table, frame in compiled.tables.items():
+        variants = set(frame["protocol"])
+        assert len(variants) == 1 or not any(v in VARIANTS and VARIANTS[v].separate for v in variants), table
 
 
 def _snapshot(folder):
@@ -295,3 +355,92 @@ def test_published_references_come_with_the_package_outside_a_checkout(tmp_path)
     assert found == Path(published.__file__).with_name("published.csv")
     repo_copy = Path(__file__).resolve().parents[1] / "leaderboards" / "published.csv"
     assert found.read_bytes() == repo_copy.read_bytes()
+
+
+def _record(d, benchmark, protocol, preset, metrics, *, dataset, config=None, model="moco_v2_r50.in1k_ep800", seed=0):
+    rec = records.make_record(protocol=protocol, benchmark=benchmark, preset=preset,
+                              dataset={"name": dataset, "fingerprint": fingerprint(benchmark)},
+                              model={"name": model, "weights_sha256": f"{model}-sha"}, metrics=metrics,
+                              config=config or {}, seed=seed)
+    return records.write_record(d, rec)
+
+
+def test_transfer_tables_fold_datasets_and_sit_beside_ssl_transfer(tmp_path):
+    """Fixture records of every new protocol, as the protocols name them, compiled into the new tables."""
+    d = tmp_path / "results"
+    cfg = {"resize": 224, "crop": 224, "wd_values": 45}
+    for seed, value in ((0, 90.0), (1, 91.0)):  # CIFAR-10 with two seeds, DTD with one
+        _record(d, "cifar10_manyshot", "manyshot", "paper", {"top1": records.metric(value)}, dataset="cifar10",
+                config={**cfg, "dataset": "cifar10"}, seed=seed)
+    _record(d, "dtd_manyshot", "manyshot", "paper", {"top1": records.metric(70.0)}, dataset="dtd",
+            config={**cfg, "dataset": "dtd"})
+    _record(d, "voc2007_manyshot", "manyshot", "paper", {"mAP": records.metric(80.0)}, dataset="voc2007",
+            config={**cfg, "dataset": "voc2007", "wd_values": 5})  # another sweep: another row
+    _record(d, "cifar10_finetune", "finetune", "paper", {"top1": records.metric(95.5)}, dataset="cifar10",
+            config={"dataset": "cifar10", "steps": 5000})
+    episodes = np.random.default_rng(0).uniform(60, 90, size=600)
+    acc = records.metric(episodes)
+    acc["ci95"] = 1.96 * np.std(episodes) / np.sqrt(600)
+    _record(d, "eurosat_cdfsl", "fewshot", "cdfsl", {"acc_5w5s_centroid": acc}, dataset="EuroSAT")
+    _record(d, "chestx_cdfsl", "fewshot", "cdfsl", {"acc_5w50s_centroid": records.metric([30.0, 34.0])},
+            dataset="ChestX")
+    head = {"head": "results/linear-x.json"}
+    for name, top1 in (("imagenet_v2", 58.0), ("imagenet_r", 30.5), ("imagenet_a", 2.5), ("imagenet_sketch", 20.0)):
+        _record(d, name, "robustness", "paper", {"top1": records.metric(top1)}, dataset=name,
+                config={**head, "dataset": name.replace("_", "-")})
+    _record(d, "imagenet_c", "robustness", "paper", {k: records.metric(v) for k, v in (
+        ("mCE", 75.25), ("error_contrast", 60.0), ("CE_contrast", 70.0))}, dataset="imagenet-c",
+        config={**head, "dataset": "imagenet-c"})
+    _record(d, "imagenet_adversarial", "adversarial", "paper", {k: records.metric(v) for k, v in (
+        ("top1_clean", 67.5), ("top1_pgd_eps1", 20.0), ("top1_pgd_eps2", 5.0), ("top1_pgd_eps4", 0.5))},
+        dataset="imagenet")
+    # the embedded suite's records of the same protocols: embedded tables, no published row beside them
+    for bench, protocol, preset, metric in (("embedded_manyshot", "manyshot", "embedded", "top1"),
+                                            ("embedded_cdfsl", "fewshot", "cdfsl_embedded", "acc_5w5s_centroid"),
+                                            ("embedded_adversarial", "adversarial", "embedded", "top1_pgd_eps4"),
+                                            ("embedded_robustness_c", "robustness", "embedded", "mean_error")):
+        _record(d, bench, protocol, preset, {metric: records.metric(12.5)}, dataset="embedded",
+                model="hexa_moco_r18.embedded")
+    compiled = compile_leaderboard([d], tmp_path / "board", published=PUBLISHED, plots=False)
+    out, t = compiled.out, compiled.tables
+    readme = compiled.readme.read_text()
+
+    many = read_table(out, "manyshot")
+    ours = [r for r in many if r["kind"] == "ours"]
+    assert len(ours) == 2  # the 45-value sweep on CIFAR-10 and DTD folds into one row; the 5-value one apart
+    row = next(r for r in ours if r["cifar10 top1"])
+    assert float(row["cifar10 top1"]) == 90.5 and float(row["cifar10 top1_n"]) == 2 and float(row["dtd top1"]) == 70.0
+    assert len(row["records"].split(";")) == 3 and row["protocol"] == "ssl-transfer"
+    assert float(row_of(many, "DeepCluster-v2")["cifar10 top1"]) == 94.07
+    assert float(row_of(many, "Supervised")["cifar10 top1"]) == 91.47
+    assert "90.50 ± 0.71 (2 seeds)" in readme and "70.00 (1 run)" in readme
+    assert float(row_of(read_table(out, "finetune"), "DeepCluster-v2")["cifar10 top1"]) == 97.06
+    assert float(row_of(read_table(out, "finetune"), "moco_v2_r50.in1k_ep800")["cifar10 top1"]) == 95.5
+
+    cdfsl = read_table(out, "cdfsl")
+    ours = row_of(cdfsl, "moco_v2_r50.in1k_ep800")
+    assert float(ours["eurosat acc_5w5s_centroid"]) == pytest.approx(np.mean(episodes), abs=1e-4)
+    assert float(ours["eurosat acc_5w5s_centroid_ci95"]) == pytest.approx(1.96 * np.std(episodes) / np.sqrt(600),
+                                                                           abs=1e-4)
+    assert float(ours["chestx acc_5w50s_centroid"]) == 32.0
+    assert float(row_of(cdfsl, "DeepCluster-v2")["eurosat acc_5w5s_centroid_ci95"]) == 0.49
+    section = readme[readme.index("`cdfsl`"):]
+    section = section[:section.index("CSV:")]
+    assert "| 88.39 ± 0.49 |" in section and "| 32.34 ± 0.45 |" in section
+    assert f"{np.mean(episodes):.2f} ± {1.96 * np.std(episodes) / np.sqrt(600):.2f} (95% CI, 600 samples)" in section
+
+    rob = t["imagenet_robustness"]
+    assert list(compiled.metrics["imagenet_robustness"]) == ["imagenet_a top1", "imagenet_c mCE", "imagenet_r top1",
+                                                             "imagenet_sketch top1", "imagenet_v2 top1"]
+    (r,) = rob.to_dict("records")
+    assert (r["imagenet_v2 top1"], r["imagenet_r top1"], r["imagenet_a top1"], r["imagenet_sketch top1"],
+            r["imagenet_c mCE"]) == (58.0, 30.5, 2.5, 20.0, 75.25)
+    assert set(compiled.metrics["imagenet_c"]) == {"mCE", "error_contrast", "CE_contrast"}  # its own table too
+    adv = t["imagenet_adversarial"]
+    assert compiled.metrics["imagenet_adversarial"] == ["top1_clean", "top1_pgd_eps1", "top1_pgd_eps2", "top1_pgd_eps4"]
+    assert [adv[m].iloc[0] for m in compiled.metrics["imagenet_adversarial"]] == [67.5, 20.0, 5.0, 0.5]
+    assert "Adversarial robustness of the linear probe" in readme and "Robustness: ImageNet-V2/R/A/Sketch" in readme
+
+    for table in ("embedded_manyshot", "embedded_cdfsl", "embedded_adversarial", "embedded_robustness_c"):
+        assert list(t[table]["kind"]) == ["ours"] and list(t[table]["model"]) == ["hexa_moco_r18.embedded"], table
+    assert readme.index("## Embedded dataset") < readme.index("`embedded_cdfsl`")

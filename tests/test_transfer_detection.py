@@ -121,6 +121,86 @@ def test_detector_trunk_weights_are_the_timm_trunk(layout):
         assert model.roi_heads.box_predictor.cls_score.out_features == 4  # 3 classes + background
 
 
+def _mask_batch():
+    """Two 96x128 images with two boxes each and their instance masks (the box's left half)."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 96, 128, generator=g) for _ in range(2)]
+    targets = []
+    for boxes in (((8.0, 10.0, 60.0, 70.0), (50.0, 20.0, 120.0, 90.0)), ((20.0, 5.0, 90.0, 50.0), (5, 40, 40, 95))):
+        boxes = torch.tensor(boxes, dtype=torch.float32)
+        masks = torch.zeros(len(boxes), 96, 128, dtype=torch.uint8)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
+            masks[i, y0:y1, x0:(x0 + x1) // 2] = 1
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks})
+    return images, targets
+
+
+def test_c4_mask_head_reuses_the_box_heads_res5_features_as_detectron2():
+    """detectron2's Res5ROIHeads: the mask loss of the foreground proposals' box features, res5 once a step.
+
+    Against the independent computation (pool the foreground proposals again and run res5 on them, our
+    behaviour before): with res5 deterministic (BatchNorm in eval mode) the mask loss and its gradient in
+    res5 are the same, while res5 runs once instead of twice.
+    """
+    from transfer.detection_model import RoIAlignC4
+
+    torch.manual_seed(0)
+    trunk = timm.create_model("resnet18", num_classes=0)
+    with torch.no_grad():  # timm zero-initialises each block's last BN scale: no gradient would reach conv1
+        for m in trunk.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+    model = build_detector(trunk, "resnet18", 2, masks=True,
+                           min_size_train=(96,), max_size=128, rpn_pre_nms_top_n_train=300,
+                           rpn_post_nms_top_n_train=60, box_batch_size_per_image=32)
+    model.train()
+    for m in model.modules():  # deterministic res5: batch statistics would differ between 32 and the fg RoIs
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    res5 = model.roi_heads.box_head.res5
+    calls = []
+    res5.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    images, targets = _mask_batch()
+
+    def mask_loss_and_grad():
+        calls.clear()
+        model.zero_grad()
+        torch.manual_seed(1)  # the same proposals and RoI samples in both runs
+        losses = model(images, targets)
+        losses["loss_mask"].backward()
+        grad = res5.res5[0].conv1.weight.grad.clone()
+        return losses, grad, list(calls)
+
+    losses, grad, reused_calls = mask_loss_and_grad()
+    assert reused_calls == [32 * 2]  # one res5 pass per step, on the box branch's 2 x 32 sampled RoIs
+    # the reference: torchvision's wiring with res5 as the mask head on the foreground RoIs pooled again
+    model.roi_heads.mask_roi_pool, model.roi_heads.mask_head = RoIAlignC4(14), res5
+    ref_losses, ref_grad, ref_calls = mask_loss_and_grad()
+    assert len(ref_calls) == 2 and 0 < ref_calls[1] < ref_calls[0]
+    assert losses["loss_mask"].item() > 0
+    for name in ("loss_mask", "loss_classifier", "loss_box_reg"):
+        torch.testing.assert_close(losses[name], ref_losses[name], rtol=1e-5, atol=1e-6)
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_c4_mask_rcnn_pools_the_predicted_boxes_again_at_inference():
+    torch.manual_seed(0)
+    model = build_detector(timm.create_model("resnet18", num_classes=0), "resnet18", 2, masks=True,
+                           min_size_train=(96,), max_size=128, box_score_thresh=0.0, rpn_post_nms_top_n_test=20)
+    model.eval()
+    res5 = model.roi_heads.box_head.res5
+    calls = []
+    res5.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    images, _ = _mask_batch()
+    with torch.no_grad():
+        outputs = model(images)
+    n_boxes = sum(len(o["boxes"]) for o in outputs)
+    assert n_boxes > 0 and calls == [calls[0], n_boxes]  # the proposals, then the predicted boxes
+    assert all(o["masks"].shape[1:] == (1, 96, 128) for o in outputs)
+    assert model.roi_heads.box_head.maps is None  # nothing kept at inference
+
+
 def test_detector_refuses_non_resnet():
     with pytest.raises(ConfigError, match="plain ResNets"):
         build_detector(timm.create_model("resnet18", num_classes=0), "vit_small_patch16_224", 3)

@@ -172,6 +172,12 @@ def test_manyshot_end_to_end_on_dtd(dtd_root, r18_file, tmp_path, monkeypatch):
     assert 0 <= m["mean"] <= 100 and m["C"] in ssl_transfer_costs(5)
     assert record["dataset"]["splits"] == {"train": 18, "val": 9, "test": 9}
     assert "official validation split" in record["notes"][0]
+    # the record compiles into the many-shot table, a column per dataset, beside ssl-transfer's rows
+    from leaderboards.compiler import compile_leaderboard
+
+    table = compile_leaderboard([tmp_path / "out"], tmp_path / "board", plots=False).tables["manyshot"]
+    assert table[table["kind"] == "ours"]["dtd top1"].tolist() == [pytest.approx(m["mean"])]
+    assert "DeepCluster-v2" in set(table["model"])
 
 
 # ------------------------------------------------------------------------------ cross-domain few-shot
@@ -232,6 +238,14 @@ def test_cdfsl_layouts_are_recognised_and_run_end_to_end(r18_file, tmp_path, mon
     assert record["benchmark"] == "eurosat_cdfsl"
     m = record["metrics"]["acc_5w5s_centroid"]
     assert m["n"] == 20 and m["ci95"] == pytest.approx(1.96 * np.std(m["values"]) / np.sqrt(20))
+    # the cdfsl preset is ssl-transfer's protocol: its record sits beside ssl-transfer's published rows
+    from leaderboards.compiler import compile_leaderboard
+
+    table = compile_leaderboard([tmp_path / "out"], tmp_path / "board", plots=False).tables["cdfsl"]
+    ours = table[table["kind"] == "ours"]
+    assert ours["eurosat acc_5w5s_centroid"].tolist() == [pytest.approx(m["mean"])]
+    assert ours["eurosat acc_5w5s_centroid_ci95"].tolist() == [pytest.approx(m["ci95"])]
+    assert set(table["protocol"]) == {"ssl-transfer"} and "DeepCluster-v2" in set(table["model"])
 
 
 def test_finetune_grid_is_ssl_transfers():

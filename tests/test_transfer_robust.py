@@ -62,6 +62,10 @@ def test_linear_saves_its_head_and_adversarial_reuses_it(r18_file, tmp_path, mon
     assert m["top1_clean"]["mean"] == pytest.approx(100 * float(right[first3].mean()), abs=1e-6)
     assert m["top1_pgd_eps2"]["mean"] <= m["top1_clean"]["mean"]
     assert adv["artifacts"]["head"]["sha256"] == meta["sha256"]
+    from leaderboards.compiler import compile_leaderboard  # the embedded suite's record: an embedded table
+
+    compiled = compile_leaderboard([tmp_path / "adv"], tmp_path / "board", plots=False)
+    assert compiled.tables["embedded_adversarial"]["top1_pgd_eps2"].tolist() == [m["top1_pgd_eps2"]["mean"]]
 
 
 # ----------------------------------------------------------------------------------------- robustness
@@ -125,6 +129,10 @@ def test_imagenet_r_maps_wnids_and_restricts_the_logits(r18_file, tmp_path, monk
     pred = np.array([1, 3, 4])[logits[:, [1, 3, 4]].argmax(1).numpy()]
     assert record["benchmark"] == "imagenet_r"
     assert record["metrics"]["top1"]["mean"] == pytest.approx(100 * np.mean(pred == np.array(labels)))
+    from leaderboards.compiler import compile_leaderboard  # one column of the robustness table
+
+    table = compile_leaderboard([tmp_path / "out"], tmp_path / "board", plots=False).tables["imagenet_robustness"]
+    assert table["imagenet_r top1"].tolist() == [record["metrics"]["top1"]["mean"]]
 
 
 def test_embedded_c_end_to_end(r18_file, tmp_path, monkeypatch):

@@ -223,9 +223,8 @@ def for_distributed(detector: nn.Module, cfg: DetectionConfig, device: torch.dev
     from torch.nn.parallel import DistributedDataParallel
 
     if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; CPU processes keep per-process BN
+        # in place for every module but the BatchNorms, so the C4 mask features still reach the box branch
         detector = nn.SyncBatchNorm.convert_sync_batchnorm(detector)
-        if cfg.masks and cfg.layout == "c4":  # the conversion copies the shared res5: share it again
-            detector.roi_heads.mask_head = detector.roi_heads.box_head.res5
     return DistributedDataParallel(detector, device_ids=[device.index] if device.type == "cuda" else None)
 
 
@@ -237,7 +236,7 @@ def build_optimizer(model: nn.Module, cfg: DetectionConfig) -> torch.optim.SGD:
     for module in model.modules():
         is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
         for p in module.parameters(recurse=False):
-            if p.requires_grad and id(p) not in seen:  # Mask R-CNN C4 shares res5 between two heads
+            if p.requires_grad and id(p) not in seen:  # a parameter reached through two modules counts once
                 seen.add(id(p))
                 (norm if is_norm else other).append(p)
     return torch.optim.SGD([{"params": other, "weight_decay": cfg.weight_decay},
@@ -397,8 +396,9 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
              f"BatchNorm statistics over each process's {cfg.batch_size // world} padded images (MoCo: naiveSyncBN "
              "over 8 GPUs x 2 images, each GPU padding only its own pair)"]
     if cfg.masks and cfg.layout == "c4":
-        notes.append("C4 Mask R-CNN: the mask head runs res5 again on the foreground RoIs (detectron2's "
-                     "Res5ROIHeads reuses the box head's res5 features)")
+        notes.append("C4 Mask R-CNN as detectron2's Res5ROIHeads: in training the mask head takes the box head's "
+                     "res5 features of the foreground proposals (res5 runs once per step); at inference the "
+                     "predicted boxes are pooled and run through res5 again")
     train_set = DetectionDataset(det_data.train, train=True,
                                  masks_from=det_data.coco_train_api if cfg.masks else None)
     run.use_data(root, det_data.files, fingerprint_root=root, format=det_data.format, classes=det_data.classes,

@@ -5,8 +5,10 @@ Two layouts:
 - `c4` (the MoCo detection protocol, detectron2's R50-C4 with `Res5ROIHeadsExtraNorm`): the stem and
   res2-res4 are the backbone (stride 16); the RPN runs on res4; each proposal is pooled to 14x14 with
   RoIAlign (aligned, detectron2's ROIAlignV2); res5 (stride 2 -> 7x7) followed by an extra BatchNorm is
-  the box head, then average pooling and the box predictor. Mask R-CNN reuses the same res5 block as its
-  mask head (as detectron2's C4 does) with a 2x deconvolution predictor.
+  the box head, then average pooling and the box predictor. Mask R-CNN, as detectron2's `Res5ROIHeads`:
+  in training the mask predictor (a 2x deconvolution) takes the box head's res5 maps of the foreground
+  proposals, so res5 runs once per step; at inference the predicted boxes are pooled and run through
+  res5 again.
 - `fpn`: torchvision's ResNet-FPN (`resnet_fpn_backbone` style) with its default heads.
 
 The trunk's weights come from the timm model: timm's plain ResNets use torchvision's parameter names
@@ -93,31 +95,81 @@ class Res5ExtraNorm(nn.Module):
 
 
 class PooledBoxHead(nn.Module):
-    """The C4 box head: res5 (+ extra norm) then the spatial mean, as detectron2's Res5ROIHeads."""
+    """The C4 box head: res5 (+ extra norm) then the spatial mean, as detectron2's Res5ROIHeads.
 
-    def __init__(self, res5: Res5ExtraNorm):
+    With `keep_maps` (Mask R-CNN) a training forward keeps the res5 maps for `Res5MaskFeatures`.
+    """
+
+    def __init__(self, res5: Res5ExtraNorm, keep_maps: bool = False):
         super().__init__()
         self.res5 = res5
         self.out_channels = res5.out_channels
+        self.keep_maps = keep_maps
+        self.maps: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res5(x).mean(dim=(2, 3))
+        maps = self.res5(x)
+        self.maps = maps if self.training and self.keep_maps else None
+        return maps.mean(dim=(2, 3))
 
 
 class RoIAlignC4(MultiScaleRoIAlign):
     """RoIAlign of the single stride-16 map, pixel-aligned (detectron2's ROIAlignV2, sampling ratio 0).
 
     A MultiScaleRoIAlign only because torchvision's constructors insist on that type; the pooling is ours.
+    With `keep_boxes` a training forward keeps the boxes it pooled, for `Res5MaskFeatures`.
     """
 
-    def __init__(self, output_size: int = 14, stride: int = 16, sampling_ratio: int = 0):
+    def __init__(self, output_size: int = 14, stride: int = 16, sampling_ratio: int = 0, keep_boxes: bool = False):
         super().__init__(["0"], output_size, sampling_ratio)
         self.output_size, self.scale, self.sampling_ratio = output_size, 1.0 / stride, sampling_ratio
+        self.keep_boxes = keep_boxes
+        self.boxes: list[torch.Tensor] | None = None
 
     def forward(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        self.boxes = boxes if self.training and self.keep_boxes else None
         x = next(iter(features.values()))
         return torchvision.ops.roi_align(x, boxes, self.output_size, self.scale, self.sampling_ratio, aligned=True)
+
+
+class Res5MaskFeatures(MultiScaleRoIAlign):
+    """The C4 mask predictor's input, as detectron2's `Res5ROIHeads.forward`.
+
+    Training: the box head's res5 maps of the foreground proposals (detectron2 selects them from
+    `box_features`), so res5 runs once per step and its BatchNorm sees each batch once. Inference: the
+    predicted boxes pooled again and run through res5 (detectron2's `forward_with_given_boxes`).
+    Stands in torchvision's `mask_roi_pool` slot (hence the type); the mask head is then the identity.
+    """
+
+    def __init__(self, box_pool: RoIAlignC4, box_head: PooledBoxHead):
+        super().__init__(["0"], box_pool.output_size, box_pool.sampling_ratio)
+        self._box_branch = (box_pool, box_head)  # a tuple, so the box branch's modules are not registered twice
+
+    def forward(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
+                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        pool, head = self._box_branch
+        if not self.training:
+            return head.res5(pool(features, boxes, image_shapes))
+        maps, pooled = head.maps, pool.boxes
+        if maps is None or pooled is None:
+            raise RuntimeError("the C4 mask head reuses the box head's res5 maps: the box branch must run first, "
+                               "in training mode, in the same step")
+        head.maps = pool.boxes = None  # the foreground rows are copied out below; the rest is freed (detectron2 too)
+        rows, offset = [], 0
+        for fg, sampled in zip(boxes, pooled):
+            if not len(fg):
+                rows.append(torch.zeros(0, dtype=torch.long, device=maps.device))
+                offset += len(sampled)
+                continue
+            # torchvision hands the mask branch `proposals[i][labels[i] > 0]`: rows of the boxes the box branch
+            # pooled. Find each one's row; two equal boxes pool equal maps, so the first match is exact.
+            match = (fg[:, None, :] == sampled[None, :, :]).all(dim=2)
+            if not bool(match.any(dim=1).all()):
+                raise RuntimeError("a foreground proposal is not among the boxes the box head pooled")
+            rows.append(offset + match.float().argmax(dim=1))  # argmax gives the first of equal maxima
+            offset += len(sampled)
+        return maps[torch.cat(rows)]
 
 
 def _stage_channels(stage: nn.Module) -> int:
@@ -161,20 +213,23 @@ def build_detector(timm_model: nn.Module, arch: str, num_classes: int, *, layout
         raise ConfigError(f"layout={layout!r}", "use layout=c4 (the MoCo protocol) or layout=fpn")
     backbone = C4Backbone(resnet)
     res5 = Res5ExtraNorm(resnet.layer4)
+    box_pool, box_head = RoIAlignC4(roi_resolution, keep_boxes=masks), PooledBoxHead(res5, keep_maps=masks)
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
     c4 = dict(
         rpn_anchor_generator=anchors,
         rpn_head=RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_train=12000, rpn_post_nms_top_n_train=2000,
         rpn_pre_nms_top_n_test=6000, rpn_post_nms_top_n_test=1000,
-        box_roi_pool=RoIAlignC4(roi_resolution), box_head=PooledBoxHead(res5),
+        box_roi_pool=box_pool, box_head=box_head,
         box_predictor=_init_predictor(FastRCNNPredictor(res5.out_channels, num_classes + 1)),
         box_batch_size_per_image=512, box_positive_fraction=0.25,
     )
     c4.update(common, **sampling)
     if masks:
-        # detectron2 C4: the mask head is the (shared) res5 block, then a 2x deconvolution to 14x14.
-        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=RoIAlignC4(roi_resolution), mask_head=res5,
+        # detectron2 C4: the mask features are the box branch's res5 maps (reused in training, recomputed for
+        # the predicted boxes at inference), then a 2x deconvolution to 14x14.
+        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=Res5MaskFeatures(box_pool, box_head),
+                        mask_head=nn.Identity(),
                         mask_predictor=MaskRCNNPredictor(res5.out_channels, 256, num_classes + 1), **c4)
     return FasterRCNN(backbone, num_classes=None, **c4)
 
