@@ -14,17 +14,25 @@ pose variation) because `hexa demo` trains a resnet18 for only a few hundred CPU
 version's images (textures, full turns, background clutter) even a supervised resnet18 stayed near
 chance after that many steps; on these, one reaches about 75% in 200 steps.
 Ten more shapes (`HELDOUT_CLASSES`), drawn the same way, appear only in the few-shot split.
-Multi-object 128x128 scenes are busier: 1-4 objects of the ten classes at any rotation, textured
-(solid, stripes, checks, dots, blotches), on a cluttered background (smooth colour field, stray lines
-and specks), some tiny or occluded and flagged `difficult`, some cut by the border and flagged
-`truncated`; they come with boxes in the real VOCdevkit/VOC2007 layout and as COCO instances JSON
+Multi-object 128x128 scenes hold 1-4 objects of the ten classes, smaller and anywhere, some tiny or occluded
+and flagged `difficult`, some cut by the border and flagged `truncated`; they come with boxes in the real
+VOCdevkit/VOC2007 layout and as COCO instances JSON
 (with RLE masks), so the detection and VOC07 readers run on real formats.
+
+The held-out parts (the few-shot shapes and the scenes) are drawn in one colour pair, `HELDOUT_COLOURS`
+(green on grey, a pair the training images also use), plain and near-upright like the training images.
+They test what is held out, new shapes and new layouts, and not colour invariance. A trunk pre-trained
+for the demo's few hundred steps has colour-first features: the palette's twelve pairs survive colour
+jitter, so kNN finds same-colour neighbours among 200 images a class, but with 5 shots a query's shots
+rarely share its colours. When these parts were drawn in all twelve pairs (and the scenes textured, in
+any colour, at any rotation, on clutter: format 1), every trunk, pre-trained or untrained, was at chance
+on them (5-way 5-shot 22-24%; low-shot SVM mAP 25-28, chance about 25).
 
 What it is not: a benchmark. It is a smoke-test and teaching dataset: numbers measured on it show
 that a pipeline works and let two methods be compared at toy scale; they do not predict ImageNet,
 VOC or COCO numbers, and nobody should quote them as such.
 
-Layout under `embedded_root()` (`$HEXA_DATA_HOME/embedded-v1`, default `~/.cache/hexa_zoo/data`):
+Layout under `embedded_root()` (`$HEXA_DATA_HOME/embedded-v2`, default `~/.cache/hexa_zoo/data`):
 
     classify/{train,val,test}/<class>/<nnnn>.png   64x64 RGB, 200/40/40 per class (ImageFolder)
     fewshot/<heldout_class>/<nnnn>.png             64x64 RGB, 40 per held-out class
@@ -68,7 +76,7 @@ from .fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the held-out parts in one colour pair, plain scenes (module docstring)
 FOLDER_NAME = f"embedded-v{FORMAT_VERSION}"
 
 
@@ -207,29 +215,15 @@ def _random_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) ->
 PALETTE = tuple(np.array(colorsys.hsv_to_rgb(h, 0.7, 0.8)) for h in (0.0, 0.33, 0.6)) + (np.full(3, 0.5),)
 
 
-def _palette_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
-    """A colour of PALETTE, other than the one nearest `avoid` when given."""
-    choices = [c for c in PALETTE if avoid is None or np.linalg.norm(c - avoid) > MIN_CONTRAST] or list(PALETTE)
+# The held-out parts' (object, backdrop) colours: green on grey.
+HELDOUT_COLOURS = (PALETTE[1], PALETTE[3])
+
+
+def _palette_colour(rng: np.random.Generator, avoid: np.ndarray | None = None,
+                    palette: tuple[np.ndarray, ...] = PALETTE) -> np.ndarray:
+    """A colour of `palette`, other than the one nearest `avoid` when given."""
+    choices = [c for c in palette if avoid is None or np.linalg.norm(c - avoid) > MIN_CONTRAST] or list(palette)
     return choices[int(rng.integers(len(choices)))]
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random colour field with stray lines and specks (clutter), float (H, W, 3) in [0, 1]."""
-    base = _random_colour(rng)
-    coarse = np.clip(base + rng.normal(0.0, 0.12, (4, 4, 3)), 0.0, 1.0)
-    img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(3, 9))):
-        colour = tuple(int(c) for c in (_random_colour(rng) * 255))
-        x0, y0 = rng.uniform(0, size, 2)
-        if rng.random() < 0.5:  # a stray line or twig
-            length, angle = rng.uniform(0.1, 0.4) * size, rng.uniform(0, 2 * np.pi)
-            xy = [x0, y0, x0 + length * np.cos(angle), y0 + length * np.sin(angle)]
-            draw.line(xy, fill=colour, width=int(rng.integers(1, 3)))
-        else:  # a small speck, too small to look like an object
-            r = rng.uniform(0.6, 2.5)
-            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=colour)
-    return np.asarray(img, dtype=np.float32) / np.float32(255.0)
 
 
 @dataclass
@@ -315,9 +309,9 @@ def _finish(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
     return (np.clip(canvas, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A plain backdrop for the one-object images: one palette colour under a gentle linear gradient."""
-    base = _palette_colour(rng).astype(np.float32)
+def _plain_background(rng: np.random.Generator, size: int, palette: tuple[np.ndarray, ...] = PALETTE) -> np.ndarray:
+    """A plain backdrop: one colour of `palette` under a gentle linear gradient."""
+    base = _palette_colour(rng, palette=palette).astype(np.float32)
     tilt = rng.normal(size=2)
     tilt = (0.15 * tilt / (np.linalg.norm(tilt) + 1e-9)).astype(np.float32)
     ramp = np.arange(size, dtype=np.float32) / np.float32(size) - np.float32(0.5)
@@ -325,18 +319,23 @@ def _plain_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(base * field[..., None], 0.0, 1.0).astype(np.float32)
 
 
-def _render_single(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
-    """One large, roughly upright, plain-coloured object near the centre of a plain backdrop.
+def _render_single(rng: np.random.Generator, name: str, size: int, heldout: bool = False) -> np.ndarray:
+    """One large, roughly upright, plain-coloured object near the centre of a plain backdrop
+    (`heldout`: in HELDOUT_COLOURS, else in any two palette colours).
 
     Deliberately easier than the scenes: a resnet18 has to learn shape from a few hundred CPU steps
     (`hexa demo`), so pose varies by +-26 degrees, not a full turn, and there is no clutter or texture.
     """
-    canvas = _plain_background(rng, size)
+    canvas = _plain_background(rng, size, (HELDOUT_COLOURS[1],) if heldout else PALETTE)
     cx, cy = size / 2 + rng.uniform(-0.06, 0.06, 2) * size
     p = _place(name, size, cx, cy, radius=rng.uniform(0.32, 0.42) * size,
                angle=rng.uniform(-0.45, 0.45), aspect=rng.uniform(0.9, 1.1))
-    _paint(rng, canvas, p, textured=False, colour=_palette_colour)
+    _paint(rng, canvas, p, textured=False, colour=_heldout_colour if heldout else _palette_colour)
     return _finish(rng, canvas)
+
+
+def _heldout_colour(rng: np.random.Generator, avoid: np.ndarray | None = None) -> np.ndarray:
+    return _palette_colour(rng, palette=(HELDOUT_COLOURS[0],))
 
 
 def render_classify_image(split: str, class_index: int, index: int, spec: EmbeddedSpec = DEFAULT_SPEC) -> np.ndarray:
@@ -348,7 +347,7 @@ def render_classify_image(split: str, class_index: int, index: int, spec: Embedd
 def render_fewshot_image(class_index: int, index: int, spec: EmbeddedSpec = DEFAULT_SPEC) -> np.ndarray:
     """The uint8 image `fewshot/<HELDOUT_CLASSES[class_index]>/<index>.png` of a spec."""
     rng = _rng(spec.seed, "fewshot", class_index, index)
-    return _render_single(rng, HELDOUT_CLASSES[class_index], spec.image_size)
+    return _render_single(rng, HELDOUT_CLASSES[class_index], spec.image_size, heldout=True)
 
 
 @dataclass(frozen=True)
@@ -370,7 +369,8 @@ class Scene:
 
 
 def render_scene(index: int, spec: EmbeddedSpec = DEFAULT_SPEC) -> Scene:
-    """Scene `index` (0-based over trainval then test) with 1-4 objects and their annotations.
+    """Scene `index` (0-based over trainval then test) with 1-4 objects and their annotations, drawn
+    as the one-object images are (plain, rotated by at most 26 degrees) in HELDOUT_COLOURS.
 
     Objects are placed one after another; a placement that would hide more than 60% of an object
     below it is redrawn, so every annotated object stays visible. An object is `difficult` when its
@@ -387,7 +387,7 @@ def render_scene(index: int, spec: EmbeddedSpec = DEFAULT_SPEC) -> Scene:
             tiny = rng.random() < 0.2
             radius = rng.uniform(4.0, 7.0) if tiny else rng.uniform(0.08, 0.22) * size
             cx, cy = rng.uniform(0.4 * radius, size - 0.4 * radius, 2)
-            p = _place(name, size, cx, cy, radius, rng.uniform(0, 2 * np.pi), rng.uniform(0.88, 1.12))
+            p = _place(name, size, cx, cy, radius, rng.uniform(-0.45, 0.45), rng.uniform(0.88, 1.12))
             cover = p.alpha > 0.5
             if cover.sum() < 6:
                 continue
@@ -397,9 +397,9 @@ def render_scene(index: int, spec: EmbeddedSpec = DEFAULT_SPEC) -> Scene:
                 placed.append(p)
                 visible = kept + [cover]
                 break
-    canvas = _background(rng, size)
+    canvas = _plain_background(rng, size, (HELDOUT_COLOURS[1],))
     for p in placed:
-        _paint(rng, canvas, p)
+        _paint(rng, canvas, p, textured=False, colour=_heldout_colour)
     image = _finish(rng, canvas)
 
     objects = []

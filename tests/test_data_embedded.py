@@ -27,7 +27,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_layout_and_counts(root):
-    assert root == Path(os.environ["HEXA_DATA_HOME"]) / "embedded-v1"
+    assert root == Path(os.environ["HEXA_DATA_HOME"]) / embedded.FOLDER_NAME
     assert len(CLASSES) >= 10 and len(HELDOUT_CLASSES) >= 10 and not set(CLASSES) & set(HELDOUT_CLASSES)
     per_split = {"train": DEFAULT_SPEC.train_per_class, "val": DEFAULT_SPEC.val_per_class, "test": DEFAULT_SPEC.test_per_class}
     assert per_split == {"train": 200, "val": 40, "test": 40}
@@ -224,14 +224,14 @@ def test_losing_a_race_uses_the_winners_copy(tiny_home, monkeypatch):
     winner = {}
 
     def racing_generate(dest, spec):
-        winner.update(real_generate(tiny_home / "embedded-v1", spec))  # the other process finishes first
+        winner.update(real_generate(tiny_home / embedded.FOLDER_NAME, spec))  # the other process finishes first
         return real_generate(dest, spec)
 
     monkeypatch.setattr(embedded, "generate", racing_generate)
     root = embedded.embedded_root()
-    assert root == tiny_home / "embedded-v1"
+    assert root == tiny_home / embedded.FOLDER_NAME
     assert embedded.read_manifest(root)["fingerprint"] == winner["fingerprint"]
-    assert sorted(p.name for p in tiny_home.iterdir()) == ["embedded-v1"]  # our temporary copy is gone
+    assert sorted(p.name for p in tiny_home.iterdir()) == [embedded.FOLDER_NAME]  # our temporary copy is gone
 
 
 def _build_in_child(queue):
@@ -260,9 +260,9 @@ def test_concurrent_processes_share_one_copy(tiny_home, monkeypatch):
     for p in procs:
         p.join(timeout=60)
     assert all(p.exitcode == 0 for p in procs)
-    assert len(set(results)) == 1 and results[0][0] == str(tiny_home / "embedded-v1")
+    assert len(set(results)) == 1 and results[0][0] == str(tiny_home / embedded.FOLDER_NAME)
     names = sorted(p.name for p in tiny_home.iterdir())
-    assert names == [".embedded-v1.lock", "embedded-v1"]  # one copy, no temporary folders left
+    assert names == [f".{embedded.FOLDER_NAME}.lock", embedded.FOLDER_NAME]  # one copy, no temporary folders left
     assert len(builds.read_text().splitlines()) == 1  # the lock made the others wait, not rebuild
 
 
