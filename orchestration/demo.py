@@ -309,6 +309,10 @@ def comparison_lines(compiled, current: dict[str, str], untrained: str | None = 
 
 # ------------------------------------------------------------------------------------ command line
 
+ONE_SEED_NOTE = ("  One seed of each method: a HEXA - base difference mixes the methods with seed-to-seed noise,\n"
+                 "  which one run cannot measure, so this demo cannot tell HEXA from its baseline; 3 seeds of\n"
+                 "  `hexa study` can (README, section 5). Against the untrained trunk, see the README's spread over 3 seeds.")
+
 EPILOG = """examples:
   hexa demo                      # about 10 minutes on 2 CPU cores: MoCo-v2 vs HEXA_MoCo, end to end
   hexa demo --budget 0.1         # a smoke run of the same pipeline in a few minutes
@@ -415,6 +419,8 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
     print(f"HEXA against its baseline on the embedded dataset (seed {args.seed}, budget {args.budget:g}), beside "
           f"the untrained {steps[0].arch}; the numbers are whatever these runs gave:")
     print("\n".join("  " + line for line in lines) if lines else "  (no HEXA/baseline pair among --methods)")
+    if lines:
+        print(ONE_SEED_NOTE)
     print(f"\nleaderboard: {compiled.readme}")
     plots = sorted((out / "leaderboard" / "plots").glob("*.png"))
     print("plots:       " + ("\n             ".join(str(p) for p in plots) if plots else "(none)"))

@@ -99,6 +99,7 @@ def test_tiny_demo_end_to_end_then_reuse(tmp_path, capsys):
     untrained = "resnet18_untrained_seed0.safetensors"
     assert (out / "untrained" / untrained).is_file() and f"**{untrained}**" in readme
     assert "HEXA - base" in printed and "leaderboard:" in printed
+    assert "cannot tell HEXA from its baseline" in printed  # one seed says so plainly
     comparison = printed.split("HEXA against its baseline")[1]
     knn_row = next(line for line in comparison.splitlines() if "top1@20" in line)
     assert re.search(r"\d+\.\d\d$", knn_row)  # the untrained trunk's kNN, beside the pair
