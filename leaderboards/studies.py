@@ -64,9 +64,10 @@ def study_report(study: Path, out_root: Path) -> Path:
                          f"[{_fmt(t['low'])}, {_fmt(t['high'])}] | {boot_text} | {e['verdict']} |")
     records = sorted((study / "records").glob("*.json")) if (study / "records").is_dir() else []
     lines += ["", "## Records", ""] + [f"- [{p.name}]({_link(p, out)})" for p in records]
-    lines += ["", f"Reproduce: `hexa study --methods {' '.join(summary['methods'])} --seeds "
-              f"{' '.join(map(str, summary['seeds']))} --mode {summary['mode']} --budget {summary['budget']} "
-              f"--out {study.name}`", ""]
+    command = summary.get("command") or (  # summaries written before the command was recorded
+        f"hexa study --methods {' '.join(summary['methods'])} --seeds {' '.join(map(str, summary['seeds']))} "
+        f"--mode {summary['mode']} --budget {summary['budget']} --out {study.name}")
+    lines += ["", f"Reproduce: `{command}`", ""]
     atomic_write_text(out / "README.md", "\n".join(lines))
     _differences_figure(summary, out / "differences.png")
     return out

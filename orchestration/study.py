@@ -138,8 +138,21 @@ def run_study(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: f
                                      pretrain_wall_s=round(trained, 1),
                                      suite_wall_s=round(time.perf_counter() - start - trained, 1)))
     summary = summarise(out, methods, seeds, mode, budget)
+    summary["command"] = study_command(methods, seeds, mode, budget, data, suite, out, overrides, only)
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def study_command(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: float, data: str, suite: str,
+                  out: Path, overrides: Sequence[str] = (), only: Sequence[str] = ()) -> str:
+    """The `hexa study` command line that reproduces a study (the report prints it)."""
+    parts = ["hexa study --methods", *methods, "--seeds", *map(str, seeds), "--mode", mode,
+             "--budget", f"{budget:g}", "--data", data, "--suite", suite]
+    if only:
+        parts += ["--only", ",".join(only)]
+    if overrides:
+        parts += ["--set", *overrides]
+    return " ".join(parts + ["--out", Path(out).name, "--resume auto"])
 
 
 def _cell_values(records: list[dict], zoo_dir: str) -> dict[str, list[float]]:

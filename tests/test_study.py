@@ -68,6 +68,8 @@ def test_a_killed_study_resumes_without_redoing_finished_cells(tmp_path):
                               resume="auto", pretrain=fake_pretrain(calls), evaluate=fake_suite())
     assert calls == ["hexa_moco_s1", "moco_v2_s1", "hexa_moco_s2", "moco_v2_s2"]  # seed 0's cells were kept
     assert summary["cells_done"] == 6
+    assert summary["command"] == (f"hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs "
+                                  f"--budget 0.5 --data embedded --suite embedded --out {tmp_path.name} --resume auto")
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
     knn = summary["comparisons"]["hexa_moco - moco_v2"]["embedded_knn:top1@20"]
@@ -93,5 +95,6 @@ def test_the_study_report_compiles_byte_identically_and_links_every_record(tmp_p
         assert (first / name).read_bytes() == (second / name).read_bytes()
     text = (first / "README.md").read_text()
     assert "HEXA ahead by 2.50" in text and "equal-epochs" in text
+    assert "Reproduce: `hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs" in text
     for record in (tmp_path / "pair" / "records").glob("*.json"):
         assert record.name in text
