@@ -273,11 +273,10 @@ def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def _paint(rng: np.random.Generator, canvas: np.ndarray, p: _Placement, textured: bool = True,
-           colour: Callable[..., np.ndarray] = _random_colour) -> None:
-    """Composite one lit object (textured unless told otherwise) with its drop shadow onto `canvas` in place.
+def _paint(rng: np.random.Generator, canvas: np.ndarray, p: _Placement, colour: Callable[..., np.ndarray]) -> None:
+    """Composite one plain-coloured, lit object with its drop shadow onto `canvas` in place.
 
-    `colour(rng, avoid=...)` draws the object's colour (any colour, or the palette's)."""
+    `colour(rng, avoid=...)` draws the object's colour."""
     size = canvas.shape[0]
     shift = rng.integers(1, max(2, size // 24) + 1, size=2) * rng.choice([-1, 1], size=2)
     # Work only in the window the object and its shadow can reach (scenes are mostly background).
@@ -291,14 +290,13 @@ def _paint(rng: np.random.Generator, canvas: np.ndarray, p: _Placement, textured
     area *= 1.0 - 0.35 * shadow[..., None]
     under = area.reshape(-1, 3).mean(axis=0)
     c1 = colour(rng, avoid=under).astype(np.float32)
-    c2 = _random_colour(rng).astype(np.float32)
-    mix = _texture(rng, u, v) * rng.uniform(0.3, 0.9)  # drawn either way: the random stream stays aligned
-    if not textured:
-        mix = np.zeros_like(mix)
+    # Format 1 textured its scenes with a second colour here; drawing them still keeps every image's
+    # random stream, and so its pixels, as format 1 drew the one-object images.
+    _random_colour(rng), _texture(rng, u, v), rng.uniform(0.3, 0.9)
     light = rng.normal(size=2)
     light = 0.25 * light / (np.linalg.norm(light) + 1e-9)
     shade = np.clip(1.0 + u * float(light[0]) + v * float(light[1]), 0.6, 1.3)
-    obj = (c1 * (1.0 - mix[..., None]) + c2 * mix[..., None]) * shade[..., None]
+    obj = c1 * shade[..., None]
     a = alpha[..., None]
     area *= 1.0 - a
     area += a * obj
@@ -323,14 +321,14 @@ def _render_single(rng: np.random.Generator, name: str, size: int, heldout: bool
     """One large, roughly upright, plain-coloured object near the centre of a plain backdrop
     (`heldout`: in HELDOUT_COLOURS, else in any two palette colours).
 
-    Deliberately easier than the scenes: a resnet18 has to learn shape from a few hundred CPU steps
+    Deliberately easy: a resnet18 has to learn shape from a few hundred CPU steps
     (`hexa demo`), so pose varies by +-26 degrees, not a full turn, and there is no clutter or texture.
     """
     canvas = _plain_background(rng, size, (HELDOUT_COLOURS[1],) if heldout else PALETTE)
     cx, cy = size / 2 + rng.uniform(-0.06, 0.06, 2) * size
     p = _place(name, size, cx, cy, radius=rng.uniform(0.32, 0.42) * size,
                angle=rng.uniform(-0.45, 0.45), aspect=rng.uniform(0.9, 1.1))
-    _paint(rng, canvas, p, textured=False, colour=_heldout_colour if heldout else _palette_colour)
+    _paint(rng, canvas, p, colour=_heldout_colour if heldout else _palette_colour)
     return _finish(rng, canvas)
 
 
@@ -399,7 +397,7 @@ def render_scene(index: int, spec: EmbeddedSpec = DEFAULT_SPEC) -> Scene:
                 break
     canvas = _plain_background(rng, size, (HELDOUT_COLOURS[1],))
     for p in placed:
-        _paint(rng, canvas, p, textured=False, colour=_heldout_colour)
+        _paint(rng, canvas, p, colour=_heldout_colour)
     image = _finish(rng, canvas)
 
     objects = []
