@@ -140,16 +140,21 @@ def test_lowshot_sampler_counts():
     assert lowshot_sampling.sample_lowshot(labels, too_many, 1, rng) == [None] * 5
 
 
-def test_svm_path_solver_matches_liblinear():
+@pytest.mark.parametrize("n, d", [(150, 64), (60, 256)])  # by default solved on w, then on the Gram matrix
+def test_svm_path_solver_matches_liblinear(n, d):
     from sklearn.svm import LinearSVC
 
-    feats, labels = _voc_like(150, 64, 2, 1)
+    feats, labels = _voc_like(n, d, 2, 1)
     x, y = svm_solver.l2_normalize(feats), np.where(labels[:, 0] == 1, 1.0, -1.0)
     costs = (0.1, 1.0, 10.0)  # costs where liblinear converges within max_iter: the optimum is unique
     W = svm_solver.fit_svm_path(x, y, costs)
     for cost, w in zip(costs, W):
         ref = LinearSVC(C=cost, class_weight={1: 2, -1: 1}, dual=True, max_iter=2000, tol=1e-4).fit(x, y)
         np.testing.assert_allclose(svm_solver.add_bias(x) @ w, ref.decision_function(x), atol=2e-3)
+    # Both kernels walk the same coordinates in the same order: they agree far inside liblinear's tolerance.
+    xb = svm_solver.add_bias(x).astype(np.float32)
+    on_w, on_gram = (svm_solver.solve_path(xb, y, costs, 2.0, 1e-4, 2000, 0, gram=g) for g in (False, True))
+    np.testing.assert_allclose(xb @ on_gram.T, xb @ on_w.T, atol=1e-4)
 
 
 @pytest.mark.parametrize("selection", ["vissl", "cv"])

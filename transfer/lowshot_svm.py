@@ -332,9 +332,21 @@ def result_metrics(result: LowShotResult, std_ddof: int = 0) -> dict:
     return out
 
 
-def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
-        seed: int = 0) -> dict:
-    """The VOC07 low-shot SVM benchmark of `model` on a VOCdevkit (`data`: "embedded" or its path)."""
+@dataclass
+class SceneFeatures:
+    """The protocol's inputs: trunk features and VOC labels (1 / -1 / 0) of both splits, and their run."""
+
+    run: ProtocolRun
+    classes: list[str]
+    train: np.ndarray
+    train_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+
+
+def scene_features(model: str, data: str, *, preset: str = "embedded", overrides: Sequence[str] = (),
+                   seed: int = 0) -> SceneFeatures:
+    """Features of a VOCdevkit's train and test splits (`data`: "embedded" or its path) for the protocol."""
     run = ProtocolRun.start("lowshot-svm", LowShotSvmConfig, PRESETS, model, data, preset=preset,
                             overrides=overrides, seed=seed)
     cfg = run.cfg
@@ -343,20 +355,27 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     classes = list(voc_classes(devkit, cfg.year))
     train_imgs = read_voc(devkit, cfg.year, cfg.train_split)
     test_imgs = read_voc(devkit, cfg.year, cfg.test_split)
-    train_labels = np.asarray(voc_image_labels(train_imgs, classes))
-    test_labels = np.asarray(voc_image_labels(test_imgs, classes))
     train_paths, test_paths = [Path(i.path) for i in train_imgs], [Path(i.path) for i in test_imgs]
     run.use_data(root, train_paths + test_paths, splits={cfg.train_split: len(train_paths),
                                                          cfg.test_split: len(test_paths)},
                  classes=classes, year=cfg.year)
     tf = run.transform(cfg.resize, cfg.crop, square=cfg.square_resize)
-    train_f = run.features(train_paths, tf, desc="svm trainval", pooling=cfg.pooling).numpy()
-    test_f = run.features(test_paths, tf, desc="svm test", pooling=cfg.pooling).numpy()
+    return SceneFeatures(run, classes,
+                         run.features(train_paths, tf, desc="svm trainval", pooling=cfg.pooling).numpy(),
+                         np.asarray(voc_image_labels(train_imgs, classes)),
+                         run.features(test_paths, tf, desc="svm test", pooling=cfg.pooling).numpy(),
+                         np.asarray(voc_image_labels(test_imgs, classes)))
 
-    result = lowshot_svm_eval(train_f, train_labels, test_f, test_labels, cfg, seed=seed, class_names=classes)
+
+def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
+        seed: int = 0) -> dict:
+    """The VOC07 low-shot SVM benchmark of `model` on a VOCdevkit (`data`: "embedded" or its path)."""
+    f = scene_features(model, data, preset=preset, overrides=overrides, seed=seed)
+    cfg = f.run.cfg
+    result = lowshot_svm_eval(f.train, f.train_labels, f.test, f.test_labels, cfg, seed=seed, class_names=f.classes)
     metrics = result_metrics(result, cfg.std_ddof)
     log.info("lowshot-svm: %s", ", ".join(f"{n}={m['mean']:.2f}" for n, m in metrics.items()))
-    name = "embedded" if run.dataset["name"] == "embedded" else f"voc{cfg.year[-2:]}"
+    name = "embedded" if f.run.dataset["name"] == "embedded" else f"voc{cfg.year[-2:]}"
     notes = [f"cost selection: {cfg.cost_selection}; AP: {cfg.ap}; features: {cfg.pooling} "
-             f"({train_f.shape[1]}-d); std over samples with ddof {cfg.std_ddof}; solver: {cfg.solver}"] + result.notes
-    return run.finish(benchmark_name(name, "lowshot-svm"), out, metrics, notes=notes)
+             f"({f.train.shape[1]}-d); std over samples with ddof {cfg.std_ddof}; solver: {cfg.solver}"] + result.notes
+    return f.run.finish(benchmark_name(name, "lowshot-svm"), out, metrics, notes=notes)
