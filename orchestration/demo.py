@@ -6,7 +6,7 @@
     compile the leaderboard                                      -> <out>/leaderboard/README.md, plots/
     print HEXA against its baseline and the untrained trunk, whatever the runs give
 
-`--budget 1.0` takes about eleven minutes on two CPU cores (659 s from a fresh clone). The budget scales pre-training as
+`--budget 1.0` takes about nine minutes on two CPU cores (506 s from a fresh clone). The budget scales pre-training as
 `budget x EPOCHS_AT_BUDGET_1` passes over the embedded training images (below one pass: one epoch on a
 seeded subset), the same for every method. Below FULL_SUITE_BUDGET the transfer protocols run with
 smaller sizes (`--set`, recorded in each record's config); from it on, the embedded suite runs as it is.
@@ -43,7 +43,7 @@ from hexa_zoo.records import read_records
 DCLUSTER_MIN_BUDGET = 2.0      # the DeepCluster pair roughly doubles the time: it joins from here on
 FULL_SUITE_BUDGET = 3.0        # from here the embedded transfer presets run unchanged (`hexa transfer suite`)
 # Passes over the 2000 embedded images per method at budget 1 (the recipes say 20). Measured on 2 shared CPU
-# cores: one pass of MoCo-v2 plus one of HEXA_MoCo about 32 s; the shrunk transfer suite about 45 s per model.
+# cores: one pass of MoCo-v2 plus one of HEXA_MoCo about 33 s; the shrunk transfer suite about 33 s per model.
 EPOCHS_AT_BUDGET_1 = 12
 MIN_IMAGES = 64                # below one epoch, never train on fewer images than this
 
@@ -314,7 +314,7 @@ ONE_SEED_NOTE = ("  One seed of each method: a HEXA - base difference mixes the 
                  "  `hexa study` can (README, section 5). Against the untrained trunk, see the README's spread over 3 seeds.")
 
 EPILOG = """examples:
-  hexa demo                      # about 11 minutes on 2 CPU cores: MoCo-v2 vs HEXA_MoCo, end to end
+  hexa demo                      # about 9 minutes on 2 CPU cores: MoCo-v2 vs HEXA_MoCo, end to end
   hexa demo --budget 0.1         # a smoke run of the same pipeline in a few minutes
   hexa demo --budget 3           # longer pre-training, and the DeepCluster pair too
   hexa demo --methods moco_v2 hexa_moco dcluster_v2 hexa_dcluster --out /tmp/demo
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hexa demo", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=1.0,
-                   help=f"scale of the run: 1.0 is about 11 minutes on 2 cores (DeepCluster pair from "
+                   help=f"scale of the run: 1.0 is about 9 minutes on 2 cores (DeepCluster pair from "
                         f"{DCLUSTER_MIN_BUDGET:g})")
     p.add_argument("--out", default="hexa_demo", help="folder for runs, results and the leaderboard")
     p.add_argument("--zoo", help="local zoo to publish to (default: HEXA_ZOO_HOME, else ~/.cache/hexa_zoo)")
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     """`hexa demo`: pre-train, publish, transfer, compile and compare; finished steps are reused."""
     args = build_parser().parse_args(argv)
     if not args.budget > 0:
-        raise ConfigError(f"--budget must be positive, got {args.budget}", "try --budget 1 (about 11 minutes)")
+        raise ConfigError(f"--budget must be positive, got {args.budget}", "try --budget 1 (about 9 minutes)")
     methods = tuple(args.methods or default_methods(args.budget))
     if args.protocols:
         from transfer.cli import PROTOCOLS

@@ -46,7 +46,17 @@ def _exact_w_py(X, y, alpha, w64, w):  # pragma: no cover - compiled by numba
         w[t] = w64[t]
 
 
-def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_iter):  # pragma: no cover
+def _exact_f_py(K, y, alpha, f):  # pragma: no cover - compiled by numba
+    """f = K (alpha * y), accumulated in float64: every row's margin w . x_i, from the Gram matrix."""
+    f[:] = 0.0
+    for j in range(K.shape[0]):
+        if alpha[j] != 0.0:
+            coef = alpha[j] * y[j]
+            for t in range(K.shape[0]):
+                f[t] += coef * K[j, t]
+
+
+def _dual_cd_path_py(X, K, y, costs, positive_weight, tol, max_iter, seed, W, n_iter):  # pragma: no cover
     """liblinear's dual coordinate descent for the L2-loss SVM, over increasing costs with warm starts.
 
     X (n, d) float32 includes the bias column; y in {-1, +1}; writes W (n_costs, d) and n_iter. A port
@@ -54,17 +64,22 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
     shrinking and its stopping rule on the projected-gradient gap. Compiled by numba below (nogil, so
     threads run it in parallel).
 
-    Precision: the coordinate loop keeps w in float32 (the dot and the axpy over d are the whole cost,
-    and float32 halves their bytes and doubles the vector width). Rounding drifts w away from
-    sum_i alpha_i y_i x_i by ~1e-6 relative over many epochs, so whenever the stopping rule is met, w
-    is recomputed exactly from alpha in float64 and the rule must hold again for one more full pass on
-    that exact w before the solver stops. Each returned W row is that float64 recomputation.
+    Each coordinate step needs the margin w . x_i and then moves w along x_i. With an empty K this keeps
+    w, in float32 (the dot and the axpy over d are the whole cost, and float32 halves their bytes and
+    doubles the vector width). With K = X X^T (float64, n x n) it keeps the margins f = X w instead, so
+    a step costs a row of K (n) rather than two passes over a row of X (d): the same coordinates in the
+    same order, shrunk and stopped by the same rule. Rounding drifts w (or f) away from its value from
+    alpha, ~1e-6 relative over many epochs in float32, so whenever the stopping rule is met it is
+    recomputed exactly from alpha in float64 and the rule must hold again for one more full pass before
+    the solver stops. Each returned W row is sum_i alpha_i y_i x_i in float64.
     """
     n, d = X.shape
+    gram = K.shape[0] == n
     np.random.seed(seed)
     alpha = np.zeros(n)
     w = np.zeros(d, np.float32)
     w64 = np.zeros(d)
+    f = np.zeros(n)
     sqnorm = np.empty(n)
     for i in range(n):
         acc = 0.0
@@ -89,7 +104,8 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
             s = 0
             while s < active:
                 i = index[s]
-                g = y[i] * np.float64(_dot(w, X[i])) - 1.0 + alpha[i] * diag[i]
+                margin = f[i] if gram else np.float64(_dot(w, X[i]))
+                g = y[i] * margin - 1.0 + alpha[i] * diag[i]
                 pg = 0.0
                 if alpha[i] == 0.0:
                     if g > pg_max_old:  # shrink: this alpha will stay at its bound
@@ -104,16 +120,24 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
                 if abs(pg) > 1e-12:
                     old = alpha[i]
                     alpha[i] = max(old - g / qd[i], 0.0)
-                    step = np.float32((alpha[i] - old) * y[i])
-                    for t in range(d):
-                        w[t] += step * X[i, t]
+                    step = (alpha[i] - old) * y[i]
+                    if gram:
+                        for t in range(n):
+                            f[t] += step * K[i, t]
+                    else:
+                        step32 = np.float32(step)
+                        for t in range(d):
+                            w[t] += step32 * X[i, t]
                 s += 1
             it += 1
             if pg_max_new - pg_min_new <= tol:
                 if active == n:
-                    if exact:  # the rule held on a pass that started from the exact w
+                    if exact:  # the rule held on a pass that started from the exact w (or f)
                         break
-                    _exact_w(X, y, alpha, w64, w)
+                    if gram:
+                        _exact_f(K, y, alpha, f)
+                    else:
+                        _exact_w(X, y, alpha, w64, w)
                     exact, pg_max_old = True, inf
                     continue
                 active, pg_max_old = n, inf  # unshrink and check everything once more
@@ -122,88 +146,10 @@ def _dual_cd_path_py(X, y, costs, positive_weight, tol, max_iter, seed, W, n_ite
             exact = False
             pg_max_old = pg_max_new if pg_max_new > 0 else inf
         _exact_w(X, y, alpha, w64, w)  # also the next cost's warm start, free of drift
+        if gram:
+            _exact_f(K, y, alpha, f)
         W[c] = w64
         n_iter[c] = it
-
-
-def _dual_cd_gram_path_py(X, K, y, costs, positive_weight, tol, max_iter, seed, W, n_iter):  # pragma: no cover
-    """The same solver on the Gram matrix K = X X^T (float64), for problems with fewer rows than columns.
-
-    Each coordinate step needs w . x_i and, after it, w moved along x_i: here f = X w is kept instead of
-    w, so a step costs n (a row of K) instead of d. The coordinates are visited in the same random order,
-    shrunk and stopped by the same rule as `_dual_cd_path_py`, and f is recomputed exactly from alpha
-    before the rule is accepted, so the iterates are that solver's up to rounding. Each W row is
-    sum_i alpha_i y_i x_i in float64, as there.
-    """
-    n, d = X.shape
-    np.random.seed(seed)
-    alpha = np.zeros(n)
-    f = np.zeros(n)
-    w64 = np.zeros(d)
-    diag, qd = np.empty(n), np.empty(n)
-    index = np.empty(n, np.int64)
-    inf = np.inf
-    for c in range(len(costs)):
-        for i in range(n):
-            diag[i] = 0.5 / (costs[c] * (positive_weight if y[i] > 0 else 1.0))
-            qd[i] = K[i, i] + diag[i]
-            index[i] = i
-        active, it, exact = n, 0, False
-        pg_max_old = inf
-        while it < max_iter:
-            pg_max_new, pg_min_new = -inf, inf
-            for s in range(active):
-                j = s + np.random.randint(0, active - s)
-                index[s], index[j] = index[j], index[s]
-            s = 0
-            while s < active:
-                i = index[s]
-                g = y[i] * f[i] - 1.0 + alpha[i] * diag[i]
-                pg = 0.0
-                if alpha[i] == 0.0:
-                    if g > pg_max_old:
-                        active -= 1
-                        index[s], index[active] = index[active], index[s]
-                        continue
-                    if g < 0.0:
-                        pg = g
-                else:
-                    pg = g
-                pg_max_new, pg_min_new = max(pg_max_new, pg), min(pg_min_new, pg)
-                if abs(pg) > 1e-12:
-                    old = alpha[i]
-                    alpha[i] = max(old - g / qd[i], 0.0)
-                    step = (alpha[i] - old) * y[i]
-                    for t in range(n):
-                        f[t] += step * K[i, t]
-                s += 1
-            it += 1
-            if pg_max_new - pg_min_new <= tol:
-                if active == n:
-                    if exact:
-                        break
-                    _exact_f(K, y, alpha, f)
-                    exact, pg_max_old = True, inf
-                    continue
-                active, pg_max_old = n, inf
-                exact = False
-                continue
-            exact = False
-            pg_max_old = pg_max_new if pg_max_new > 0 else inf
-        _exact_f(K, y, alpha, f)
-        _exact_w(X, y, alpha, w64, w64)
-        W[c] = w64
-        n_iter[c] = it
-
-
-def _exact_f_py(K, y, alpha, f):  # pragma: no cover - compiled by numba
-    """f = K (alpha * y), accumulated in float64."""
-    f[:] = 0.0
-    for j in range(K.shape[0]):
-        if alpha[j] != 0.0:
-            coef = alpha[j] * y[j]
-            for t in range(K.shape[0]):
-                f[t] += coef * K[j, t]
 
 
 try:
@@ -213,9 +159,8 @@ try:
     _exact_w = numba.njit(fastmath=True, cache=True)(_exact_w_py)
     _exact_f = numba.njit(fastmath=True, cache=True)(_exact_f_py)
     _dual_cd_path = numba.njit(nogil=True, fastmath=True, cache=True)(_dual_cd_path_py)
-    _dual_cd_gram_path = numba.njit(nogil=True, fastmath=True, cache=True)(_dual_cd_gram_path_py)
 except ImportError:  # pragma: no cover - numba is a dependency; without it the sklearn path still works
-    _dual_cd_path = _dual_cd_gram_path = None
+    _dual_cd_path = None
 
 
 def fit_svm_path(X: np.ndarray, y: np.ndarray, costs: Sequence[float], *, positive_weight: float = 2.0,
@@ -235,7 +180,7 @@ GRAM_MAX_ROWS = 4096  # K of 4096 rows is 128 MiB per problem in flight
 def solve_path(Xb32: np.ndarray, y: np.ndarray, costs: Sequence[float], positive_weight: float, tol: float,
                max_iter: int, seed: int, gram: bool | None = None) -> np.ndarray:
     """`fit_svm_path` on rows that already carry the bias column, in float32. `gram`: solve on the Gram
-    matrix (`_dual_cd_gram_path_py`); by default where that is cheaper, with at most half as many rows as
+    matrix (see `_dual_cd_path_py`); by default where that is cheaper, with at most half as many rows as
     columns (and at most GRAM_MAX_ROWS): about 5x faster on the embedded scenes' 400 x 2049."""
     if _dual_cd_path is None:
         raise ConfigError("the fast low-shot SVM solver needs numba, which is not installed",
@@ -248,11 +193,8 @@ def solve_path(Xb32: np.ndarray, y: np.ndarray, costs: Sequence[float], positive
             float(tol), int(max_iter), int(seed), W, n_iter)
     if gram is None:  # a step costs n float64 on the Gram matrix, 2d float32 on w; K takes n^2 float64
         gram = 2 * len(X) <= X.shape[1] and len(X) <= GRAM_MAX_ROWS  # measured: at n ~ d, no gain
-    if gram:
-        X64 = X.astype(np.float64)
-        _dual_cd_gram_path(X, X64 @ X64.T, *args)
-    else:
-        _dual_cd_path(X, *args)
+    X64 = X.astype(np.float64) if gram else None
+    _dual_cd_path(X, X64 @ X64.T if gram else np.empty((0, 0)), *args)
     out = np.empty_like(W)
     out[order] = W
     return out
