@@ -34,26 +34,15 @@ def _dot_py(w, x):  # pragma: no cover - compiled by numba
     return acc
 
 
-def _exact_w_py(X, y, alpha, w64, w):  # pragma: no cover - compiled by numba
-    """w64 = sum_i alpha_i y_i x_i accumulated in float64, and the float32 working copy w reset to it."""
-    w64[:] = 0.0
-    for i in range(X.shape[0]):
+def _exact_py(A, y, alpha, out):  # pragma: no cover - compiled by numba
+    """out = sum_i alpha_i y_i A[i], accumulated in float64: w from the rows of X, or the margins X w
+    from the rows of the (symmetric) Gram matrix K."""
+    out[:] = 0.0
+    for i in range(A.shape[0]):
         if alpha[i] != 0.0:
             coef = alpha[i] * y[i]
-            for t in range(X.shape[1]):
-                w64[t] += coef * X[i, t]
-    for t in range(X.shape[1]):
-        w[t] = w64[t]
-
-
-def _exact_f_py(K, y, alpha, f):  # pragma: no cover - compiled by numba
-    """f = K (alpha * y), accumulated in float64: every row's margin w . x_i, from the Gram matrix."""
-    f[:] = 0.0
-    for j in range(K.shape[0]):
-        if alpha[j] != 0.0:
-            coef = alpha[j] * y[j]
-            for t in range(K.shape[0]):
-                f[t] += coef * K[j, t]
+            for t in range(A.shape[1]):
+                out[t] += coef * A[i, t]
 
 
 def _dual_cd_path_py(X, K, y, costs, positive_weight, tol, max_iter, seed, W, n_iter):  # pragma: no cover
@@ -135,9 +124,10 @@ def _dual_cd_path_py(X, K, y, costs, positive_weight, tol, max_iter, seed, W, n_
                     if exact:  # the rule held on a pass that started from the exact w (or f)
                         break
                     if gram:
-                        _exact_f(K, y, alpha, f)
+                        _exact(K, y, alpha, f)
                     else:
-                        _exact_w(X, y, alpha, w64, w)
+                        _exact(X, y, alpha, w64)
+                        w[:] = w64
                     exact, pg_max_old = True, inf
                     continue
                 active, pg_max_old = n, inf  # unshrink and check everything once more
@@ -145,9 +135,10 @@ def _dual_cd_path_py(X, K, y, costs, positive_weight, tol, max_iter, seed, W, n_
                 continue
             exact = False
             pg_max_old = pg_max_new if pg_max_new > 0 else inf
-        _exact_w(X, y, alpha, w64, w)  # also the next cost's warm start, free of drift
+        _exact(X, y, alpha, w64)  # also the next cost's warm start, free of drift
+        w[:] = w64
         if gram:
-            _exact_f(K, y, alpha, f)
+            _exact(K, y, alpha, f)
         W[c] = w64
         n_iter[c] = it
 
@@ -156,8 +147,7 @@ try:
     import numba
 
     _dot = numba.njit(fastmath=True, cache=True, inline="always")(_dot_py)
-    _exact_w = numba.njit(fastmath=True, cache=True)(_exact_w_py)
-    _exact_f = numba.njit(fastmath=True, cache=True)(_exact_f_py)
+    _exact = numba.njit(fastmath=True, cache=True)(_exact_py)
     _dual_cd_path = numba.njit(nogil=True, fastmath=True, cache=True)(_dual_cd_path_py)
 except ImportError:  # pragma: no cover - numba is a dependency; without it the sklearn path still works
     _dual_cd_path = None
