@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-compile --disable-pip-version-check -e '.[test]'
 	@# pip compiles serially (~36 s); compileall on every core takes half that. A few files in the wheels are
 	@# meant for newer Pythons and do not compile, as pip also skips them, hence the `|| true`.
-	-@$(PY) -m compileall -qq -j 0 $(VENV)/lib || true
+	@$(PY) -m compileall -qq -j 0 $(VENV)/lib || true
 	@touch $(STAMP)
 
 demo: setup

@@ -370,12 +370,13 @@ def scene_features(model: str, data: str, *, preset: str = "embedded", overrides
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """The VOC07 low-shot SVM benchmark of `model` on a VOCdevkit (`data`: "embedded" or its path)."""
-    f = scene_features(model, data, preset=preset, overrides=overrides, seed=seed)
-    cfg = f.run.cfg
-    result = lowshot_svm_eval(f.train, f.train_labels, f.test, f.test_labels, cfg, seed=seed, class_names=f.classes)
+    scenes = scene_features(model, data, preset=preset, overrides=overrides, seed=seed)
+    cfg = scenes.run.cfg
+    result = lowshot_svm_eval(scenes.train, scenes.train_labels, scenes.test, scenes.test_labels, cfg, seed=seed,
+                              class_names=scenes.classes)
     metrics = result_metrics(result, cfg.std_ddof)
     log.info("lowshot-svm: %s", ", ".join(f"{n}={m['mean']:.2f}" for n, m in metrics.items()))
-    name = "embedded" if f.run.dataset["name"] == "embedded" else f"voc{cfg.year[-2:]}"
+    name = "embedded" if scenes.run.dataset["name"] == "embedded" else f"voc{cfg.year[-2:]}"
     notes = [f"cost selection: {cfg.cost_selection}; AP: {cfg.ap}; features: {cfg.pooling} "
-             f"({f.train.shape[1]}-d); std over samples with ddof {cfg.std_ddof}; solver: {cfg.solver}"] + result.notes
-    return f.run.finish(benchmark_name(name, "lowshot-svm"), out, metrics, notes=notes)
+             f"({scenes.train.shape[1]}-d); std over samples with ddof {cfg.std_ddof}; solver: {cfg.solver}"] + result.notes
+    return scenes.run.finish(benchmark_name(name, "lowshot-svm"), out, metrics, notes=notes)

@@ -5,9 +5,9 @@
 cap, walking the costs in increasing order and warm-starting each from the previous solution. It runs in a
 numba kernel that releases the GIL, so a thread pool solves many problems at once. The inner loops run in
 float32 (data and working w) with w recomputed exactly in float64 before the stopping rule is accepted.
-Problems with at most half as many rows as columns (small low-shot sets, the embedded scenes) run the same iterations on
-the Gram matrix instead, where a step costs a row of K rather than a row of X. The
-SVM is strictly convex, so the solution is liblinear's up to the stopping tolerance
+Problems with at most half as many rows as columns (small low-shot sets, the embedded scenes) run the same
+iterations on the Gram matrix instead, where a step costs a row of K rather than a row of X. The SVM is
+strictly convex, so the solution is liblinear's up to the stopping tolerance
 (`transfer/lowshot_svm_reference.py` checks it against scikit-learn).
 """
 
@@ -183,8 +183,11 @@ def solve_path(Xb32: np.ndarray, y: np.ndarray, costs: Sequence[float], positive
             float(tol), int(max_iter), int(seed), W, n_iter)
     if gram is None:  # a step costs n float64 on the Gram matrix, 2d float32 on w; K takes n^2 float64
         gram = 2 * len(X) <= X.shape[1] and len(X) <= GRAM_MAX_ROWS  # measured: at n ~ d, no gain
-    X64 = X.astype(np.float64) if gram else None
-    _dual_cd_path(X, X64 @ X64.T if gram else np.empty((0, 0)), *args)
+    K = np.empty((0, 0))  # empty: the kernel keeps w
+    if gram:
+        X64 = X.astype(np.float64)
+        K = X64 @ X64.T
+    _dual_cd_path(X, K, *args)
     out = np.empty_like(W)
     out[order] = W
     return out
