@@ -2,7 +2,8 @@
 compiled README.md, tables/ and plots/).
 
     collect    our result records: read, validate, group and aggregate over seeds
-    published  published.csv (package data) and its rows; refresh from the shared reference list and sources/
+    published  published.csv (package data) and its rows; refresh from sources/ (each row naming its source)
+    ssl_transfer  ssl-transfer's tables as transcribed in sources/, in the names our records use
     variants   the protocol variant of every published row and of our presets; which may share a table
     placement  the table and column of each number (low-shot per k, separate variants, per-dataset folding)
     render     benchmark families, wide tables, Markdown and CSV

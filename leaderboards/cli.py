@@ -11,12 +11,12 @@ import argparse
 from pathlib import Path
 
 from .compiler import DEFAULT_OUT, compile_leaderboard
-from .published import DEFAULT_REFERENCES, refresh_published
+from .published import SOURCES, refresh_published
 
 EPILOG = """examples:
   hexa leaderboard --results runs/results
   hexa leaderboard --results hexa_demo/results --out hexa_demo/leaderboard --runs hexa_demo/runs
-  hexa leaderboard --refresh-published ../shared/reference_results.csv
+  hexa leaderboard --refresh-published          # rebuild published.csv from leaderboards/sources/
   hexa leaderboard --studies studies/moco_pair_equal_epochs   # -> leaderboards/studies/moco_pair_equal_epochs/
 
 Without --results, records are read from <out>/records when that folder exists. Corrupt or foreign
@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "else the published.csv installed with leaderboards)")
     p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="DIR",
                    help="pre-training output folders (with log.csv) to plot loss and view hardness from")
-    p.add_argument("--refresh-published", nargs="?", const=str(DEFAULT_REFERENCES), metavar="SRC",
-                   help="rebuild <out>/published.csv from SRC (default ../shared/reference_results.csv) and the "
-                        "in-repo transcriptions in leaderboards/sources/*.csv, then compile")
+    p.add_argument("--refresh-published", nargs="*", metavar="SRC",
+                   help="rebuild <out>/published.csv (or --published) from the published sources SRC (CSV files or "
+                        "folders of them; default leaderboards/sources/, each row naming its source), then compile")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.add_argument("--studies", nargs="+", action="extend", default=[], metavar="DIR",
                    help="`hexa study` output folders to compile into <out>/studies/<name>/ (tables and plots)")
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     """`hexa leaderboard`: compile, print what was written and what was skipped."""
     args = build_parser().parse_args(argv)
     out = Path(args.out)
-    if args.refresh_published:
+    if args.refresh_published is not None:
         dst = Path(args.published) if args.published else out / "published.csv"
-        refresh_published(args.refresh_published, dst)
-        print(f"rebuilt {dst} from {args.refresh_published}")
+        refresh_published(dst, args.refresh_published or None)
+        print(f"rebuilt {dst} from {', '.join(args.refresh_published) or SOURCES}")
     for study in args.studies:
         from .studies import study_report
 

@@ -5,9 +5,10 @@ Three rules, applied in order:
    table with a metric per k (`mAP@k8`), as our records write it.
 2. A variant that is `separate` (leaderboards/variants.py) gets its own table, `<benchmark>_<variant>`
    (one table `<variant>` for all its benchmarks when it folds).
-3. The protocols that run once per dataset (many-shot, fine-tune, CD-FSL, the ImageNet robustness sets)
+3. The protocols that run once per dataset (many-shot, fine-tune, few-shot, CD-FSL, the ImageNet robustness sets)
    are read across datasets, so their per-dataset benchmarks fold into one table with a column per
-   dataset and metric (`cifar10_manyshot` top1 -> table `manyshot`, column `cifar10 top1`). ImageNet-C
+   dataset and metric (`cifar10_manyshot` top1 -> table `manyshot`, column `cifar10 top1`); ssl-transfer's
+   VOC detection folds its frozen and fine-tuned trunks the same way. ImageNet-C
    keeps its own table of per-corruption errors too; the robustness table takes its mCE.
 Embedded tables are never folded: they are measured on one synthetic dataset and stay apart.
 """
@@ -32,6 +33,12 @@ COMBINED: dict[str, tuple[Combined, ...]] = {
     "manyshot": (Combined(r"([a-z0-9]+)_manyshot", (), "the many-shot datasets (one column each)"),),
     "finetune": (Combined(r"([a-z0-9]+)_finetune", (), "the many-shot datasets (one column each)"),),
     "cdfsl": (Combined(r"([a-z0-9]+)_cdfsl", (), "the CD-FSL datasets (one column per dataset and shots)"),),
+    # ssl-transfer's few-shot episodes on Kornblith et al.'s many-shot datasets (its Tables 2, 6, 7)
+    "fewshot_kornblith": (Combined(r"([a-z0-9]+)_fewshot_kornblith", (),
+                                   "the many-shot datasets (one column per dataset and shots)"),),
+    # ssl-transfer's VOC detection (its Table 4): the frozen and the fine-tuned trunk side by side
+    "voc0712_det_r50fpn": (Combined(r"voc0712_det_r50fpn_(frozen|finetune)", (),
+                                    "PASCAL VOC07+12 (one column per trunk setting and metric)"),),
     # transfer/robustness.py's sets; ImageNet-C gives mCE here and its per-corruption errors in `imagenet_c`
     "imagenet_robustness": (Combined(r"(imagenet_(?:v2|r|a|sketch))", ("top1",), "the ImageNet robustness sets"),
                             Combined(r"(imagenet_c)", ("mCE",), "the ImageNet robustness sets", keep=True)),

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 # Families, in the order the README shows them: (name, title, test on the table name).
 FAMILIES = (
     ("manyshot", "Many-shot linear transfer (ssl-transfer linear.py)", lambda t: "manyshot" in t),
+    ("manyshot_finetune", "Many-shot fine-tuning (ssl-transfer finetune.py)", lambda t: t == "finetune"),
+    ("fewshot_kornblith", "Few-shot on the many-shot datasets (ssl-transfer few_shot.py)", lambda t: "kornblith" in t),
     ("cdfsl", "Cross-domain few-shot (CD-FSL, ssl-transfer few_shot.py)", lambda t: "cdfsl" in t),
+    ("voc_detection", "VOC detection, frozen and fine-tuned trunk (ssl-transfer detectron2 configs)",
+     lambda t: t.startswith("voc0712_det_r50fpn")),
     ("robustness", "Robustness: ImageNet-V2/R/A/Sketch top-1, ImageNet-C mCE",
      lambda t: "robustness" in t or re.fullmatch(r"imagenet_(v2|r|a|sketch|c)", t) is not None),
     ("adversarial", "Adversarial robustness of the linear probe (L-inf PGD)", lambda t: "adversarial" in t),
@@ -26,7 +30,7 @@ FAMILIES = (
     ("semisup", "Semi-supervised fine-tuning", lambda t: "semisup" in t),
     ("detection", "Detection", lambda t: "det" in t),
     ("fewshot", "Few-shot episodes", lambda t: "fewshot" in t),
-    ("finetune", "Full fine-tuning", lambda t: "finetune" in t),  # ImageNet's, and ssl-transfer's per dataset
+    ("finetune", "Full fine-tuning", lambda t: "finetune" in t),
     ("other", "Other benchmarks", lambda t: True),
 )
 METRIC_ORDER = ("top1", "top5", "top1@20", "top1@200", "AP50", "AP", "AP75", "APbb", "APmk", "top1_clean", "mCE")

@@ -226,7 +226,8 @@ def test_every_published_number_appears_with_its_source(tmp_path):
             col = [c.strip() for c in header.strip("|").split("|")].index(metric)
             shown = f"{row['value']} ± {row['ci95']}" if row["ci95"] else row["value"]
             matches = [l for l in section.splitlines()
-                       if l.startswith(f"| {row['method']}") and row["source"] in l and row["note"] in l
+                       if l.startswith(f"| {row['method']}") and published._paper_of(row["source"]) in l
+                       and row["note"] in l
                        and f"| {row['protocol']} |" in l
                        and [c.strip() for c in l.strip("|").split("|")][col] == shown]
             assert matches, f"{row} is missing from the README"
@@ -235,28 +236,9 @@ def test_every_published_number_appears_with_its_source(tmp_path):
     assert {r["verified"] for r in rows if not r["method"].startswith("HEXA")} == {"yes"}
 
 
-def test_ssl_transfer_rows_are_the_numbers_its_readme_states():
-    """Each transcribed row against the sentence of ssl-transfer's readme.md that states it (HEAD 416913f)."""
-    with open(REPO / "leaderboards" / "sources" / "ssl_transfer.csv", newline="") as f:
-        rows = {(r["method"], r["benchmark"], r["metric"]): r for r in csv.DictReader(f)}
-    # (row, the readme's words): linear.py / finetune.py / few_shot.py commands and what they "should" give
-    stated = {("DeepCluster-v2", "cifar10_manyshot", "top1"): ("94.07", ""),   # linear.py --dataset cifar10
-              ("Supervised", "cifar10_manyshot", "top1"): ("91.47", ""),
-              ("DeepCluster-v2", "cifar10_finetune", "top1"): ("97.06", ""),   # finetune.py --dataset cifar10
-              ("DeepCluster-v2", "eurosat_cdfsl", "acc_5w5s_centroid"): ("88.39", "0.49"),  # --n-support 5
-              ("Supervised", "chestx_cdfsl", "acc_5w50s_centroid"): ("32.34", "0.45")}     # --n-support 50
-    assert {k: (r["value"], r["ci95"]) for k, r in rows.items()} == stated
-    assert {r["protocol"] for r in rows.values()} == {"ssl-transfer"}
-    assert {r["epochs"] for r in rows.values() if r["method"] == "DeepCluster-v2"} == {"800"}  # its 800ep checkpoint
-    with open(PUBLISHED, newline="") as f:
-        merged = [r for r in csv.DictReader(f) if r["source"].startswith("linusericsson/ssl-transfer")]
-    assert len(merged) == len(rows)
-
-
 def test_refresh_published_rebuilds_the_committed_file(tmp_path):
-    shared = REPO.parent / "shared" / "reference_results.csv"
-    if shared.is_file():  # a clone with ../shared beside it: the committed file is exactly what refresh builds
-        assert published.refresh_published(shared, tmp_path / "p.csv").read_bytes() == PUBLISHED.read_bytes()
+    """The committed published.csv is exactly what a refresh builds from leaderboards/sources/ (no path outside)."""
+    assert published.refresh_published(tmp_path / "p.csv").read_bytes() == PUBLISHED.read_bytes()
     src = tmp_path / "refs.csv"
     src.write_text("method,arch,epochs,benchmark,metric,value,source,note\n"
                    "X,resnet50,100,imagenet_linear,top1,70.1,facebookresearch/moco README,\n"
@@ -264,20 +246,24 @@ def test_refresh_published_rebuilds_the_committed_file(tmp_path):
                    "numbers not verified\n")
     extra = tmp_path / "extra.csv"
     extra.write_text("method,arch,epochs,benchmark,metric,value,ci95,source,note,protocol\n"
-                     "Z,resnet50,800,eurosat_cdfsl,acc_5w5s_centroid,80.5,0.5,a readme,,ssl-transfer\n")
-    published.refresh_published(src, tmp_path / "p2.csv", sources=[extra])
+                     "Z,resnet50,800,eurosat_cdfsl,acc_5w5s_centroid,80.5,0.5,a readme,,ssl-transfer-fewshot\n")
+    published.refresh_published(tmp_path / "p2.csv", sources=[src, extra])
     with open(tmp_path / "p2.csv", newline="") as f:
         got = [(r["method"], r["protocol"], r["ci95"], r["verified"]) for r in csv.DictReader(f)]
-    assert got == [("X", "moco-lincls", "", "yes"), ("Y", "hexa-paper", "", "no"), ("Z", "ssl-transfer", "0.5", "yes")]
+    assert got == [("X", "moco-lincls", "", "yes"), ("Y", "hexa-paper", "", "no"),
+                   ("Z", "ssl-transfer-fewshot", "0.5", "yes")]
     # a source whose protocol is not named anywhere stops the refresh, saying where to name it
     src.write_text("method,arch,epochs,benchmark,metric,value,source,note\nX,resnet50,,imagenet_linear,top1,70,"
                    "some blog,\n")
     with pytest.raises(DataError, match="no known protocol variant") as err:
-        published.refresh_published(src, tmp_path / "p3.csv", sources=[])
+        published.refresh_published(tmp_path / "p3.csv", sources=[src])
     assert "variants.py" in err.value.fix
     src.write_text("method,value\nX,abc\n")
     with pytest.raises(DataError, match="lacks the column"):
-        published.refresh_published(src, tmp_path / "p3.csv")
+        published.refresh_published(tmp_path / "p3.csv", sources=[src])
+    with pytest.raises(DataError, match="do not exist") as err:  # the message names files a clone has
+        published.refresh_published(tmp_path / "p3.csv", sources=[tmp_path / "nowhere.csv"])
+    assert "shared" not in str(err.value) and "leaderboards/sources" in err.value.fix
 
 
 def test_pcl_low_shot_rows_no_longer_sit_beside_ours(tmp_path):
@@ -410,9 +396,9 @@ def test_transfer_tables_fold_datasets_and_sit_beside_ssl_transfer(tmp_path):
     assert len(ours) == 2  # the 45-value sweep on CIFAR-10 and DTD folds into one row; the 5-value one apart
     row = next(r for r in ours if r["cifar10 top1"])
     assert float(row["cifar10 top1"]) == 90.5 and float(row["cifar10 top1_n"]) == 2 and float(row["dtd top1"]) == 70.0
-    assert len(row["records"].split(";")) == 3 and row["protocol"] == "ssl-transfer"
-    assert float(row_of(many, "DeepCluster-v2")["cifar10 top1"]) == 94.07
-    assert float(row_of(many, "Supervised")["cifar10 top1"]) == 91.47
+    assert len(row["records"].split(";")) == 3 and row["protocol"] == "ssl-transfer-linear"
+    assert float(row_of(many, "DeepCluster-v2")["cifar10 top1"]) == 94.02  # the paper's Table 1 (readme: 94.07)
+    assert float(row_of(many, "Supervised")["cifar10 top1"]) == 91.42
     assert "90.50 ± 0.71 (2 seeds)" in readme and "70.00 (1 run)" in readme
     assert float(row_of(read_table(out, "finetune"), "DeepCluster-v2")["cifar10 top1"]) == 97.06
     assert float(row_of(read_table(out, "finetune"), "moco_v2_r50.in1k_ep800")["cifar10 top1"]) == 95.5

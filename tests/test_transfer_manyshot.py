@@ -245,7 +245,7 @@ def test_cdfsl_layouts_are_recognised_and_run_end_to_end(r18_file, tmp_path, mon
     ours = table[table["kind"] == "ours"]
     assert ours["eurosat acc_5w5s_centroid"].tolist() == [pytest.approx(m["mean"])]
     assert ours["eurosat acc_5w5s_centroid_ci95"].tolist() == [pytest.approx(m["ci95"])]
-    assert set(table["protocol"]) == {"ssl-transfer"} and "DeepCluster-v2" in set(table["model"])
+    assert set(table["protocol"]) == {"ssl-transfer-fewshot"} and "DeepCluster-v2" in set(table["model"])
 
 
 def test_finetune_grid_is_ssl_transfers():
