@@ -1,8 +1,8 @@
 """`hexa leaderboard`: compile result records and published numbers into tables, CSVs and plots.
 
 Reads result records (`--results`, default `<out>/records`) and published numbers (`--published`, default
-`<out>/published.csv`, else the package's own), and writes README.md, tables/ and plots/ under `--out`
-(default `leaderboards/`). See leaderboards.compiler for what goes into a table.
+`<out>/published.csv`, else the package's own), and writes README.md, tables/, plots/ and the web page
+site/index.html under `--out` (default `leaderboards/`). See leaderboards.compiler for what goes into a table.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ EPILOG = """examples:
   hexa leaderboard --results hexa_demo/results --out hexa_demo/leaderboard --runs hexa_demo/runs
   hexa leaderboard --refresh-published          # rebuild published.csv from leaderboards/sources/
   hexa leaderboard --studies studies/moco_pair_equal_epochs   # -> leaderboards/studies/moco_pair_equal_epochs/
+  hexa leaderboard --update-cards   # and each zoo card's model-index, for the Hub page
 
 Without --results, records are read from <out>/records when that folder exists. Corrupt or foreign
 JSON files are reported and skipped. Recompiling the same records gives byte-identical output.
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild <out>/published.csv (or --published) from the published sources SRC (CSV files or "
                         "folders of them; default leaderboards/sources/, each row naming its source), then compile")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
+    p.add_argument("--update-cards", action="store_true",
+                   help="also write each zoo model card's model-index (its Hub results) from the records that "
+                        "measured its weights (matched by weights sha256)")
     p.add_argument("--studies", nargs="+", action="extend", default=[], metavar="DIR",
                    help="`hexa study` output folders to compile into <out>/studies/<name>/ (tables and plots)")
     return p
@@ -62,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     if results is None:
         results = [out / "records"] if (out / "records").is_dir() else []
     compiled = compile_leaderboard(results, out, published=args.published, runs=args.runs, plots=not args.no_plots)
-    print(f"{compiled.n_records} record(s), {len(compiled.tables)} table(s) -> {compiled.readme}")
+    print(f"{compiled.n_records} record(s), {len(compiled.tables)} table(s) -> {compiled.readme}, {compiled.site}")
+    if args.update_cards:
+        from .collect import collect_records
+        from .model_index import update_cards
+
+        cards, orphans = update_cards(collect_records([Path(r) for r in results])[0])
+        for card in cards:
+            print(f"model-index written: {card}")
+        if orphans:
+            print(f"{len(orphans)} record(s) measured weights that no zoo card holds (no card updated for them)")
     if compiled.skipped:
         print(f"skipped {len(compiled.skipped)} file(s) (listed at the end of {compiled.readme}):")
         for s in compiled.skipped:

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from hexa_zoo.cards import find_card
 from hexa_zoo.errors import DataError
 from hexa_zoo.publish import recipe_of, zoo_folder_of
 from hexa_zoo.records import SkippedFile, read_records
@@ -111,10 +112,9 @@ def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
         for rec in sorted(recs, key=lambda r: (str(r.get("created", "")), r["_path"])):
             by_seed[json.dumps(rec["seed"], sort_keys=True)] = rec
         runs = [by_seed[s] for s in sorted(by_seed)]
-        zoo_folder = zoo_folder_of(runs[0]["model"])
-        recipe = recipe_of(zoo_folder)
-        if recipe.get("weights_sha256") not in (None, weights):
-            recipe = {}  # the folder now holds other weights (retrained since): its recipe is not this row's
+        # The card of exactly these weights (by sha256), wherever in the zoo it is; None when it is gone.
+        card = find_card(weights, hints=[zoo_folder_of(runs[0]["model"])])
+        recipe = recipe_of(card)
         links = ";".join(relative_link(Path(r["_path"]), out) for r in runs)
         variant = variant_of(runs[0])
         row_id = "|".join((model, weights, preset, cfg_id, fingerprint))
@@ -127,7 +127,7 @@ def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
             "data": f"{dataset} ({fingerprint.split(':')[-1][:8]})" if fingerprint else dataset, "preset": preset,
             "source": "this repo", "verified": "yes", "value_text": "",
             "note": " ".join(sorted({n for r in runs for n in r.get("notes", []) if isinstance(n, str)})),
-            "records": links, "recipe": relative_link(zoo_folder / recipe["file"], out) if recipe else "",
+            "records": links, "card": relative_link(card / recipe["file"], out) if card else "",
             "config_id": cfg_id, "weights": weights[:12],
         }
         metric_names = sorted({m for r in runs for m in r["metrics"]})

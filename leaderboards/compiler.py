@@ -1,4 +1,5 @@
-"""Compile result records and published numbers into `<out>/README.md`, `tables/*.csv` and `plots/*.png`.
+"""Compile result records and published numbers into `<out>/README.md`, `tables/*.csv`, `plots/*.png` and
+`site/index.html`.
 
 Inputs are files a person can hold: result records (hexa_zoo.records; any number of folders) and
 `published.csv` (every published number with its source and whether we verified it):
@@ -6,6 +7,7 @@ Inputs are files a person can hold: result records (hexa_zoo.records; any number
     README.md             one table per benchmark, published rows beside ours
     tables/<table>.csv    the same tables, machine-readable
     plots/*.png           low-shot mAP against k, pre-training curves, HEXA against its baseline
+    site/index.html       one self-contained web page of all of it (leaderboards.site)
 
 The output depends only on the inputs: rows are sorted, there are no timestamps, links are relative,
 and the PNGs carry no creation metadata, so recompiling the same records gives byte-identical files.
@@ -47,11 +49,16 @@ class Compiled:
     def readme(self) -> Path:
         return self.out / "README.md"
 
+    @property
+    def site(self) -> Path:
+        return self.out / "site" / "index.html"
+
 
 def compile_leaderboard(results: Sequence[str | os.PathLike], out: str | os.PathLike = DEFAULT_OUT, *,
                         published: str | os.PathLike | None = None, runs: Sequence[str | os.PathLike] = (),
                         plots: bool = True) -> Compiled:
-    """Read records and published numbers, write README.md, tables/*.csv and plots/*.png under `out`."""
+    """Read records and published numbers, write README.md, tables/*.csv, plots/*.png and site/index.html
+    under `out`."""
     import pandas as pd
 
     out = Path(out)
@@ -78,17 +85,23 @@ def compile_leaderboard(results: Sequence[str | os.PathLike], out: str | os.Path
         atomic_write_text(path, csv_frame(frame, result.metrics[table]).to_csv(index=False, float_format="%.4f",
                                                                                  lineterminator="\n"))
         result.written.append(path)
-    plot_paths: dict[str, Path] = {}
+    plots_made: dict = {}
     if plots:
         from . import figures
 
         run_dirs = figures.find_runs(runs, [r["model"] for r in good])
-        plot_paths = figures.write_plots(result.tables, result.metrics, run_dirs, out / "plots")
-        result.written += list(plot_paths.values())
+        plots_made = figures.write_plots(result.tables, result.metrics, run_dirs, out / "plots")
+        result.written += [p.path for p in plots_made.values()]
     _remove_stale(out, result.written)
+    plot_paths = {title: p.path for title, p in plots_made.items()}
     readme = render_readme(result, result_dirs, published_path, plot_paths)
     atomic_write_text(result.readme, readme)
     result.written.append(result.readme)
+    from .site import render_site
+
+    atomic_write_text(result.site, render_site(out, result.tables, result.metrics, result.skipped,
+                                               sources_line(result, result_dirs, published_path), plots_made))
+    result.written.append(result.site)
     return result
 
 
@@ -101,21 +114,28 @@ def _remove_stale(out: Path, written: Sequence[Path]) -> None:
                 path.unlink()
 
 
+def sources_line(result: Compiled, result_dirs: Sequence[Path], published_path: Path | None) -> str:
+    """Where the compiled numbers came from (Markdown; the web page shows it too)."""
+    dirs = ", ".join(f"`{relative_link(d, result.out)}`" for d in result_dirs) or "no folder"
+    pub = f"`{relative_link(published_path, result.out)}`" if published_path else "no published.csv"
+    return f"Sources: {result.n_records} result record(s) from {dirs}; published numbers from {pub}."
+
+
 def render_readme(result: Compiled, result_dirs: Sequence[Path], published_path: Path | None,
                   plot_paths: dict[str, Path]) -> str:
     """The compiled README: paper-scale tables, then embedded ones, then plots and the skipped files."""
     out = result.out
-    dirs = ", ".join(f"`{relative_link(d, out)}`" for d in result_dirs) or "no folder"
-    pub = f"`{relative_link(published_path, out)}`" if published_path else "no published.csv"
     lines = [
         "# Leaderboards", "",
-        "Compiled by `hexa leaderboard` — do not edit by hand; rerun it after adding result records.", "",
-        f"Sources: {result.n_records} result record(s) from {dirs}; published numbers from {pub}.", "",
+        "Compiled by `hexa leaderboard` — do not edit by hand; rerun it after adding result records. "
+        "The same tables as a web page: [site/index.html](site/index.html).", "",
+        sources_line(result, result_dirs, published_path), "",
         "Published rows are numbers as reported by the source named in each row (ResNet-50, ImageNet-1k "
         "pre-training); each names the protocol variant that measured it, and only rows of comparable "
         "variants share a table (`leaderboards/variants.py`). **Our rows** (bold) give mean ± sample std over seeds with the number of seeds; "
         "a row measured with one seed shows that run's spread over its samples or episodes instead. "
-        "Each of our rows links its result record(s) and the recipe (model card) of its weights.", "",
+        "Each of our rows links its result record(s) and the model card of exactly the weights they measured "
+        "(found by weights sha256), or says that card is gone.", "",
     ]
     if not result.n_records:
         lines += ["No result records of ours yet: `hexa demo` measures some on the embedded dataset; copy records "

@@ -1,7 +1,9 @@
-"""The leaderboard's PNG plots: low-shot mAP against k, pre-training curves, HEXA against its baseline.
+"""The leaderboard's plots: low-shot mAP against k, pre-training curves, HEXA against its baseline.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, so no global backend is switched), with
-the default style and no metadata in the files, so the same inputs give byte-identical PNGs.
+the default style. Each figure is saved twice: a PNG for the Markdown, and SVG text for the web page. Neither
+carries metadata (no creation date or software version), and the SVG's ids are salted with a fixed string
+instead of a random one, so the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
@@ -69,13 +71,20 @@ def _run_label(log_csv: Path) -> str:
     return log_csv.parent.name
 
 
+@dataclass(frozen=True)
+class Plot:
+    """A saved figure: its PNG file and the same figure as SVG text (for inlining in the web page)."""
+    path: Path
+    svg: str
+
+
 def write_plots(tables: Mapping[str, "pd.DataFrame"], metrics: Mapping[str, Sequence[str]], runs: Sequence[RunLog],
-                plots_dir: Path) -> dict[str, Path]:
+                plots_dir: Path) -> dict[str, Plot]:
     """Write every plot the compiled tables (name -> wide frame, name -> metrics) and run logs allow; returns
-    {title: path}. Missing inputs just mean fewer plots."""
+    {title: Plot}. Missing inputs just mean fewer plots."""
     import matplotlib.style
 
-    written: dict[str, Path] = {}
+    written: dict[str, Plot] = {}
     with matplotlib.style.context("default"):
         for table, frame in tables.items():
             if family_of(table)[1] == "lowshot":
@@ -102,11 +111,19 @@ def _new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
     return fig, list(fig.subplots(nrows, ncols, squeeze=False).ravel())
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path) -> Plot:
+    """Write the PNG at `path`; return it with the figure's SVG text."""
+    import matplotlib
+
     buf = io.BytesIO()
     # No Software/creation tags: the bytes depend on the data alone.
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+    svg = io.StringIO()
+    # Text as <text> (small, selectable); ids salted with a constant instead of a fresh uuid per run.
+    with matplotlib.rc_context({"svg.hashsalt": "hexa-zoo", "svg.fonttype": "none"}):
+        fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    return Plot(Path(path), svg.getvalue())
 
 
 def lowshot_figure(table: str, frame, metrics: Sequence[str]):

@@ -154,7 +154,7 @@ def published_entries(path: Path) -> list[dict]:
                 "data": combined_data(table) or DATASET_NAMES.get(table.split("_")[0], table.split("_")[0]),
                 "preset": "paper", "source": row["source"], "verified": "no" if unverified else "yes",
                 "note": row["note"], "mean": float(row["value"]), "value_text": text, "std": math.nan, "n": math.nan,
-                "ci95": ci95, "n_over": "", "records": "", "recipe": "", "config_id": "", "weights": "",
+                "ci95": ci95, "n_over": "", "records": "", "card": "", "config_id": "", "weights": "",
             })
     return _merge_rows(entries)
 

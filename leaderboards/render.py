@@ -71,7 +71,7 @@ def wide_table(entries: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
 
     metrics = sorted(entries["metric"].unique(), key=metric_sort_key)
     id_cols = ["kind", "model", "arch", "epochs", "protocol", "data", "preset", "source", "verified", "note",
-               "config_id", "weights", "records", "recipe"]
+               "config_id", "weights", "records", "card"]
     rows = []
     for row_id, group in entries.groupby("row_id", sort=False):
         first = group.iloc[0]
@@ -172,8 +172,11 @@ def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
             records = row["records"].split(";") if row["records"] else []
             links = [f"[record]({records[0]})"] if len(records) == 1 else \
                 [f"[record {i + 1}]({p})" for i, p in enumerate(records)]
-            if row["recipe"]:
-                links.append(f"[recipe]({row['recipe']})")
+            if row["card"]:
+                links.append(f"[card]({row['card']})")
+            else:  # the record names weights that no zoo folder on this machine holds any more
+                links.append(f"card gone (no zoo folder holds weights {row['weights'][:8]})" if row["weights"]
+                             else "no card (the record names no weights)")
             source = "ours: " + " · ".join(links)
             note = f"data {row['data']}; config {row['config_id']}"
         cells = [model, row["arch"], row["epochs"], row["protocol"], *(format_cell(row, m) for m in metrics), source,
@@ -194,7 +197,7 @@ def csv_frame(frame: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFrame":
         return (m, f"{m}_std", f"{m}_n") + ((f"{m}_ci95",) if with_ci else ())
 
     columns = ["kind", "model", "arch", "epochs", "protocol", "data", "preset", "source", "verified", "note", "n_over",
-               *[c for m in metrics for c in per_metric(m)], "config_id", "weights", "records", "recipe"]
+               *[c for m in metrics for c in per_metric(m)], "config_id", "weights", "records", "card"]
     frame = frame[columns].copy()
     for m in metrics:  # counts are integers; published rows have none
         frame[f"{m}_n"] = frame[f"{m}_n"].astype("Int64")

@@ -5,7 +5,8 @@
 Each report is a README.md (what ran: mode, budget, seeds, every cell's epochs, step cost and wall time;
 then per HEXA/baseline pair and metric the per-seed values, the mean difference with its 95% paired
 t-interval over seeds, the paired bootstrap over evaluation samples where there is one, and the verdict;
-every record and run log linked) and differences.png (each metric's mean difference with its t-interval).
+every record and run log linked) and differences.png with differences.svg (each metric's mean difference with its t-interval; the web page
+inlines the SVG).
 The same study folder compiles to byte-identical files.
 """
 
@@ -92,4 +93,4 @@ def _differences_figure(summary: dict, path: Path) -> None:
         ax.set_yticks(range(len(keys)), keys, fontsize=7)
         ax.set_title(f"{pair} ({summary['mode']}, {len(summary['seeds'])} seeds): mean and 95% t-interval",
                      fontsize=9)
-    _save(fig, path)
+    atomic_write_text(path.with_suffix(".svg"), _save(fig, path).svg)

@@ -124,11 +124,14 @@ def test_seeds_aggregate_to_mean_std_and_n(results, tmp_path):
     ci95 = float(fewshot["acc_5w1s_logreg_ci95"])
     assert f"{float(fewshot['acc_5w1s_logreg']):.2f} ± {ci95:.2f} (95% CI, 50 samples)" in readme
 
-    # the HEXA row links its recipe (the model card of its zoo folder)
+    # the HEXA row links the model card of its weights (found by sha256); the baseline's card is gone
     line = next(l for l in readme.splitlines() if "**hexa_moco_r18.embedded**" in l and "embedded_knn" not in l
-                and "[recipe]" in l)
-    recipe = re.search(r"\[recipe\]\(([^)]+)\)", line)[1]
-    assert (out / recipe).read_text().startswith("# card")
+                and "[card]" in l)
+    card = re.search(r"\[card\]\(([^)]+)\)", line)[1]
+    assert (out / card).read_text().startswith("# card")
+    assert row_of(knn, "hexa_moco_r18.embedded")["card"] == card
+    line = next(l for l in readme.splitlines() if l.startswith("| **moco_v2_r18.embedded**"))
+    assert "card gone (no zoo folder holds weights moco_v2_" in line and "[card]" not in line
     assert row_of(knn, "hexa_moco_r18.embedded")["epochs"] == "3"  # read from the card's recipe
     # embedded tables sit in their own part, with the line that says what they were measured on
     assert readme.index("## Embedded dataset") < readme.index("`embedded_knn`")
@@ -151,8 +154,13 @@ def test_one_name_with_two_weights_gives_two_labelled_rows(tmp_path):
     for sha, value in (("aaaaaaaa", "30.00"), ("bbbbbbbb", "35.00")):
         pattern = rf"^\| \*\*moco_v2_r18\.embedded\*\* \(weights {sha}\) \|.*?\| {value} \(1 run\).*$"
         lines[sha] = re.search(pattern, readme, flags=re.M)[0]
-    # only the row of the weights the zoo folder holds links that folder's recipe
-    assert "[recipe]" in lines["bbbbbbbb"] and "[recipe]" not in lines["aaaaaaaa"]
+    # only the row of the weights the zoo folder holds links that folder's card; the other says its card is gone
+    assert "[card]" in lines["bbbbbbbb"] and "[card]" not in lines["aaaaaaaa"]
+    assert "card gone (no zoo folder holds weights aaaaaaaa)" in lines["aaaaaaaa"]
+    # the card is found by the weights, whatever the folder is called (published under another name)
+    os.rename(Path(os.environ["HEXA_ZOO_HOME"]) / "moco_v2_r18.embedded", Path(os.environ["HEXA_ZOO_HOME"]) / "x.y")
+    table = compile_leaderboard([d], tmp_path / "b", published=PUBLISHED, plots=False).tables["embedded_knn"]
+    assert [Path(c).parent.name if c else "" for c in table["card"]] == ["", "x.y"]
 
 
 def test_embedded_records_never_join_an_imagenet_table(tmp_path):
@@ -317,7 +325,11 @@ def test_recompiling_gives_byte_identical_output(results, tmp_path):
     subprocess.run([sys.executable, "-m", "hexa_zoo", "leaderboard", "--results", str(d), "--out", str(out),
                     "--published", str(PUBLISHED), "--runs", str(tmp_path / "runs")], check=True, capture_output=True)
     assert _snapshot(out) == before
-    assert {p.suffix for p in first.written} == {".csv", ".png", ".md"}
+    assert {p.suffix for p in first.written} == {".csv", ".png", ".md", ".html"}
+    page = before["site/index.html"]
+    assert page.count(b"<svg") == 4 and b"<dc:date>" not in page and b"Matplotlib v" not in page  # plots inline
+    assert b"http://" not in page.replace(b'xmlns="http://www.w3.org/2000/svg"', b"").replace(
+        b'xmlns:xlink="http://www.w3.org/1999/xlink"', b"")  # nothing fetched: sources link out with https
     for name, data in before.items():
         if name.endswith(".png"):
             assert b"tEXt" not in data and b"matplotlib" not in data.lower(), name
@@ -430,3 +442,51 @@ def test_transfer_tables_fold_datasets_and_sit_beside_ssl_transfer(tmp_path):
     for table in ("embedded_manyshot", "embedded_cdfsl", "embedded_adversarial", "embedded_robustness_c"):
         assert list(t[table]["kind"]) == ["ours"] and list(t[table]["model"]) == ["hexa_moco_r18.embedded"], table
     assert readme.index("## Embedded dataset") < readme.index("`embedded_cdfsl`")
+
+
+def test_update_cards_writes_the_hub_model_index_from_the_records_of_those_weights(tmp_path, capsys):
+    import timm
+    from huggingface_hub import ModelCard
+
+    from hexa_zoo.fileio import sha256_file
+    from hexa_zoo.publish import publish, recipe_of
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    folder = publish(timm.create_model("resnet18", num_classes=0).state_dict(), "moco_v2_r18.embedded",
+                     card={"recipe": {"method": "moco_v2", "arch": "resnet18", "epochs": 3}})
+    weights = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    d = tmp_path / "results"
+
+    def record(model, sha, benchmark, protocol, preset, metrics, dataset="embedded", seed=0):
+        rec = records.make_record(protocol=protocol, benchmark=benchmark, preset=preset,
+                                  dataset={"name": dataset, "fingerprint": fingerprint(dataset)},
+                                  model={"name": model, "weights_sha256": sha},
+                                  metrics={k: records.metric(v) for k, v in metrics.items()}, config={}, seed=seed)
+        return records.write_record(d, rec)
+
+    knn = record("moco_v2_r18.embedded", weights, "embedded_knn", "knn", "embedded", {"top1@20": [41.5]})
+    det = record("renamed.later", weights, "voc0712_det_r50c4", "detection", "paper", {"AP50": [80.25], "AP": [55.0]},
+                 dataset="voc0712")
+    record("moco_v2_r18.embedded", "other-weights", "embedded_knn", "knn", "embedded", {"top1@20": [10.0]}, seed=1)
+    out = tmp_path / "board"
+    cli.main(["--results", str(d), "--out", str(out), "--published", str(PUBLISHED), "--no-plots", "--update-cards"])
+    printed = capsys.readouterr().out
+    assert f"model-index written: {folder}" in printed and "1 record(s) measured weights that no zoo card" in printed
+    card = ModelCard.load(folder / "README.md")
+    got = {(r.task_type, r.dataset_type, r.metric_type, r.metric_value, r.metric_config, r.metric_args["record"],
+            r.metric_args["record_sha256"]) for r in card.data.eval_results}
+    assert got == {("image-classification", "embedded", "top1@20", 41.5, "embedded preset", knn.name,
+                    sha256_file(knn)),
+                   ("object-detection", "voc0712", "AP50", 80.25, "moco-detectron2", det.name, sha256_file(det)),
+                   ("object-detection", "voc0712", "AP", 55.0, "moco-detectron2", det.name, sha256_file(det))}
+    assert card.data.model_name == "moco_v2_r18.embedded" and card.data.library_name == "timm"
+    text = (folder / "README.md").read_text()
+    assert text.startswith("---\n") and "model-index:" in text
+    # the same records give the same card; the weights, config and recipe are untouched; plain timm loads it
+    cli.main(["--results", str(d), "--out", str(out), "--published", str(PUBLISHED), "--no-plots", "--update-cards"])
+    assert (folder / "README.md").read_text() == text
+    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() == weights
+    assert recipe_of(folder)["epochs"] == 3
+    net = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert type(net).__name__ == "ResNet"
