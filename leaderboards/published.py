@@ -187,7 +187,7 @@ def _merge_rows(entries: list[dict]) -> list[dict]:
             source = f"{_paper_of(sources[0])}, Tables {', '.join(tables)}"
         else:
             source = "; ".join(sources)
-        note = "; ".join(dict.fromkeys(e["note"] for e in group if e["note"]))
+        note = "; ".join(dict.fromkeys(part for e in group for part in e["note"].split("; ") if part))
         for e in group:
             e.update(source=source, note=note)
     return entries

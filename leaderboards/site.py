@@ -32,7 +32,7 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#
   max-width:1500px;padding:0 1.2rem 3rem}
 h1{margin:1.2rem 0 .3rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}h3{margin:1.8rem 0 .3rem}
 code{font-size:90%}a{color:#0b57d0}p.caption,p.protocols{margin:.25rem 0;color:#444;max-width:95ch}
-nav ol{columns:2;font-size:14px}.scroll{overflow-x:auto}
+nav>ol>li{display:inline-block;vertical-align:top;width:32%;min-width:18rem}nav ol{font-size:14px;padding-left:1.2rem}.scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;margin:.5rem 0}
 th,td{border-bottom:1px solid #e5e5e5;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f5f5f7;cursor:pointer;user-select:none;position:sticky;top:0}
@@ -43,8 +43,8 @@ tr.ours{background:#fff8e1}tr.ours td.model{font-weight:600}
 .delta{display:block;font-size:11px;color:#666}.delta.up{color:#137333}.delta.down{color:#b3261e}
 abbr{text-decoration:underline dotted;cursor:help}input.filter{font:inherit;padding:.2rem .4rem;width:22rem}
 .count{color:#666;font-size:13px;margin-left:.6rem}figure{margin:1rem 0}figure svg{max-width:100%;height:auto}
-figcaption{font-weight:600}td.note{color:#555;min-width:24ch;max-width:48ch}td.source{min-width:20ch}
-td.model,td.proto{white-space:nowrap}
+figcaption{font-weight:600}td.note{color:#555;min-width:32ch;max-width:60ch}
+td.model,td.proto,td.source{white-space:nowrap}
 """
 
 # Sorting and filtering. Sorting moves the rows within their tbody; filtering sets `hidden`.
