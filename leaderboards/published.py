@@ -66,14 +66,16 @@ def refresh_published(dst: str | os.PathLike, sources: Sequence[str | os.PathLik
     """
     lines = [list(OUTPUT_COLUMNS)]
     transcribed: list[dict[str, str]] = []
+    transcriptions: list[str] = []
     for path in source_files(sources):
         header = _header(path)
         if set(ssl_transfer.TRANSCRIPTION_COLUMNS) <= header:
             transcribed += _read_csv(path, required=ssl_transfer.TRANSCRIPTION_COLUMNS)
+            transcriptions.append(str(path))
             continue
         for i, row in enumerate(_read_csv(path, required=PUBLISHED_COLUMNS), start=2):
             lines.append(_output_row(row, where=f"{path}, line {i}"))
-    for row in ssl_transfer.published_rows(transcribed, SOURCES):
+    for row in ssl_transfer.published_rows(transcribed, " + ".join(transcriptions)):
         lines.append(_output_row(row, where=f"{row['source']}: {row['method']} {row['benchmark']}"))
     return atomic_write_text(dst, _csv_text(lines))
 

@@ -10,8 +10,6 @@ Where the readme states another number than the paper, the paper's stands and th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hexa_zoo.errors import DataError
 
 TRANSCRIPTION_COLUMNS = ("table", "protocol", "model", "dataset", "shots", "metric", "value", "ci95", "source")
@@ -56,7 +54,7 @@ def key_of(row: dict[str, str]) -> tuple[str, str, str, str, str]:
     return row["protocol"], row["model"], row["dataset"], row["shots"], row["metric"]
 
 
-def published_rows(rows: list[dict[str, str]], where: Path) -> list[dict[str, str]]:
+def published_rows(rows: list[dict[str, str]], where: str) -> list[dict[str, str]]:
     """Published rows for the paper's numbers in `rows` (in order); a `readme` row that disagrees with the
     paper's number becomes that row's note."""
     paper = [r for r in rows if r["table"] != "readme"]

@@ -421,7 +421,7 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
     print("\n".join("  " + line for line in lines) if lines else "  (no HEXA/baseline pair among --methods)")
     if lines:
         print(ONE_SEED_NOTE)
-    print(f"\nleaderboard: {compiled.readme}")
+    print(f"\nleaderboard: {compiled.readme}\nweb page:    {compiled.site}")
     plots = sorted((out / "leaderboard" / "plots").glob("*.png"))
     print("plots:       " + ("\n             ".join(str(p) for p in plots) if plots else "(none)"))
     print(f"done in {time.perf_counter() - t0:.0f} s")

@@ -122,3 +122,25 @@ def test_every_source_row_appears_once_in_the_table_of_its_variant(board):
     # and every transcribed number is in published.csv once, with the paper as its source
     merged = [r for r in read(published.PUBLISHED_CSV) if "2011.13377" in r["source"]]
     assert len(merged) == len(rows)
+
+
+def test_a_bad_transcription_stops_the_refresh_saying_which_row(tmp_path):
+    from hexa_zoo.errors import DataError
+
+    header = ",".join(ssl_transfer.TRANSCRIPTION_COLUMNS) + "\n"
+    row = 'Table 1,manyshot_linear,BYOL,CIFAR10,,top1_accuracy,93.26,,"Ericsson et al. CVPR 2021, Table 1"\n'
+    bad = tmp_path / "t.csv"
+    bad.write_text(header + row + row)
+    with pytest.raises(DataError, match="transcribed twice"):
+        published.refresh_published(tmp_path / "p.csv", sources=[bad])
+    bad.write_text(header + row + row.replace("Table 1,", "readme,").replace("BYOL", "SwAV"))
+    with pytest.raises(DataError, match="matches no number of the paper") as err:
+        published.refresh_published(tmp_path / "p.csv", sources=[bad])
+    assert str(bad) in str(err.value)
+    bad.write_text(header + row.replace("manyshot_linear", "segmentation"))
+    with pytest.raises(DataError, match="unknown ssl-transfer protocol 'segmentation'") as err:
+        published.refresh_published(tmp_path / "p.csv", sources=[bad])
+    assert "ssl_transfer.py" in err.value.fix
+    bad.write_text(header + row.replace("93.26", "n/a"))
+    with pytest.raises(DataError, match="value 'n/a' is not a number"):
+        published.refresh_published(tmp_path / "p.csv", sources=[bad])

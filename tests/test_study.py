@@ -91,8 +91,14 @@ def test_the_study_report_compiles_byte_identically_and_links_every_record(tmp_p
     for out in ("a", "b"):
         assert leaderboard_main(["--studies", str(tmp_path / "pair"), "--out", str(tmp_path / out)]) == 0
     first, second = tmp_path / "a" / "studies" / "pair", tmp_path / "b" / "studies" / "pair"
-    for name in ("README.md", "differences.png"):
+    for name in ("README.md", "differences.png", "differences.svg"):
         assert (first / name).read_bytes() == (second / name).read_bytes()
+    # the leaderboard's web page inlines each study's plot of differences with their t-intervals
+    from leaderboards.compiler import compile_leaderboard
+
+    page = compile_leaderboard([], tmp_path / "a", plots=False).site.read_text()
+    assert "Study pair: HEXA minus its baseline per metric, mean and 95% t-interval" in page
+    assert page.count("<svg") == 1 and "embedded_knn:top1" in page
     text = (first / "README.md").read_text()
     assert "HEXA ahead by 2.50" in text and "equal-epochs" in text
     assert "Reproduce: `hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs" in text
