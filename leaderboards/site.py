@@ -32,7 +32,8 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#
   max-width:1500px;padding:0 1.2rem 3rem}
 h1{margin:1.2rem 0 .3rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}h3{margin:1.8rem 0 .3rem}
 code{font-size:90%}a{color:#0b57d0}p.caption,p.protocols{margin:.25rem 0;color:#444;max-width:95ch}
-nav>ol>li{display:inline-block;vertical-align:top;width:32%;min-width:18rem}nav ol{font-size:14px;padding-left:1.2rem}.scroll{overflow-x:auto}
+nav>ol>li{display:inline-block;vertical-align:top;width:32%;min-width:18rem}
+nav ol{font-size:14px;padding-left:1.2rem}.scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;margin:.5rem 0}
 th,td{border-bottom:1px solid #e5e5e5;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f5f5f7;cursor:pointer;user-select:none;position:sticky;top:0}
@@ -186,7 +187,8 @@ def _table_section(table: str, frame: "pd.DataFrame", metrics: list[str]) -> str
 
 def comparable_rows(frame: "pd.DataFrame") -> dict[int, "pd.Series"]:
     """{position of one of our rows: the published row of the same model in this table}: same method (as the
-    catalog titles it, spelling aside), architecture and, where the source gives them, epochs."""
+    catalog titles it, spelling aside), architecture and, where the source gives them, epochs. Two candidates
+    (DeepCluster-v2 400 ep with 2x160 or 2x224 crops) are not told apart by guessing: no comparison then."""
     published = [(i, r) for i, (_, r) in enumerate(frame.iterrows()) if r["kind"] == "published"]
     found = {}
     for i, (_, row) in enumerate(frame.iterrows()):
@@ -197,11 +199,10 @@ def comparable_rows(frame: "pd.DataFrame") -> dict[int, "pd.Series"]:
             continue
         method, arch = MODELS[name]
         epochs = m[1] if (m := re.search(r"_ep(\d+)", tag)) else str(row["epochs"] or "")
-        for _, pub in published:
-            if (_plain(pub["model"]) == _plain(METHODS[method].title) and pub["arch"] == arch
-                    and str(pub["epochs"]) in ("", epochs)):
-                found[i] = pub
-                break
+        same = [pub for _, pub in published if _plain(pub["model"]) == _plain(METHODS[method].title)
+                and pub["arch"] == arch and str(pub["epochs"]) in ("", epochs)]
+        if len(same) == 1:
+            found[i] = same[0]
     return found
 
 

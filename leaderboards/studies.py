@@ -5,8 +5,8 @@
 Each report is a README.md (what ran: mode, budget, seeds, every cell's epochs, step cost and wall time;
 then per HEXA/baseline pair and metric the per-seed values, the mean difference with its 95% paired
 t-interval over seeds, the paired bootstrap over evaluation samples where there is one, and the verdict;
-every record and run log linked) and differences.png with differences.svg (each metric's mean difference with its t-interval; the web page
-inlines the SVG).
+every record and run log linked) and differences.png with differences.svg (each metric's mean difference with
+its t-interval; the web page inlines the SVG).
 The same study folder compiles to byte-identical files.
 """
 

@@ -242,3 +242,21 @@ def test_the_filter_hides_rows_and_our_rows_show_their_difference_to_published(p
     note = page.js(f"document.querySelector('table[data-table=\"{table}\"] tr.ours td.note').textContent")
     assert "compared with MoCo-v2 (800 ep" in note
     assert page.problems() == []
+
+
+def test_our_rows_are_compared_with_one_published_row_of_the_same_model_or_none(tmp_path):
+    from leaderboards.site import comparable_rows
+
+    d = tmp_path / "results"
+    for model, top1 in (("moco_v2_r50.in1k_ep800", 70.5), ("dcluster_v2_r50.in1k_ep400", 73.0),
+                        ("moco_v2_r50.in1k_ep200", 66.0)):
+        _record(d, model, "imagenet_linear", "linear", "paper", {"top1": [top1]}, "imagenet")
+    frame = compile_leaderboard([d], tmp_path / "board", plots=False).tables["imagenet_linear"]
+    pairs = {frame.iloc[i]["model"]: (pub["model"], pub["epochs"], pub["top1"]) for i, pub in
+             comparable_rows(frame).items()}
+    # MoCo-v2 800 ep and 200 ep each against the MoCo README's row of that length; DeepCluster-v2 400 ep has two
+    # published rows (2x160+4x96 and 2x224 crops), so no comparison is claimed
+    assert pairs == {"moco_v2_r50.in1k_ep800": ("MoCo v2", "800", 71.1),
+                     "moco_v2_r50.in1k_ep200": ("MoCo v2", "200", 67.5)}
+    page = (tmp_path / "board" / "site" / "index.html").read_text()
+    assert "-0.60 vs published" in page and "-1.50 vs published" in page
