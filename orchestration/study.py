@@ -4,8 +4,9 @@ and for every metric the difference HEXA - baseline with its confidence interval
     hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 1 \\
         --data embedded --suite embedded --out studies/moco_pair [--resume auto]
 
-Budget: `budget x EPOCHS_AT_BUDGET_1` epochs of pre-training for each HEXA method (as the demo counts).
-Modes:
+Budget: `--epochs N`, or `budget x EPOCHS_AT_BUDGET_1` epochs of an embedded recipe (as the demo counts), for
+each HEXA method; `--recipes paper` and `--recipe [FAMILY=]SCALE` choose other recipes (orchestration/plan.py,
+which also prints a plan's GPU-hours with `--plan`). Modes:
 - `equal-epochs` (what the paper compares): every method trains those epochs.
 - `equal-compute`: a baseline trains as long as its HEXA variant did, in the step-ideal units of
   `pretrain.cost.ideal_step_cost` (the units `bench/pretrain_step.py` measures against): its epochs are the
@@ -15,7 +16,9 @@ Layout of `--out`: `runs/<method>_s<seed>/` (the pre-training run), `zoo/` (its 
 `records/` (the suite's result records), `cells/<method>_s<seed>.json` (a finished cell: what ran, where,
 how long) and `summary.json`. A cell is done when its cell file exists; `--resume auto` skips those, resumes
 an interrupted pre-training from its checkpoint and reruns the suite of an unfinished cell. Without
-`--resume`, an `--out` that already holds cells is refused.
+`--resume`, an `--out` that already holds cells is refused. `--executor local|slurm` runs each cell as a
+pre-training job and a suite job (orchestration/executor.py; `jobs/` holds what they reported, `--status`
+reads it, `grid.json` the cells' inputs); `inline` runs the cells here, one after another.
 
 Statistics (`hexa_zoo.stats`): per metric and HEXA/baseline pair, the per-seed values of each method, the
 mean difference, a paired t-interval over seeds, a paired bootstrap over the evaluation samples where the
