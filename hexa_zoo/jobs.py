@@ -164,8 +164,17 @@ class Board:
                           {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(),
                            "pid": os.getpid(), **extra})
 
+    def forget(self, name: str) -> None:
+        """Drop what an earlier run of this job left (a resubmitted job must not read as its last failure)."""
+        for kind in ("submitted", "state"):
+            (self.folder / f"{name}.{kind}.json").unlink(missing_ok=True)
+
+    def reported(self, name: str) -> dict | None:
+        """What the job last reported: state, time, host, pid and, once done, its wall time."""
+        return self._read(name, "state")
+
     def state(self, name: str) -> str | None:
-        reported = self._read(name, "state")
+        reported = self.reported(name)
         return reported["state"] if reported else None
 
     def status(self, name: str, alive: Callable[[dict], bool | None] | None = None) -> "JobStatus":
@@ -238,6 +247,8 @@ def run_local(chains: Sequence[Sequence[Job]], folder: str | os.PathLike, parall
     gpus = local_gpus()
     threads = max(1, (os.cpu_count() or 1) // parallel)
     pending = deque(deque(chain) for chain in chains if chain)
+    for job in (job for chain in pending for job in chain):
+        Board(job.board).forget(job.name)
     running: dict[int, tuple[deque, Job, object]] = {}
 
     def submit(slot: int, chain: deque) -> None:
@@ -280,6 +291,7 @@ def submit_slurm(chains: Sequence[Sequence[tuple[Job, Resources]]], folder: str 
     for chain in chains:
         after, chain_ids = None, []
         for job, res in chain:
+            Board(job.board).forget(job.name)
             handle = make_executor(slurm_parameters(res, job.name, after)).submit(job)
             Board(job.board).submitted(job.name, handle, "slurm")
             after = str(handle.job_id)

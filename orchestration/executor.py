@@ -61,7 +61,7 @@ class CellSuite(Job):
 
             raise ConfigError(f"{self.cell.name}'s pre-training did not publish {zoo_dir}",
                               f"see its job's log under {s.board}, then rerun the same hexa study command")
-        pretrained = Board(s.board)._read(f"{self.cell.name}.pretrain", "state") or {}
+        pretrained = Board(s.board).reported(f"{self.cell.name}.pretrain") or {}
         finish_cell(self.cell, zoo_dir, s.out, data=s.data, suite=s.suite, mode=s.mode, budget=s.budget,
                     overrides=s.overrides, only=s.only, data_for=s.data_for, pretrain_wall_s=pretrained.get("wall_s", 0.0),
                     executor=pretrained.get("executor", ""))
