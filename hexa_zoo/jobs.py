@@ -121,12 +121,13 @@ class Job:
 
 
 class HexaCommand(Job):
-    """`hexa ARGV` in every task (`argv[0]` the subcommand); requeued with `--resume auto` if not given."""
+    """`hexa ARGV` in every task (`argv[0]` the subcommand); requeued with `--resume auto` where the command
+    takes it (`resumable`) and it is not given yet, else as it was."""
 
     def __init__(self, argv: Sequence[str], name: str = "hexa", board: str | os.PathLike = "jobs",
-                 master_port: int = 29500):
+                 master_port: int = 29500, resumable: bool = True):
         super().__init__(name, board, master_port)
-        self.argv = list(argv)
+        self.argv, self.resumable = list(argv), resumable
 
     def run(self) -> None:
         from .cli import main
@@ -137,7 +138,7 @@ class HexaCommand(Job):
 
     def requeued(self) -> "HexaCommand":
         again = copy.copy(self)
-        again.argv = self.argv + ([] if "--resume" in self.argv else ["--resume", "auto"])
+        again.argv = self.argv + ([] if "--resume" in self.argv or not self.resumable else ["--resume", "auto"])
         return again
 
 

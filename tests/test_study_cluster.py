@@ -230,3 +230,14 @@ def test_a_suite_on_the_local_executor_runs_each_protocol_once(tmp_path, r18_fil
     assert len(list(tmp_path.glob("*knn*.json"))) == 1
     assert transfer_main(command) == 0  # again: nothing to submit, the record is not written twice
     assert len(list(tmp_path.glob("*knn*.json"))) == 1
+
+
+def test_a_requeued_protocol_resumes_only_where_it_can():
+    from transfer.cli import RESUMABLE, suite_entries
+    from transfer.suite_jobs import protocol_jobs
+
+    entries = suite_entries("paper", only=["linear", "knn"])
+    jobs, missing = protocol_jobs("m", "out", entries, {}, {"linear": "/in", "knn": "/in"}, None, 0, RESUMABLE)
+    linear, knn = jobs
+    assert not missing and linear.argv[-2:] == ["--resume", "auto"] and linear.requeued().argv == linear.argv
+    assert "--resume" not in knn.argv and knn.requeued().argv == knn.argv  # knn takes no --resume

@@ -254,7 +254,7 @@ def _suite_jobs(args) -> int:
     routed, per_protocol = route(args.overrides, args.data_for)
     default = args.data if args.data is not None else ("embedded" if args.suite == "embedded" else None)
     entries = suite_entries(args.suite, _split_names(args.only), _split_names(args.skip))
-    jobs, missing = protocol_jobs(args.model, args.suite, args.out, entries, routed, per_protocol, default, args.seed)
+    jobs, missing = protocol_jobs(args.model, args.out, entries, routed, per_protocol, default, args.seed, RESUMABLE)
     if not args.status:
         submit_suite(jobs, args.executor, resources(args), args.parallel)
     print("\n".join(status_lines(jobs)))

@@ -1,7 +1,7 @@
 """`hexa transfer suite --executor local|slurm`: each protocol of the suite as its own job.
 
-A job is `hexa transfer PROTOCOL --model ... --preset ...` (`hexa_zoo.jobs.HexaCommand`: one GPU, requeued with
-`--resume auto` on preemption), reporting to `<out>/jobs/`. `local` runs them here `--parallel N` at a time and
+A job is `hexa transfer PROTOCOL --model ... --preset ...` (`hexa_zoo.jobs.HexaCommand`: one GPU, requeued on
+preemption; the protocols that checkpoint run with `--resume auto` and continue), reporting to `<out>/jobs/`. `local` runs them here `--parallel N` at a time and
 waits; `slurm` queues them and returns. Run again, the same command submits only the protocols whose job
 neither reported done nor is still queued or running; `--status` lists them.
 """
@@ -14,9 +14,10 @@ from typing import Sequence
 from hexa_zoo.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
 
 
-def protocol_jobs(model: str, suite: str, out: str, entries, routed: dict, per_protocol: dict,
-                  default: str | None, seed: int) -> tuple[list[HexaCommand], dict[str, str]]:
-    """(one job per entry with a dataset, {label: why} for those without)."""
+def protocol_jobs(model: str, out: str, entries, routed: dict, per_protocol: dict, default: str | None, seed: int,
+                  resumable: Sequence[str] = ()) -> tuple[list[HexaCommand], dict[str, str]]:
+    """(one job per entry with a dataset, {label: why} for those without); the `resumable` protocols
+    checkpoint as they train (`--resume auto`), so a requeued or re-run job continues where it stopped."""
     board = Path(out) / "jobs"
     jobs, missing = [], {}
     for label, name, preset in entries:
@@ -27,7 +28,8 @@ def protocol_jobs(model: str, suite: str, out: str, entries, routed: dict, per_p
         argv = ["transfer", name, "--model", model, "--data", dataset, "--out", str(out), "--preset", preset,
                 "--seed", str(seed)]
         argv += ["--set", *routed[name]] if routed.get(name) else []
-        jobs.append(HexaCommand(argv, name=label.replace(":", "__"), board=board))
+        argv += ["--resume", "auto"] if name in resumable else []
+        jobs.append(HexaCommand(argv, name=label.replace(":", "__"), board=board, resumable=name in resumable))
     return jobs, missing
 
 
