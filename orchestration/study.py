@@ -167,10 +167,10 @@ examples (the embedded data, a few minutes a cell on 2 CPU cores):
   hexa study ... --resume auto         # after an interruption: finished cells are kept
   hexa study ... --executor local --parallel 2 --resume auto    # cells as processes, two at a time
   hexa study --status --out studies/moco_pair_equal_epochs      # queued, running, done, failed per cell
-the paper scale on SLURM (its plan and GPU-hours: leaderboards/studies/paper_r50_200ep/):
+the paper scale on SLURM (its plans and GPU-hours: leaderboards/studies/paper_r50_200ep_*/plan.md):
   hexa study --methods moco_v2 hexa_moco dcluster_v2 hexa_dcluster swav hexa_swav --seeds 0 1 2 \\
       --recipes paper --recipe swav=in1k_ep200_bs256 --epochs 200 --data /datasets/imagenet/train \\
-      --suite paper --set ... --out /shared/studies/paper_r50_200ep_equal_epochs --plan
+      --suite paper --data-for linear=/datasets/imagenet ... --out /shared/studies/paper_r50_200ep_equal_epochs --plan
   (then the same without --plan, with --executor slurm --nodes 1 --gpus-per-node 8 --partition gpu --resume auto)
 then compile the report: hexa leaderboard --studies studies/ (see leaderboards/studies/)
 """
