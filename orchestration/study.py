@@ -4,8 +4,9 @@ and for every metric the difference HEXA - baseline with its confidence interval
     hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 1 \\
         --data embedded --suite embedded --out studies/moco_pair [--resume auto]
 
-Budget: `budget x EPOCHS_AT_BUDGET_1` epochs of pre-training for each HEXA method (as the demo counts).
-Modes:
+Budget: `--epochs N`, or `budget x EPOCHS_AT_BUDGET_1` epochs of an embedded recipe (as the demo counts), for
+each HEXA method; `--recipes paper` and `--recipe [FAMILY=]SCALE` choose other recipes (orchestration/plan.py,
+which also prints a plan's GPU-hours with `--plan`). Modes:
 - `equal-epochs` (what the paper compares): every method trains those epochs.
 - `equal-compute`: a baseline trains as long as its HEXA variant did, in the step-ideal units of
   `pretrain.cost.ideal_step_cost` (the units `bench/pretrain_step.py` measures against): its epochs are the
@@ -15,7 +16,9 @@ Layout of `--out`: `runs/<method>_s<seed>/` (the pre-training run), `zoo/` (its 
 `records/` (the suite's result records), `cells/<method>_s<seed>.json` (a finished cell: what ran, where,
 how long) and `summary.json`. A cell is done when its cell file exists; `--resume auto` skips those, resumes
 an interrupted pre-training from its checkpoint and reruns the suite of an unfinished cell. Without
-`--resume`, an `--out` that already holds cells is refused.
+`--resume`, an `--out` that already holds cells is refused. `--executor local|slurm` runs each cell as a
+pre-training job and a suite job (orchestration/executor.py; `jobs/` holds what they reported, `--status`
+reads it, `grid.json` the cells' inputs); `inline` runs the cells here, one after another.
 
 Statistics (`hexa_zoo.stats`): per metric and HEXA/baseline pair, the per-seed values of each method, the
 mean difference, a paired t-interval over seeds, a paired bootstrap over the evaluation samples where the
@@ -28,7 +31,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,120 +41,79 @@ from hexa_zoo.fileio import atomic_write_json
 from hexa_zoo.records import read_records
 from hexa_zoo.stats import paired_bootstrap_interval, paired_t_interval, verdict
 
-from .demo import EPOCHS_AT_BUDGET_1  # a budget means the same epochs in the demo and in a study
-
-MODES = ("equal-epochs", "equal-compute")
-
+from .demo import EPOCHS_AT_BUDGET_1
+from .cells import finish_cell, pretrain_cell, suite_cell
+from .plan import FAMILIES, MODES, RECIPE_SETS, Cell, pairs_in, plan_cells, render
+from .step_rates import TABLE
 
 @dataclass(frozen=True)
-class Cell:
-    method: str
-    seed: int
-    epochs: int
-    cost_per_step: float   # pretrain.cost.ideal_step_cost of its recipe, in supervised steps
+class Grid:
+    """What a study trains: the cells' inputs, as the command line gives them."""
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    mode: str = "equal-epochs"
+    budget: float = 1.0
+    data: str = "embedded"
+    recipes: str | None = None          # embedded or paper; None: by --data
+    scales: tuple[str, ...] = ()        # --recipe [FAMILY=]SCALE
+    epochs: int | None = None
+    pretrain_set: tuple[str, ...] = ()  # recipe overrides for every cell's pre-training
 
-    @property
-    def name(self) -> str:
-        return f"{self.method}_s{self.seed}"
-
-
-def pairs_in(methods: Sequence[str]) -> list[tuple[str, str]]:
-    """(baseline, HEXA) pairs among `methods`; every HEXA method needs its baseline and vice versa."""
-    pairs = []
-    for name in methods:
-        entry = METHODS[name]
-        if entry.is_hexa:
-            if entry.baseline not in methods:
-                raise ConfigError(f"{name} is compared with its baseline {entry.baseline}, which is not in --methods",
-                                  f"add {entry.baseline} to --methods")
-            pairs.append((entry.baseline, name))
-    if not pairs:
-        raise ConfigError(f"--methods {' '.join(methods)} holds no HEXA method and its baseline",
-                          "e.g. --methods moco_v2 hexa_moco")
-    return pairs
+    def cells(self) -> list[Cell]:
+        return plan_cells(self.methods, self.seeds, self.mode, self.budget, self.data, recipes=self.recipes,
+                          scales=self.scales, epochs=self.epochs)
 
 
-def plan(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: float, data: str) -> list[Cell]:
-    """Every (method, seed) cell with its epochs, HEXA methods first so an equal-compute baseline follows them."""
-    from pretrain.config import load_recipe
-    from pretrain.cost import ideal_step_cost
-
-    if mode not in MODES:
-        raise ConfigError(f"unknown --mode {mode!r}", f"use one of {', '.join(MODES)}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {unknown}", f"use catalog methods: {', '.join(METHODS)}")
-    pairs = pairs_in(methods)
-    epochs = max(1, round(budget * EPOCHS_AT_BUDGET_1))
-    cost = {m: ideal_step_cost(load_recipe(METHODS[m].default_recipe(data))) for m in methods}
-    planned = {m: epochs for m in methods}
-    if mode == "equal-compute":
-        for base, hexa in pairs:
-            planned[base] = max(1, round(epochs * cost[hexa] / cost[base]))
-    order = sorted(methods, key=lambda m: not METHODS[m].is_hexa)
-    return [Cell(m, s, planned[m], round(cost[m], 4)) for s in seeds for m in order]
-
-
-def pretrain_cell(cell: Cell, data: str, out: Path) -> Path:
-    """Pre-train one cell (resuming its checkpoint if any) into out/zoo; returns the published folder."""
-    from pretrain.config import load_recipe
-    from pretrain.trainer import train
-
-    recipe = METHODS[cell.method].default_recipe(data)
-    cfg = load_recipe(recipe, [f"data={data}", f"out={out / 'runs' / cell.name}", f"epochs={cell.epochs}",
-                               f"seed={cell.seed}", f"zoo={out / 'zoo'}", f"tag=s{cell.seed}_ep{cell.epochs}",
-                               "progress=false"])
-    return train(cfg, resume="auto").zoo_dir
-
-
-def suite_cell(zoo_dir: Path, suite: str, records: Path, seed: int, overrides: Sequence[str],
-               only: Sequence[str] = ()) -> None:
-    """The transfer suite (its own datasets: the embedded ones for `--suite embedded`) on one cell's trunk."""
-    from transfer.cli import run_suite
-
-    _, failures = run_suite(str(zoo_dir), suite, str(records), overrides=overrides, only=only, seed=seed)
-    if failures:
-        raise ConfigError(f"the transfer suite failed for {zoo_dir.name}: {failures}",
-                          "fix the cause above, then rerun with --resume auto (finished cells are kept)")
-
-
-def run_study(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: float, data: str, suite: str,
-              out: Path, *, resume: str | None = None, overrides: Sequence[str] = (), only: Sequence[str] = (),
+def run_study(grid: Grid, suite: str, out: Path, *, resume: str | None = None, overrides: Sequence[str] = (),
+              only: Sequence[str] = (), data_for: Sequence[str] = (), executor: str = "inline", parallel: int = 1, jobs: dict | None = None,
               pretrain: Callable = pretrain_cell, evaluate: Callable = suite_cell) -> dict:
-    """Run (or continue) the study and write its summary; returns the summary."""
+    """Run (or continue) the study's missing cells and write its summary over the finished ones; returns it.
+
+    `executor` inline runs the cells here one after another; local and slurm hand them to
+    `orchestration.executor` (`jobs`: its StudyJobs resources).
+    """
     out = Path(out)
     cells_dir = out / "cells"
     if resume is None and cells_dir.is_dir() and any(cells_dir.glob("*.json")):
         raise ConfigError(f"{out} already holds a study", "continue it with --resume auto, or pick another --out")
-    cells = plan(methods, seeds, mode, budget, data)
+    cells = grid.cells()
     cells_dir.mkdir(parents=True, exist_ok=True)
-    for cell in cells:
-        done = cells_dir / f"{cell.name}.json"
-        if done.is_file():
-            continue
-        start = time.perf_counter()
-        zoo_dir = pretrain(cell, data, out)
-        trained = time.perf_counter() - start
-        evaluate(zoo_dir, suite, out / "records", cell.seed, overrides, only)
-        atomic_write_json(done, dict(asdict(cell), mode=mode, budget=budget, data=data, suite=suite,
-                                     zoo_dir=str(zoo_dir), run_dir=str(out / "runs" / cell.name),
-                                     pretrain_wall_s=round(trained, 1),
-                                     suite_wall_s=round(time.perf_counter() - start - trained, 1)))
-    summary = summarise(out, methods, seeds, mode, budget)
-    summary["command"] = study_command(methods, seeds, mode, budget, data, suite, out, overrides, only)
+    if executor == "inline":
+        for cell in cells:
+            if not (cells_dir / f"{cell.name}.json").is_file():
+                start = time.perf_counter()
+                zoo_dir = pretrain(cell, grid.data, out, grid.pretrain_set)
+                finish_cell(cell, zoo_dir, out, data=grid.data, suite=suite, mode=grid.mode, budget=grid.budget,
+                            overrides=overrides, only=only, data_for=data_for,
+                            pretrain_wall_s=time.perf_counter() - start,
+                            evaluate=evaluate)
+    else:
+        from .executor import StudyJobs, submit
+
+        submit(cells, StudyJobs(out, grid.data, suite, grid.mode, grid.budget, tuple(overrides), tuple(only),
+                                tuple(data_for), grid.pretrain_set, **(jobs or {})), executor, parallel)
+    summary = summarise(out, grid.methods, grid.seeds, grid.mode, grid.budget)
+    summary["command"] = study_command(grid, suite, out, overrides, only, data_for)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
 
-def study_command(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: float, data: str, suite: str,
-                  out: Path, overrides: Sequence[str] = (), only: Sequence[str] = ()) -> str:
+def study_command(grid: Grid, suite: str, out: Path, overrides: Sequence[str] = (), only: Sequence[str] = (),
+                  data_for: Sequence[str] = ()) -> str:
     """The `hexa study` command line that reproduces a study (the report prints it)."""
-    parts = ["hexa study --methods", *methods, "--seeds", *map(str, seeds), "--mode", mode,
-             "--budget", f"{budget:g}", "--data", data, "--suite", suite]
+    parts = ["hexa study --methods", *grid.methods, "--seeds", *map(str, grid.seeds), "--mode", grid.mode]
+    parts += ["--epochs", str(grid.epochs)] if grid.epochs else ["--budget", f"{grid.budget:g}"]
+    if grid.recipes:
+        parts += ["--recipes", grid.recipes]
+    if grid.scales:
+        parts += ["--recipe", *grid.scales]
+    parts += ["--data", grid.data, "--suite", suite] + [f"--data-for {item}" for item in data_for]
     if only:
         parts += ["--only", ",".join(only)]
     if overrides:
         parts += ["--set", *overrides]
+    if grid.pretrain_set:
+        parts += ["--pretrain-set", *grid.pretrain_set]
     return " ".join(parts + ["--out", Path(out).name, "--resume auto"])
 
 
@@ -199,35 +161,89 @@ def summarise(out: Path, methods: Sequence[str], seeds: Sequence[int], mode: str
 
 
 EPILOG = """\
-example (the embedded data, a few minutes a cell on 2 CPU cores):
+examples (the embedded data, a few minutes a cell on 2 CPU cores):
   hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 0.5 \\
       --data embedded --suite embedded --out studies/moco_pair_equal_epochs
   hexa study ... --resume auto         # after an interruption: finished cells are kept
+  hexa study ... --executor local --parallel 2 --resume auto    # cells as processes, two at a time
+  hexa study --status --out studies/moco_pair_equal_epochs      # queued, running, done, failed per cell
+the paper scale on SLURM (its plans and GPU-hours: leaderboards/studies/paper_r50_200ep_*/plan.md):
+  hexa study --methods moco_v2 hexa_moco dcluster_v2 hexa_dcluster swav hexa_swav --seeds 0 1 2 \\
+      --recipes paper --recipe swav=in1k_ep200_bs256 --epochs 200 --data /datasets/imagenet/train \\
+      --suite paper --data-for linear=/datasets/imagenet ... --out /shared/studies/paper_r50_200ep_equal_epochs --plan
+  (then the same without --plan, with --executor slurm --nodes 1 --gpus-per-node 8 --partition gpu --resume auto)
 then compile the report: hexa leaderboard --studies studies/ (see leaderboards/studies/)
 """
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hexa_zoo.jobs import EXECUTORS, add_cluster_arguments, resources
+
     p = argparse.ArgumentParser(prog="hexa study", description=__doc__.split("\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", required=True, choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help="catalog methods (required but for --status)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--mode", choices=MODES, default="equal-epochs")
-    p.add_argument("--budget", type=float, default=1.0, help=f"x {EPOCHS_AT_BUDGET_1} epochs of pre-training")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help=f"x {EPOCHS_AT_BUDGET_1} epochs for embedded recipes, x the recipe's epochs otherwise")
+    p.add_argument("--epochs", type=int, help="epochs of every HEXA method (and of baselines at equal epochs)")
+    p.add_argument("--recipes", choices=RECIPE_SETS, help="each method's embedded or paper recipe (default: by --data)")
+    p.add_argument("--recipe", dest="scales", nargs="+", default=[], metavar="[FAMILY=]SCALE",
+                   help=f"a catalog scale for every method or one family ({', '.join(FAMILIES)}), e.g. swav=in1k_ep200_bs256")
+    p.add_argument("--pretrain-set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="recipe overrides for every cell's pre-training, e.g. batch_size=128")
     p.add_argument("--data", default="embedded")
     p.add_argument("--suite", choices=("embedded", "paper"), default="embedded")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", choices=("auto",))
+    p.add_argument("--data-for", action="append", default=[], metavar="PROTOCOL=PATH",
+                   help="the paper suite's dataset of one protocol (repeatable)")
     p.add_argument("--only", default="", help="comma-separated suite protocols (default: the whole suite)")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="PROTOCOL.KEY=VALUE",
                    help="transfer-suite overrides, e.g. --set knn.max_per_class=50")
+    p.add_argument("--plan", action="store_true", help="print every cell and its GPU-hours, write plan.md; run nothing")
+    p.add_argument("--images", type=int, help="training images for --plan (default: counted in --data)")
+    p.add_argument("--rates", type=Path, default=TABLE, help="the step-rate table for --plan")
+    p.add_argument("--status", action="store_true", help="list each cell: queued, running, done, failed, missing")
+    p.add_argument("--executor", choices=EXECUTORS, default="inline",
+                   help="inline: cells one after another in this process; local: processes here; slurm: SLURM jobs")
+    p.add_argument("--suite-hours", type=float, default=48, help="time limit of a cell's suite job (slurm)")
+    add_cluster_arguments(p)
     args = p.parse_args(argv)
-    summary = run_study(args.methods, args.seeds, args.mode, args.budget, args.data, args.suite, args.out,
-                        resume=args.resume, overrides=args.overrides,
-                        only=[p for p in args.only.split(",") if p])
+    grid_file = args.out / "grid.json"
+    if args.methods is None:
+        if not (args.status and grid_file.is_file()):
+            p.error("--methods is required (--status alone reads it from a study's grid.json)")
+        saved = json.loads(grid_file.read_text())
+        grid, suite = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["grid"].items()}), saved["suite"]
+    else:
+        grid = Grid(tuple(args.methods), tuple(args.seeds), args.mode, args.budget, args.data, args.recipes,
+                    tuple(args.scales), args.epochs, tuple(args.pretrain_set))
+        suite = args.suite
+    only = [name for name in args.only.split(",") if name]
+    if args.status:
+        from .executor import status_lines
+
+        print("\n".join(status_lines(grid.cells(), args.out)))
+        return 0
+    if args.plan:
+        from .plan import count_images, estimate, write_plan
+
+        cost = estimate(grid.cells(), args.images or count_images(grid.data), suite, args.rates)
+        command = study_command(grid, suite, args.out, args.overrides, only, args.data_for)
+        print(render(cost, command))
+        print(f"plan: {write_plan(cost, command, args.out)}")
+        return 0
+    atomic_write_json(grid_file, {"grid": asdict(grid), "suite": suite})
+    res = resources(args)
+    jobs = {"pretrain_resources": res,
+            "suite_resources": replace(res, nodes=1, gpus_per_node=min(1, res.gpus_per_node), tasks_per_node=1,
+                                       hours=args.suite_hours)}
+    summary = run_study(grid, suite, args.out, resume=args.resume, overrides=args.overrides, only=only,
+                        data_for=args.data_for, executor=args.executor, parallel=args.parallel, jobs=jobs)
     for pair, metrics in summary["comparisons"].items():
         print(f"{pair} ({summary['mode']}, {len(summary['seeds'])} seeds):")
         for key, entry in metrics.items():
             print(f"  {key:40s} {entry['mean_difference']:+8.3f}  {entry['verdict']}")
-    print(f"summary: {args.out / 'summary.json'}")
+    print(f"summary over {summary['cells_done']} of {summary['cells_planned']} cells: {args.out / 'summary.json'}")
     return 0

@@ -7,7 +7,8 @@ Everything after `--` is passed to `hexa pretrain` unchanged. One SLURM task run
 sets the variables torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from
 submitit's job environment, so the trainer joins the process group exactly as under torchrun.
 On preemption or time-out the job requeues itself with `--resume auto` and continues from the newest
-checkpoint (`--out` must be on a filesystem every node sees). submitit is imported only here.
+checkpoint (`--out` must be on a filesystem every node sees). The job itself is `hexa_zoo.jobs.HexaCommand`,
+the one `hexa study` and `hexa transfer suite` submit too; submitit is imported only when a job is submitted.
 
 `--cluster local` runs the same job on this machine through submitit's local executor (one node,
 `--tasks-per-node` processes; on CPU they train with gloo): a dry run of a cluster job before it
@@ -18,8 +19,9 @@ exit status.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from hexa_zoo.jobs import HexaCommand
 
 EPILOG = """\
 example:
@@ -28,33 +30,12 @@ example:
 """
 
 
-class PretrainJob:
-    """A picklable callable that submitit runs in every task; `checkpoint` makes it requeue with resume."""
+class PretrainJob(HexaCommand):
+    """`hexa pretrain ARGV` in every task (hexa_zoo.jobs: torchrun's variables from submitit's environment,
+    requeued with `--resume auto`), reporting to the board in `board` (the logs folder)."""
 
-    def __init__(self, argv: list[str], master_port: int = 29500):
-        self.argv, self.master_port = list(argv), master_port
-
-    def __call__(self) -> int:
-        import submitit
-
-        env = submitit.JobEnvironment()
-        os.environ.update({
-            "RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks), "LOCAL_RANK": str(env.local_rank),
-            "MASTER_ADDR": env.hostnames[0], "MASTER_PORT": str(self.master_port),
-        })
-        from hexa_zoo.cli import run_command
-
-        from .cli import main
-
-        return run_command("hexa pretrain", main, self.argv)
-
-    def checkpoint(self):
-        import submitit
-
-        argv = list(self.argv)
-        if "--resume" not in argv:
-            argv += ["--resume", "auto"]
-        return submitit.helpers.DelayedSubmission(PretrainJob(argv, self.master_port))
+    def __init__(self, argv: list[str], master_port: int = 29500, board: str = "slurm_logs"):
+        super().__init__(["pretrain", *argv], name="pretrain", board=board, master_port=master_port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,16 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     executor.update_parameters(name=args.name, nodes=args.nodes, tasks_per_node=tasks,
                                gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                timeout_min=int(args.hours * 60), **extra)
-    job = executor.submit(PretrainJob(rest, args.master_port))
+    job = executor.submit(PretrainJob(rest, args.master_port, board=args.logs))
     print(f"submitted job {job.job_id}: logs in {args.logs}/", flush=True)
     if not args.wait:
         return 0
     try:
-        codes = job.results()  # one per task
+        job.results()  # one per task; a task that failed raises here
     except Exception as err:  # submitit re-raises the task's failure with its log excerpt
         print(f"job {job.job_id} failed: {err}\nlogs: {args.logs}/", file=sys.stderr)
         return 1
-    return max(int(code or 0) for code in codes)
+    return 0
 
 
 if __name__ == "__main__":

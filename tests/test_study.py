@@ -12,6 +12,9 @@ from scipy import stats
 from hexa_zoo.errors import ConfigError
 from hexa_zoo.records import make_record, metric, write_record
 from orchestration import study
+from orchestration.plan import plan_cells
+
+GRID = study.Grid(("moco_v2", "hexa_moco"), (0, 1, 2), "equal-epochs", 0.5, "embedded")
 
 # Made-up results per (method, seed): kNN top-1 (one value) and few-shot episodes (three values).
 KNN = {("moco_v2", 0): 50.0, ("hexa_moco", 0): 52.5, ("moco_v2", 1): 48.0, ("hexa_moco", 1): 51.0,
@@ -19,7 +22,7 @@ KNN = {("moco_v2", 0): 50.0, ("hexa_moco", 0): 52.5, ("moco_v2", 1): 48.0, ("hex
 
 
 def fake_pretrain(calls):
-    def pretrain(cell, data, out):
+    def pretrain(cell, data, out, extra=()):
         calls.append(cell.name)
         folder = Path(out) / "zoo" / f"{cell.method}_r18.s{cell.seed}_ep{cell.epochs}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -30,7 +33,7 @@ def fake_pretrain(calls):
 def fake_suite(killed_at=None):
     seen = []
 
-    def evaluate(zoo_dir, suite, records, seed, overrides, only):
+    def evaluate(zoo_dir, suite, records, seed, overrides, only, data_for=()):
         seen.append(zoo_dir.name)
         if killed_at is not None and len(seen) == killed_at:
             raise KeyboardInterrupt  # the study dies inside a cell's suite
@@ -45,27 +48,26 @@ def fake_suite(killed_at=None):
 
 
 def test_equal_compute_budgets_come_from_the_step_ideals():
-    cells = study.plan(["moco_v2", "hexa_moco"], [0], "equal-compute", 1.0, "embedded")
+    cells = plan_cells(["moco_v2", "hexa_moco"], [0], "equal-compute", 1.0, "embedded")
     epochs = {c.method: c.epochs for c in cells}
     assert cells[0].method == "hexa_moco"  # HEXA first: its baseline's budget follows it
     assert epochs == {"hexa_moco": 12, "moco_v2": round(12 * (10 / 3) / (4 / 3))}  # 30
-    same = study.plan(["moco_v2", "hexa_moco"], [0, 1], "equal-epochs", 0.5, "embedded")
+    same = plan_cells(["moco_v2", "hexa_moco"], [0, 1], "equal-epochs", 0.5, "embedded")
     assert {c.epochs for c in same} == {6} and len(same) == 4
     with pytest.raises(ConfigError, match="add moco_v2"):
-        study.plan(["hexa_moco"], [0], "equal-epochs", 1.0, "embedded")
+        plan_cells(["hexa_moco"], [0], "equal-epochs", 1.0, "embedded")
 
 
 def test_a_killed_study_resumes_without_redoing_finished_cells(tmp_path):
     methods, seeds, calls = ["moco_v2", "hexa_moco"], [0, 1, 2], []
     with pytest.raises(KeyboardInterrupt):
-        study.run_study(methods, seeds, "equal-epochs", 0.5, "embedded", "embedded", tmp_path,
-                        pretrain=fake_pretrain(calls), evaluate=fake_suite(killed_at=3))
+        study.run_study(GRID, "embedded", tmp_path, pretrain=fake_pretrain(calls), evaluate=fake_suite(killed_at=3))
     assert len(list((tmp_path / "cells").glob("*.json"))) == 2
     with pytest.raises(ConfigError, match="--resume auto"):
-        study.run_study(methods, seeds, "equal-epochs", 0.5, "embedded", "embedded", tmp_path)
+        study.run_study(GRID, "embedded", tmp_path)
     calls.clear()
-    summary = study.run_study(methods, seeds, "equal-epochs", 0.5, "embedded", "embedded", tmp_path,
-                              resume="auto", pretrain=fake_pretrain(calls), evaluate=fake_suite())
+    summary = study.run_study(GRID, "embedded", tmp_path, resume="auto", pretrain=fake_pretrain(calls),
+                              evaluate=fake_suite())
     assert calls == ["hexa_moco_s1", "moco_v2_s1", "hexa_moco_s2", "moco_v2_s2"]  # seed 0's cells were kept
     assert summary["cells_done"] == 6
     assert summary["command"] == (f"hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs "
@@ -86,8 +88,7 @@ def test_the_study_report_compiles_byte_identically_and_links_every_record(tmp_p
     from leaderboards.cli import main as leaderboard_main
 
     calls = []
-    study.run_study(["moco_v2", "hexa_moco"], [0, 1, 2], "equal-epochs", 0.5, "embedded", "embedded",
-                    tmp_path / "pair", pretrain=fake_pretrain(calls), evaluate=fake_suite())
+    study.run_study(GRID, "embedded", tmp_path / "pair", pretrain=fake_pretrain(calls), evaluate=fake_suite())
     for out in ("a", "b"):
         assert leaderboard_main(["--studies", str(tmp_path / "pair"), "--out", str(tmp_path / out)]) == 0
     first, second = tmp_path / "a" / "studies" / "pair", tmp_path / "b" / "studies" / "pair"
