@@ -1,5 +1,6 @@
-"""The embedded dataset: counts, determinism, real VOC/COCO formats, safe caching."""
+"""The embedded dataset: counts, pinned content, determinism, real VOC/COCO formats, safe caching."""
 
+import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from hexa_zoo import embedded
-from hexa_zoo.embedded import CLASSES, DEFAULT_SPEC, HELDOUT_CLASSES, EmbeddedSpec
+from hexa_zoo.embedded import CLASSES, DEFAULT_SPEC, HELDOUT_CLASSES, EmbeddedSpec, cache
 from hexa_zoo.errors import DataError
 
 TINY = EmbeddedSpec(seed=3, train_per_class=2, val_per_class=1, test_per_class=1, fewshot_per_class=1,
@@ -47,6 +48,26 @@ def test_layout_and_counts(root):
     assert manifest["seed"] == 0 and manifest["classes"] == list(CLASSES)
     # The recorded fingerprint is the content on disk, recomputed here from the files.
     assert manifest["fingerprint"] == embedded.fingerprint(root)
+
+
+# The content of the default copy: any changed pixel, box, mask or list changes it. Pinned when the
+# module became a package (the data unchanged to the byte, manifest fingerprint 5e0c7ed3...); a
+# deliberate change of the data bumps FORMAT_VERSION and this digest together.
+PINNED_CONTENT = "8880bcfbb7bd8976134ba7e4a1475a07db92a9930afe512914d4ee4b4754c432"
+
+
+def test_content_is_pinned(root):
+    """Pixels are hashed decoded (PNG) or as drawn (the scenes, before JPEG), so another zlib or libjpeg
+    build, which may write other bytes for the same pixels, does not fail this; the text files as bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".jpg" and p.name != "manifest.json"):
+        data = np.asarray(Image.open(path)).tobytes() if path.suffix == ".png" else path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    n_scenes = DEFAULT_SPEC.scenes_trainval + DEFAULT_SPEC.scenes_test
+    for i in range(n_scenes):
+        digest.update(embedded.render_scene(i).image.tobytes())
+    assert len(list(root.rglob("*.jpg"))) == 2 * n_scenes  # VOC and COCO copies of each scene
+    assert digest.hexdigest() == PINNED_CONTENT
 
 
 def test_files_are_the_seeded_renders(root):
@@ -211,7 +232,7 @@ def test_embedded_root_is_cached_and_resolve_data(root, tmp_path):
 @pytest.fixture
 def tiny_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HEXA_DATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(embedded, "DEFAULT_SPEC", TINY)
+    monkeypatch.setattr(cache, "DEFAULT_SPEC", TINY)  # what embedded_root() builds
     return tmp_path / "home"
 
 
@@ -219,7 +240,7 @@ def test_losing_a_race_uses_the_winners_copy(tiny_home, monkeypatch):
     """Without a lock, another process may rename its copy into place first: ours is discarded."""
     import contextlib
 
-    monkeypatch.setattr(embedded, "_build_lock", lambda home: contextlib.nullcontext())
+    monkeypatch.setattr(cache, "_build_lock", lambda home: contextlib.nullcontext())
     real_generate = embedded.generate
     winner = {}
 
@@ -227,7 +248,7 @@ def test_losing_a_race_uses_the_winners_copy(tiny_home, monkeypatch):
         winner.update(real_generate(tiny_home / embedded.FOLDER_NAME, spec))  # the other process finishes first
         return real_generate(dest, spec)
 
-    monkeypatch.setattr(embedded, "generate", racing_generate)
+    monkeypatch.setattr(cache, "generate", racing_generate)
     root = embedded.embedded_root()
     assert root == tiny_home / embedded.FOLDER_NAME
     assert embedded.read_manifest(root)["fingerprint"] == winner["fingerprint"]
@@ -251,7 +272,7 @@ def test_concurrent_processes_share_one_copy(tiny_home, monkeypatch):
             f.write(f"{dest}\n")
         return real_generate(dest, spec)
 
-    monkeypatch.setattr(embedded, "generate", counting_generate)
+    monkeypatch.setattr(cache, "generate", counting_generate)
     queue = ctx.Queue()
     procs = [ctx.Process(target=_build_in_child, args=(queue,)) for _ in range(3)]
     for p in procs:
