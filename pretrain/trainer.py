@@ -63,7 +63,8 @@ from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .device_augment import finish_views
 from .runlog import DataWait, RunLog
-from .sampling import ResumableSampler, build_dataset, even_out, fit_batch, make_loader, sample_seed
+from .sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, require_a_batch,
+                       sample_seed)
 
 log = logging.getLogger("pretrain")
 
@@ -161,6 +162,7 @@ class _Run:
         self.data, self.data_root, notes = build_dataset(cfg, on_cuda=self.cuda)
         per_rank, batch_notes = fit_batch(cfg.batch_size, len(self.data), procs.world_size)
         notes += batch_notes
+        require_a_batch(self.data, per_rank * procs.world_size, self.data_root)
         if per_rank * procs.world_size != cfg.batch_size:
             cfg = dataclasses.replace(cfg, batch_size=per_rank * procs.world_size)  # lr scales with it
         self.sampler = ResumableSampler(self.data, procs.world_size, procs.rank, cfg.seed)
@@ -184,6 +186,7 @@ class _Run:
         # Only an attack that takes its own gradients needs the loss scale (reading it syncs the GPU).
         self.attack_needs_scale = self.amp and attack_passes(cfg.hard_views, self.method) > 0
         self.epoch, self.batch = 0, 0  # position: epoch in progress, batches of it done
+        self.steps_taken = 0  # optimizer steps this process ran (a run with none must not publish)
         self.last_checkpoint: Path | None = None
         self._resume(resume)
 
@@ -299,6 +302,10 @@ class _Run:
             runlog.close()
         if main and bad_paths:
             atomic_write_text(self.out / "bad_images.txt", "\n".join(bad_paths) + "\n")
+        if cfg.publish and not self.steps_taken and not self.resumed_step:  # every rank: none may wait at a barrier
+            raise HexaError(f"the run completed no training step (every batch of {self.data_root} was unreadable "
+                            f"or skipped; see {self.out / 'bad_images.txt'}), so nothing was published",
+                            "check the images with PIL, replace the broken ones, then run again")
         final = dict(logs, steps=self.epoch * self.steps_per_epoch, epochs=cfg.epochs, bad_images=bad_total,
                      notes=list(self.notes), wall_time_s=time.perf_counter() - t0)
         zoo_dir, model = self._publish(final) if main and cfg.publish else (None, None)
@@ -327,6 +334,7 @@ class _Run:
             views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
             if index is not None:
                 logs = self._step(views, index, lr)
+                self.steps_taken += 1
                 seen += len(index) * self.procs.world_size
                 stepped += 1
                 for k, v in logs.items():
