@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="tag (default: the model's default tag)")
     p.add_argument("--arch", help="timm architecture, for a name that is not registered (default: inferred)")
     p.add_argument("--zoo", type=Path, help="local zoo folder (default: $HEXA_ZOO_HOME)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing NAME.TAG folder (refused otherwise); the new card records what it replaced")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
     p.add_argument("--description", help="model card description")
     p.add_argument("--license", help="license identifier for the model card")
@@ -192,6 +194,17 @@ def _convert(args) -> int:
     return 0
 
 
+def load_line(folder: Path, zoo: Path | None = None) -> str:
+    """How to load a published folder: by name where the name is registered, always by `local-dir:`."""
+    from .catalog import MODELS
+
+    by_folder = f"timm.create_model('local-dir:{folder}', pretrained=True)"
+    if folder.name.split(".", 1)[0] not in MODELS:  # timm cannot resolve an unregistered name
+        return f"{by_folder} (or hexa_zoo.load_trunk('{folder}'))"
+    zoo_note = f" and HEXA_ZOO_HOME={zoo}" if zoo else ""
+    return f"timm.create_model('{folder.name}', pretrained=True) with hexa_zoo imported{zoo_note}, or {by_folder}"
+
+
 def _publish(args) -> int:
     from .errors import ConfigError
     from .publish import publish
@@ -208,12 +221,9 @@ def _publish(args) -> int:
     if metrics:
         card["metrics"] = metrics
     folder = publish(args.weights, args.model, tag=args.tag, zoo=args.zoo, card=card, push_to_hub=args.push_to_hub,
-                     arch=args.arch)
-    name = folder.name
+                     arch=args.arch, overwrite=args.overwrite)
     print(f"published {folder}")
-    zoo_note = f" and HEXA_ZOO_HOME={args.zoo}" if args.zoo else ""
-    print(f"load it: timm.create_model('{name}', pretrained=True) with hexa_zoo imported{zoo_note}, "
-          f"or timm.create_model('local-dir:{folder}', pretrained=True)")
+    print(f"load it: {load_line(folder, args.zoo)}")
     if args.push_to_hub:
         print(f"pushed to the Hub: {args.push_to_hub}")
     return 0

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader
 
 from hexa_zoo.catalog import zoo_model_name
 from hexa_zoo.config import save_config
-from hexa_zoo.errors import HexaError
+from hexa_zoo.errors import ConfigError, HexaError
 from hexa_zoo.fileio import atomic_write_text
 from hexa_zoo.seeding import seed_everything
 
@@ -158,6 +158,7 @@ class _Run:
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # crop sizes are fixed: let cuDNN pick its fastest kernels, as MoCo
         log.setLevel(logging.INFO if procs.is_main else logging.WARNING)
+        self.overwrite = self._check_publish_target(cfg, resume)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
         self.data, self.data_root, notes = build_dataset(cfg, on_cuda=self.cuda)
         per_rank, batch_notes = fit_batch(cfg.batch_size, len(self.data), procs.world_size)
@@ -189,6 +190,28 @@ class _Run:
         self.steps_taken = 0  # optimizer steps this process ran (a run with none must not publish)
         self.last_checkpoint: Path | None = None
         self._resume(resume)
+
+    def _check_publish_target(self, cfg: PretrainConfig, resume: str | None) -> bool:
+        """Refuse, before any work, a run whose end would replace another run's zoo folder; returns
+        whether publishing may replace what is there (`overwrite`, or the folder this run itself published)."""
+        if not cfg.publish:
+            return False
+        from hexa_zoo.publish import published_identity
+        from hexa_zoo.weights import zoo_folder
+
+        name, tag = zoo_model_name(cfg.method, cfg.arch), cfg.resolved_tag()
+        folder = zoo_folder(name, tag, Path(cfg.zoo) if cfg.zoo else None)
+        there = published_identity(folder)
+        if there is None or cfg.overwrite:
+            return True
+        own = resume is not None and there["out"] and Path(there["out"]).resolve() == self.out.resolve()
+        if own:
+            return True
+        raise ConfigError(f"the zoo already holds {name}.{tag} at {folder} (weights sha256 "
+                          f"{there['weights_sha256'][:12]}..., from {there['source']}), and this run would "
+                          "publish under the same name at its end; nothing was trained",
+                          "choose another tag (--set tag=NAME), pass --overwrite to replace it, or continue the "
+                          f"run that published it with --resume auto --out {there['out'] or 'ITS_OUT'}")
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _resume(self, resume: str | None) -> None:
@@ -406,6 +429,7 @@ class _Run:
             "data": f"{cfg.data} ({len(self.data)} images from {self.data_root})",
             "metrics": {"final_pretrain_loss": final.get("loss")},
         }
-        zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card)
+        zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card,
+                          overwrite=self.overwrite)
         log.info("published %s.%s to %s", name, cfg.resolved_tag(), zoo_dir)
         return zoo_dir, f"{name}.{cfg.resolved_tag()}"

@@ -80,3 +80,129 @@ def test_a_run_that_completed_no_step_never_publishes(tmp_path, monkeypatch):
     with pytest.raises(HexaError, match="completed no training step"):
         trainer.train(cfg)
     assert zoo_entries() == []
+
+
+# ------------------------------------------------------------------------ 2. the zoo keeps what it has
+@pytest.fixture(scope="module")
+def tv18():
+    from test_zoo_convert import random_torchvision
+
+    return random_torchvision("resnet18", seed=5)
+
+
+def test_zoo_publish_refuses_an_existing_tag_and_overwrite_records_what_it_replaced(tv18, tmp_path, capsys):
+    from hexa_zoo import zoo_cli
+    from hexa_zoo.fileio import sha256_file
+    from test_zoo_convert import random_torchvision, trunk_of
+
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(trunk_of(tv18), first)
+    save_file(trunk_of(random_torchvision("resnet18", seed=6)), second)
+    argv = ["publish", str(first), "--model", "moco_v2_r18", "--tag", "t1"]
+    assert run_command("hexa zoo", zoo_cli.main, argv) == 0
+    folder = Path(os.environ["HEXA_ZOO_HOME"]) / "moco_v2_r18.t1"
+    kept = sha256_file(folder / "model.safetensors")
+    capsys.readouterr()
+
+    assert run_command("hexa zoo", zoo_cli.main, ["publish", str(second), "--model", "moco_v2_r18.t1"]) == 1
+    err = capsys.readouterr().err
+    assert "already holds moco_v2_r18.t1" in err and kept[:12] in err and "--overwrite" in err
+    assert sha256_file(folder / "model.safetensors") == kept  # untouched
+
+    assert run_command("hexa zoo", zoo_cli.main, ["publish", str(second), "--model", "moco_v2_r18.t1",
+                                                  "--overwrite"]) == 0
+    assert sha256_file(folder / "model.safetensors") != kept
+    card = (folder / "README.md").read_text()
+    assert f"| Replaced | weights sha256 `{kept}` from {first}" in card
+
+
+def test_a_training_run_checks_its_publish_target_before_its_first_step(tmp_path, capsys):
+    from pretrain.cli import main
+
+    data = good_images(tmp_path / "pics", 8)
+    run = ["--method", "moco_v2", "--data", str(data), *TINY_PRETRAIN]
+    assert run_command("hexa pretrain", main, [*run, "--out", str(tmp_path / "a")]) == 0
+    folder = Path(os.environ["HEXA_ZOO_HOME"]) / "moco_v2_resnet10t.pics_ep1"
+    before = (folder / "model.safetensors").read_bytes()
+    capsys.readouterr()
+
+    # another run that would publish the same name.tag is refused before it trains anything
+    assert run_command("hexa pretrain", main, [*run, "--out", str(tmp_path / "b"), "--seed", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "already holds moco_v2_resnet10t.pics_ep1" in err and "nothing was trained" in err
+    assert "--overwrite" in err and f"--resume auto --out {tmp_path / 'a'}" in err
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    assert (folder / "model.safetensors").read_bytes() == before
+
+    # the run that published it may continue (and re-publish its own weights); --overwrite replaces
+    assert run_command("hexa pretrain", main, [*run, "--out", str(tmp_path / "a"), "--resume", "auto"]) == 0
+    assert (folder / "model.safetensors").read_bytes() == before
+    assert run_command("hexa pretrain", main, [*run, "--out", str(tmp_path / "b"), "--seed", "1",
+                                               "--overwrite"]) == 0
+    assert (folder / "model.safetensors").read_bytes() != before
+    assert "Replaced" in (folder / "README.md").read_text()
+
+
+def test_embedded_runs_publish_under_a_tag_that_says_their_length():
+    from pretrain.config import load_recipe
+
+    assert load_recipe("moco_v2_r18_embedded").resolved_tag() == "embedded"  # the recipe as it is
+    assert load_recipe("moco_v2_r18_embedded", ["epochs=1"]).resolved_tag() == "embedded_ep1"
+    assert load_recipe("hexa_moco_r18_embedded", ["limit_images=300"]).resolved_tag() == "embedded_ep10_img300"
+    assert load_recipe("moco_v2_r18_embedded", ["epochs=1", "tag=mine"]).resolved_tag() == "mine"
+
+
+def test_the_card_method_is_the_one_the_checkpoint_trained(tv18, tmp_path):
+    from hexa_zoo.errors import ConfigError
+    from hexa_zoo.publish import publish
+    from test_zoo_convert import hexa_checkpoint
+
+    ckpt = tmp_path / "moco.pt"
+    torch.save(hexa_checkpoint(tv18, style="encoder_q"), ckpt)  # a MoCo-v2 training checkpoint
+    with pytest.raises(ConfigError, match=r"trained with moco_v2, but hexa_moco_r18 is a hexa_moco model") as err:
+        publish(ckpt, "hexa_moco_r18", tag="t1")
+    assert "publish it as moco_v2_r18" in err.value.fix
+    assert zoo_entries() == []
+    folder = publish(ckpt, "my_trunk", tag="t1")  # an unregistered name: the card says what trained it
+    assert "| Method | moco_v2 |" in (folder / "README.md").read_text()
+
+
+def test_an_unregistered_name_is_published_with_the_load_line_that_works(tv18, tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from hexa_zoo import zoo_cli
+    from test_zoo_convert import trunk_of
+
+    weights = tmp_path / "w.safetensors"
+    save_file(trunk_of(tv18), weights)
+    assert run_command("hexa zoo", zoo_cli.main, ["publish", str(weights), "--model", "my_custom_r18",
+                                                  "--tag", "t1"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("load it:"))
+    assert "create_model('my_custom_r18" not in line
+    code = line.removeprefix("load it: ").split(" (or ")[0]
+    model = eval(code, {"timm": timm})  # the printed line, as printed
+    assert model.num_classes == 0 and torch.equal(model.state_dict()["conv1.weight"], trunk_of(tv18)["conv1.weight"])
+
+
+def test_a_bad_model_name_is_quoted_whole(tmp_path, capsys):
+    from hexa_zoo import zoo_cli
+
+    assert run_command("hexa zoo", zoo_cli.main, ["publish", str(tmp_path / "w.safetensors"),
+                                                  "--model", "../x"]) == 1
+    assert "'../x' is not a usable model name" in capsys.readouterr().err
+
+
+def test_timm_lists_as_pretrained_only_tags_whose_weights_exist_somewhere():
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    import hexa_zoo  # noqa: F401
+    from hexa_zoo.catalog import OFFICIAL
+
+    assert timm.list_models("hexa*", pretrained=True) == []  # the HEXA paper released no weights
+    listed = set(timm.list_models(["moco_v2*", "dcluster_v2*", "swav*"], pretrained=True))
+    assert listed == set(OFFICIAL)
+    assert all(get_pretrained_cfg(name).url for name in listed)
