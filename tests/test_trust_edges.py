@@ -4,6 +4,7 @@ or mislabels, every weights file gets one clear answer, and what the help says r
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,86 @@ def test_timm_lists_as_pretrained_only_tags_whose_weights_exist_somewhere():
     listed = set(timm.list_models(["moco_v2*", "dcluster_v2*", "swav*"], pretrained=True))
     assert listed == set(OFFICIAL)
     assert all(get_pretrained_cfg(name).url for name in listed)
+
+
+# ------------------------------------------------------------- 3. every weights file gets one clear answer
+def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, what the error must call it)."""
+    import timm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    good = folder / "good.pth"
+    torch.save({"state_dict": timm.create_model("resnet18", num_classes=0).state_dict()}, good)
+    data = good.read_bytes()
+    files = {
+        "empty": (b"", "is an empty file (0 bytes)"),
+        "truncated": (data[: len(data) // 3], "is a zip archive"),
+        "text": (b"<html>404 Not Found</html>\n", "is a text file"),
+        "random": (np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes(),
+                   "is neither a PyTorch checkpoint nor a safetensors file"),
+    }
+    out = {}
+    for name, (content, what) in files.items():
+        path = folder / f"{name}.pth"
+        path.write_bytes(content)
+        out[name] = (path, what)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    return _bad_files(tmp_path_factory.mktemp("bad_weights"))
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "random"])
+def test_every_reader_gives_one_clear_error_for_a_file_that_is_not_weights(bad_files, kind, tmp_path, capsys):
+    from hexa_zoo import load_trunk, zoo_cli
+    from hexa_zoo.errors import CheckpointFormatError
+    from transfer.common import load_model
+
+    path, what = bad_files[kind]
+    for argv in (["convert", str(path), str(tmp_path / "out.safetensors")],
+                 ["publish", str(path), "--model", "moco_v2_r18", "--tag", "t1"]):
+        assert run_command("hexa zoo", zoo_cli.main, argv) == 1
+        err = capsys.readouterr().err
+        assert f"error: {path} {what}" in err and "Traceback" not in err
+        assert "arbitrary code" not in err and "weights_only=False" not in err
+    for read in (load_trunk, load_model):
+        with pytest.raises(CheckpointFormatError, match=re.escape(f"{path} {what}")):
+            read(str(path))
+    assert zoo_entries() == [] and not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_damaged_zoo_folder_is_named_by_timm_and_load_trunk(tv18, tmp_path):
+    import timm
+
+    from hexa_zoo import load_trunk
+    from hexa_zoo.errors import CheckpointFormatError
+    from hexa_zoo.publish import publish
+    from test_zoo_convert import trunk_of
+
+    folder = publish(trunk_of(tv18), "moco_v2_r18", tag="t1")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for load in (lambda: timm.create_model("moco_v2_r18.t1", pretrained=True), lambda: load_trunk(str(folder))):
+        with pytest.raises(CheckpointFormatError, match=f"{weights} is a damaged safetensors file: .*truncated"):
+            load()
+
+
+def test_the_arbitrary_code_refusal_is_kept_for_a_pickle_that_references_code(tmp_path):
+    import pickle
+
+    from hexa_zoo.convert import read_checkpoint
+    from hexa_zoo.errors import UnsafeCheckpointError
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo never",))
+
+    plain, zipped = tmp_path / "plain.pth", tmp_path / "zipped.pth"
+    plain.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=4))
+    torch.save({"state_dict": Payload()}, zipped)
+    for path in (plain, zipped):
+        with pytest.raises(UnsafeCheckpointError, match=f"refusing to load {path}: .*{os.name}.system"):
+            read_checkpoint(path)
