@@ -290,3 +290,31 @@ def test_the_arbitrary_code_refusal_is_kept_for_a_pickle_that_references_code(tm
     for path in (plain, zipped):
         with pytest.raises(UnsafeCheckpointError, match=f"refusing to load {path}: .*{os.name}.system"):
             read_checkpoint(path)
+
+
+# ------------------------------------------------------------------ 4. the default preset follows the data
+@pytest.mark.parametrize("data, expected", [("embedded", "embedded"), ("/data/dtd", "paper")])
+def test_every_protocol_defaults_to_the_preset_of_its_data(monkeypatch, capsys, data, expected):
+    from transfer import cli
+
+    ran = []
+
+    def fake_run(name, model, data, out, *, preset, overrides=(), seed=0):
+        ran.append((name, preset))
+        return {"benchmark": f"{name}_bench", "preset": preset, "metrics": {"top1": {"mean": 50.0, "n": 1}},
+                "_path": "r.json"}
+
+    monkeypatch.setattr(cli, "run_protocol", fake_run)
+    for name in cli.PROTOCOLS:
+        assert cli.main([name, "--model", "m", "--data", data, "--out", "o"]) == 0
+        assert f"{name}_bench ({expected} preset): top1 50.00" in capsys.readouterr().out
+    assert ran == [(name, expected) for name in cli.PROTOCOLS]
+
+
+def test_the_help_lists_each_protocols_presets_by_name():
+    import importlib
+
+    from transfer import cli
+
+    for name, module in cli.PROTOCOLS.items():
+        assert cli.PRESET_NAMES[name] == tuple(sorted(importlib.import_module(module).PRESETS)), name

@@ -45,6 +45,21 @@ DESCRIPTIONS = {
     "finetune": "fine-tune trunk + head on a many-shot dataset (ssl-transfer finetune.py: Nesterov SGD, cosine, lr x wd grid)",
 }
 
+# Each protocol's presets, for its --help (a test holds them equal to the modules' PRESETS, which the help
+# does not import: `--help` stays instant).
+PRESET_NAMES = {
+    "linear": ("embedded", "embedded_fast", "paper", "paper_fast"),
+    "knn": ("embedded", "lightly", "paper", "paper_bilinear", "vissl"),
+    "lowshot-svm": ("embedded", "paper", "paper_11point", "paper_gap"),
+    "semisup": ("embedded", "paper", "paper_final"),
+    "fewshot": ("cdfsl", "cdfsl_embedded", "embedded", "paper"),
+    "detection": ("embedded", "paper", "paper_coco"),
+    "manyshot": ("embedded", "paper"),
+    "adversarial": ("embedded", "paper"),
+    "robustness": ("embedded", "paper"),
+    "finetune": ("embedded", "paper"),
+}
+
 # Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
 RESUMABLE = ("linear", "semisup", "detection", "finetune")
 
@@ -106,6 +121,12 @@ def run_protocol(name: str, model: str, data: str, out: str, *, preset: str, ove
     return module.run(model, data, out, preset=preset, overrides=list(overrides), seed=seed)
 
 
+def default_preset(data: str) -> str:
+    """The preset a protocol runs without --preset: the published protocol on a real dataset, the embedded
+    one on `--data embedded` (a toy preset on real data would report numbers nobody published)."""
+    return "embedded" if data == "embedded" else "paper"
+
+
 def summary(record: dict) -> str:
     parts = []
     for name, m in record["metrics"].items():
@@ -113,7 +134,8 @@ def summary(record: dict) -> str:
         if m.get("n", 1) > 1:
             text += f" ± {m.get('ci95', m['std']):.2f}"
         parts.append(text)
-    return f"{record['benchmark']}: " + ", ".join(parts) + f"  ({record.get('_path', '')})"
+    preset = f" ({record['preset']} preset)" if record.get("preset") else ""
+    return f"{record['benchmark']}{preset}: " + ", ".join(parts) + f"  ({record.get('_path', '')})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,7 +149,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True, help="registered name[.tag], zoo folder, .safetensors or checkpoint")
         p.add_argument("--data", required=True, help="`embedded` or a dataset path")
         p.add_argument("--out", required=True, help="results folder (records are added, never overwritten)")
-        p.add_argument("--preset", default="embedded", help="named protocol constants: paper, embedded, ...")
+        presets = ", ".join(PRESET_NAMES[name])
+        p.add_argument("--preset", default=None, metavar="NAME",
+                       help=f"named protocol constants, one of: {presets} (default: paper on a dataset path, "
+                            "embedded on --data embedded)")
         p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                        help="override config values, e.g. --set epochs=5 lr=0.1 (repeatable)")
         p.add_argument("--seed", type=int, default=0)
@@ -242,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides.insert(0, f"resume={args.resume}")
     if getattr(args, "head", None):
         overrides.insert(0, f"head={args.head}")
-    record = run_protocol(args.protocol, args.model, args.data, args.out, preset=args.preset,
+    preset = args.preset or default_preset(args.data)
+    if args.preset is None:
+        log.info("%s: preset %s (the default for --data %s; --preset NAME to choose)", args.protocol, preset,
+                 "embedded" if args.data == "embedded" else "PATH")
+    record = run_protocol(args.protocol, args.model, args.data, args.out, preset=preset,
                           overrides=overrides, seed=args.seed)
     if record is not None:  # None: handed off to detectron2 elsewhere, or a non-zero torchrun rank
         print(summary(record))
