@@ -318,3 +318,26 @@ def test_the_help_lists_each_protocols_presets_by_name():
 
     for name, module in cli.PROTOCOLS.items():
         assert cli.PRESET_NAMES[name] == tuple(sorted(importlib.import_module(module).PRESETS)), name
+
+
+# ------------------------------------------------------------------------------------- 7. smaller ones
+def test_robustness_trains_its_fast_head_on_the_whole_train_split(r18_file, tmp_path, monkeypatch):
+    """It trained on max_per_class (10) images a class: the weight decay was chosen on one held-out image
+    a class (0.00 at every value) and the head was far weaker than `linear --preset embedded_fast`'s."""
+    from hexa_zoo.embedded import resolve_data
+    from transfer import robustness
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(run, train, val, transform):
+        seen.append((len(train.paths), len(val.paths)))
+        raise Stop
+
+    monkeypatch.setattr(robustness, "fast_head", spy)
+    with pytest.raises(Stop):
+        robustness.run(str(r18_file), "embedded", tmp_path, preset="embedded")
+    train_images = sum(1 for _ in (resolve_data("embedded") / "classify" / "train").rglob("*.png"))
+    assert seen == [(train_images, 10 * 10)]  # every train image; the test split stays at 10 a class
