@@ -19,7 +19,8 @@ from .errors import HexaError
 SUBCOMMANDS = {
     "zoo": ("hexa_zoo.zoo_cli", "list, inspect, convert and publish model weights"),
     "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, SwAV and their HEXA variants)"),
-    "transfer": ("transfer.cli", "transfer evaluation (linear, kNN, low-shot SVM, semi-sup, few-shot, detection)"),
+    "transfer": ("transfer.cli", "transfer evaluation: linear, knn, lowshot-svm, semisup, fewshot, detection, "
+                                 "manyshot, adversarial, robustness, finetune, or the whole suite"),
     "leaderboard": ("leaderboards.cli", "compile result records into leaderboards/"),
     "demo": ("orchestration.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
     "study": ("orchestration.study", "methods x seeds, HEXA against its baseline with confidence intervals"),

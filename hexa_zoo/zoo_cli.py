@@ -16,8 +16,10 @@ EXAMPLES = {
     "convert": "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_v2_r50.safetensors\n"
                "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_r50_d2.pkl --to detectron2\n"
                "  hexa zoo convert swav_800ep_pretrain.pth.tar swav_tv.pth --from swav --to torchvision\n"
-               "  hexa zoo convert runs/hexa_moco_r18/checkpoint.pth trunk.safetensors --from hexa",
-    "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoint.pth --model hexa_moco_r18 --tag embedded\n"
+               "  hexa zoo convert runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt trunk.safetensors "
+               "--from hexa",
+    "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt --model hexa_moco_r18 "
+               "--tag my_run\n"
                "  hexa zoo publish moco_v2_800ep_pretrain.pth.tar --model moco_v2_r50 --tag in1k_ep800\n"
                "  hexa zoo publish trunk.safetensors --model hexa_moco_r50 --tag in1k_ep200 "
                "--push-to-hub my-org/hexa_moco_r50.in1k_ep200",
@@ -59,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="write a zoo folder (Hub layout) and optionally push it to the Hub",
                        formatter_class=fmt, epilog="examples:\n" + EXAMPLES["publish"])
     p.add_argument("weights", help="checkpoint, .safetensors file, zoo folder or official release URL")
-    p.add_argument("--model", required=True, help="registered model name (NAME or NAME.TAG)")
+    p.add_argument("--model", required=True, help="NAME or NAME.TAG: a registered name (loadable by name with "
+                   "hexa_zoo imported) or your own (loadable with timm's local-dir:)")
     p.add_argument("--tag", help="tag (default: the model's default tag)")
     p.add_argument("--arch", help="timm architecture, for a name that is not registered (default: inferred)")
     p.add_argument("--zoo", type=Path, help="local zoo folder (default: $HEXA_ZOO_HOME)")

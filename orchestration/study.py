@@ -202,13 +202,15 @@ EPILOG = """\
 example (the embedded data, a few minutes a cell on 2 CPU cores):
   hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 0.5 \\
       --data embedded --suite embedded --out studies/moco_pair_equal_epochs
-  hexa study ... --resume auto         # after an interruption: finished cells are kept
+  hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 0.5 \\
+      --data embedded --suite embedded --out studies/moco_pair_equal_epochs --resume auto  # after an interruption
 then compile the report: hexa leaderboard --studies studies/ (see leaderboards/studies/)
 """
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hexa study", description=__doc__.split("\n")[0], epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="hexa study", description=" ".join(__doc__.split("\n\n")[0].split()),
+                                epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", required=True, choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
