@@ -238,7 +238,13 @@ def load_recipe(name_or_path: str | Path | None = None, overrides: Sequence[str]
 def _refuse_contradiction(data: dict, given: dict) -> None:
     """`hard_views.enabled` is the method's (PretrainConfig sets it): asking otherwise is an error, not a no-op."""
     entry = catalog_entry(data["method"])
-    asked = given.get("hard_views", {}).get("enabled") if isinstance(given.get("hard_views"), dict) else None
+    views = given.get("hard_views") if isinstance(given.get("hard_views"), dict) else {}
+    tuned = sorted(k for k in views if k != "enabled")
+    if tuned and not entry.is_hexa:  # a setting with no effect must not look as if it had one
+        other = next((m.name for m in METHODS.values() if m.baseline == entry.name), None)
+        raise ConfigError(f"hard_views.{tuned[0]} is set, but {entry.name} has no hard views: it would change nothing",
+                          f"drop it, or use --method {other} (the HEXA variant)" if other else "drop it")
+    asked = views.get("enabled")
     if asked is not None and bool(asked) != entry.is_hexa:
         other = (entry.baseline if entry.is_hexa else
                  next((m.name for m in METHODS.values() if m.baseline == entry.name), None))

@@ -341,3 +341,46 @@ def test_robustness_trains_its_fast_head_on_the_whole_train_split(r18_file, tmp_
         robustness.run(str(r18_file), "embedded", tmp_path, preset="embedded")
     train_images = sum(1 for _ in (resolve_data("embedded") / "classify" / "train").rglob("*.png"))
     assert seen == [(train_images, 10 * 10)]  # every train image; the test split stays at 10 a class
+
+
+def test_eurosat_is_read_from_its_parent_or_from_2750_itself(tmp_path):
+    from transfer.cdfsl_data import read_cdfsl
+
+    for c in range(3):
+        good_images(tmp_path / "EuroSAT" / "2750" / f"Class{c}", 2, seed=c, size=8)
+    parent, itself = read_cdfsl(tmp_path / "EuroSAT"), read_cdfsl(tmp_path / "EuroSAT" / "2750")
+    assert parent[0] == itself[0] == "eurosat"
+    assert parent[1].paths == itself[1].paths and parent[1].classes == itself[1].classes == ["Class0", "Class1", "Class2"]
+
+
+def test_manyshot_names_the_layout_of_a_missing_folder_before_loading_the_model(tmp_path, monkeypatch):
+    from transfer import manyshot, runner
+
+    monkeypatch.setattr(runner.ProtocolRun, "start", lambda *a, **k: pytest.fail("the model was loaded first"))
+    with pytest.raises(DataError, match=r"cifar10: /nonexistent is not a folder; expected .*cifar-10-batches-py"):
+        manyshot.run("no_model_needed", "/nonexistent", tmp_path, preset="paper", overrides=["dataset=cifar10"])
+
+
+def test_hard_view_settings_on_a_method_without_hard_views_are_refused():
+    from hexa_zoo.errors import ConfigError
+    from pretrain.config import load_recipe
+
+    with pytest.raises(ConfigError, match="hard_views.eps is set, but moco_v2 has no hard views") as err:
+        load_recipe("moco_v2_r18_embedded", ["hard_views.eps=0.01"])
+    assert "--method hexa_moco" in err.value.fix
+    assert load_recipe("hexa_moco_r18_embedded", ["hard_views.eps=0.01"]).hard_views.eps == 0.01
+
+
+def test_hexa_leaderboard_without_records_creates_nothing_and_an_empty_folder_is_warned(tmp_path, monkeypatch,
+                                                                                       capsys, caplog):
+    from leaderboards import cli as board
+
+    monkeypatch.chdir(tmp_path)
+    assert run_command("hexa leaderboard", board.main, []) == 1
+    assert "no records to compile" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no ./leaderboards/ left behind
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level("WARNING"):
+        assert run_command("hexa leaderboard", board.main, ["--results", "empty", "--out", "board",
+                                                             "--no-plots"]) == 0
+    assert any("no result records (*.json) under empty" in r.getMessage() for r in caplog.records)
