@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"hexa: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return run_command(f"hexa {name}", module.main, rest)
+    # Imported inside run_command's guard: a Ctrl-C while torch loads is one line too.
+    return run_command(f"hexa {name}", lambda args: importlib.import_module(SUBCOMMANDS[name][0]).main(args), rest)
 
 
 def run_command(prog: str, command_main: Callable[[list[str]], int | None], argv: list[str]) -> int:

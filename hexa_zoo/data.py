@@ -159,6 +159,14 @@ class ImageFolderDataset:
         return f"ImageFolderDataset(root={str(self.root)!r}, images={len(self)}, classes={len(self.classes)})"
 
 
+def ignore_interrupt(_worker_id: int = 0) -> None:
+    """DataLoader `worker_init_fn`: Ctrl-C reaches every process of the terminal's group; the main process
+    alone handles it (and shuts the workers down), so workers print no traceback of their own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def first_readable(dataset: ImageFolderDataset, needed: int, positions: Sequence[int] | None = None
                    ) -> tuple[int, list[BadImage]]:
     """Decode images of `dataset` (at `positions`, default all, in order) until `needed` of them read.

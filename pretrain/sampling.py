@@ -151,11 +151,12 @@ def fit_batch(batch_size: int, dataset_size: int, world_size: int) -> tuple[int,
 def make_loader(data: Dataset, batch_size: int, sampler: ResumableSampler, *, workers: int, pin_memory: bool,
                 seed: int) -> DataLoader:
     """Batches of `(views, targets, indices, bad_paths)`: unreadable images are dropped and listed."""
-    from hexa_zoo.data import collate_skipping_bad
+    from hexa_zoo.data import collate_skipping_bad, ignore_interrupt
 
     loader_rng = torch.Generator().manual_seed(seed)  # DataLoader draws worker seeds here, not globally
     return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_skipping_bad, drop_last=True, pin_memory=pin_memory, generator=loader_rng)
+                      collate_fn=collate_skipping_bad, drop_last=True, pin_memory=pin_memory, generator=loader_rng,
+                      worker_init_fn=ignore_interrupt)
 
 
 def even_out(views, index: torch.Tensor, per_rank: int, world_size: int, device: torch.device):

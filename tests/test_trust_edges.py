@@ -384,3 +384,68 @@ def test_hexa_leaderboard_without_records_creates_nothing_and_an_empty_folder_is
         assert run_command("hexa leaderboard", board.main, ["--results", "empty", "--out", "board",
                                                              "--no-plots"]) == 0
     assert any("no result records (*.json) under empty" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------- 6. progress and Ctrl-C
+def test_long_steps_report_progress_in_a_log_when_no_terminal_draws_a_bar(caplog):
+    from transfer.progress import progress
+
+    with caplog.at_level("INFO", logger="transfer"):
+        assert list(progress(iter(range(3)), desc="knn train: features of 300 images", total=3, every_s=0)) == [0, 1, 2]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "knn train: features of 300 images: 3 batch(s)..."
+    assert "knn train: features of 300 images: 2/3 batch(s) in 0 s" in lines
+    assert lines[-1] == "knn train: features of 300 images: 3 batch(s) done in 0 s"
+
+
+def test_feature_extraction_logs_its_progress(r18_file, tmp_path, caplog):
+    from hexa_zoo import load_trunk
+    from transfer.features import EvalTransform, extract_features
+
+    paths = sorted(good_images(tmp_path / "imgs", 3).glob("*.png"))
+    model, info = load_trunk(str(r18_file))
+    with caplog.at_level("INFO", logger="transfer"):
+        extract_features(model, paths, EvalTransform.for_model(info, 32, 32), weights_sha256=None, desc="probe")
+    assert any(r.getMessage() == "probe: features of 3 images: 1 batch(s)..." for r in caplog.records)
+
+
+def _sigint_disposition(_):
+    import signal
+
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_loader_workers_leave_ctrl_c_to_the_main_process(monkeypatch, r18_file, tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: workers ignore it, so they print no traceback."""
+    from torch.utils.data import DataLoader
+
+    from hexa_zoo.data import ignore_interrupt
+    from transfer import features
+
+    ignored = list(DataLoader(range(2), num_workers=1, worker_init_fn=ignore_interrupt, collate_fn=_sigint_disposition))
+    assert ignored == [True, True]
+    made = []
+    monkeypatch.setattr(features, "DataLoader", lambda *a, **k: made.append(k) or DataLoader(*a, **k))
+    from hexa_zoo import load_trunk
+
+    model, info = load_trunk(str(r18_file))
+    paths = sorted(good_images(tmp_path / "imgs", 2).glob("*.png"))
+    features.extract_features(model, paths, features.EvalTransform.for_model(info, 32, 32), weights_sha256=None)
+    assert made[0]["worker_init_fn"] is ignore_interrupt
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
+    import importlib
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli_main(["transfer", "knn", "--help"]) == 130
+    assert capsys.readouterr().err == "hexa transfer: interrupted\n"
+
+
+def cli_main(argv):
+    from hexa_zoo.cli import main
+
+    return main(argv)
