@@ -441,7 +441,10 @@ def test_ctrl_c_while_a_command_loads_is_one_line(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(importlib, "import_module", interrupted)
-    assert cli_main(["transfer", "knn", "--help"]) == 130
+    try:
+        assert cli_main(["transfer", "knn", "--help"]) == 130
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped as a traceback")
     assert capsys.readouterr().err == "hexa transfer: interrupted\n"
 
 
