@@ -19,7 +19,8 @@ from .errors import HexaError
 SUBCOMMANDS = {
     "zoo": ("hexa_zoo.zoo_cli", "list, inspect, convert and publish model weights"),
     "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, SwAV and their HEXA variants)"),
-    "transfer": ("transfer.cli", "transfer evaluation (linear, kNN, low-shot SVM, semi-sup, few-shot, detection)"),
+    "transfer": ("transfer.cli", "transfer evaluation: linear, knn, lowshot-svm, semisup, fewshot, detection, "
+                                 "manyshot, adversarial, robustness, finetune, or the whole suite"),
     "leaderboard": ("leaderboards.cli", "compile result records into leaderboards/"),
     "demo": ("orchestration.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
     "study": ("orchestration.study", "methods x seeds, HEXA against its baseline with confidence intervals"),
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"hexa: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return run_command(f"hexa {name}", module.main, rest)
+    # Imported inside run_command's guard: a Ctrl-C while torch loads is one line too.
+    return run_command(f"hexa {name}", lambda args: importlib.import_module(SUBCOMMANDS[name][0]).main(args), rest)
 
 
 def run_command(prog: str, command_main: Callable[[list[str]], int | None], argv: list[str]) -> int:

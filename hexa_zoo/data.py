@@ -159,6 +159,35 @@ class ImageFolderDataset:
         return f"ImageFolderDataset(root={str(self.root)!r}, images={len(self)}, classes={len(self.classes)})"
 
 
+def ignore_interrupt(_worker_id: int = 0) -> None:
+    """DataLoader `worker_init_fn`: Ctrl-C reaches every process of the terminal's group; the main process
+    alone handles it (and shuts the workers down), so workers print no traceback of their own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def first_readable(dataset: ImageFolderDataset, needed: int, positions: Sequence[int] | None = None
+                   ) -> tuple[int, list[BadImage]]:
+    """Decode images of `dataset` (at `positions`, default all, in order) until `needed` of them read.
+
+    Returns (readable count, the unreadable ones met on the way): a training run asks this before its
+    first step, so a folder of broken files fails at once instead of "training" on nothing.
+    """
+    readable, bad = 0, []
+    for i in (range(len(dataset)) if positions is None else positions):
+        path = dataset.samples[i][0]
+        try:
+            dataset.loader(path)
+        except Exception as exc:  # noqa: BLE001 - the same failures __getitem__ turns into BadImage
+            bad.append(BadImage(str(path), f"{type(exc).__name__}: {exc}"))
+            continue
+        readable += 1
+        if readable >= needed:
+            break
+    return readable, bad
+
+
 def collate_skipping_bad(batch: Sequence[Any]):
     """Collate `(image, target, index)` items, dropping `BadImage`s.
 

@@ -43,7 +43,10 @@ def _cfg(name: str, tag: str) -> dict:
     data = "the embedded synthetic dataset (64 px)" if embedded else "ImageNet-1k train, no labels"
     return dict(
         url=official[0] if official else None,
-        hf_hub_id=weights.hub_repo_id(name, tag),
+        # Only an official release is a source timm may list: `timm.list_models(pretrained=True)` means
+        # "weights you can load", and this project has pushed no Hub repository. The Hub and the local
+        # zoo are still searched at load time (hexa_zoo.weights.find_weights).
+        hf_hub_id=None,
         num_classes=0,
         input_size=(3, 64, 64) if embedded else (3, 224, 224),
         pool_size=(2, 2) if embedded else (7, 7),

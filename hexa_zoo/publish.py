@@ -40,7 +40,10 @@ def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
     from .catalog import MODELS
 
     name, _, name_tag = model.partition(".")
-    check_zoo_name(name, "model name")
+    try:
+        check_zoo_name(name, "model name")
+    except ConfigError as err:  # name the whole spec: '../x' splits into '' and '/x'
+        raise ConfigError(f"{model!r} is not a usable model name (NAME or NAME.TAG)", err.fix) from None
     if tag and name_tag and tag != name_tag:
         raise ConfigError(f"two tags given: {model!r} and --tag {tag}", "give the tag once")
     tag = tag or name_tag or (get_pretrained_cfg(name).tag if name in MODELS else "")
@@ -50,9 +53,9 @@ def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
     return name, check_zoo_name(tag, "tag")
 
 
-def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tensor], str, str]:
+def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tensor], str, str, str | None]:
     """The trunk state dict held by `weights` (state dict, zoo folder, file or URL), where it came from,
-    and its timm architecture (`arch`, or inferred when None)."""
+    its timm architecture (`arch`, or inferred when None) and the method the file says trained it (or None)."""
     if isinstance(weights, Mapping):
         source, checkpoint = "state dict", weights
     else:
@@ -77,11 +80,13 @@ def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tenso
             raise CheckpointFormatError(f"{source} holds a {other.arch} trunk, but this model is a {arch}",
                                         f"publish it under a {other.arch} model name") from None
         raise
-    return converted.state_dict, f"{source} ({converted.layout} layout)", converted.arch
+    method = converted.meta.get("method") if isinstance(converted.meta.get("method"), str) else None
+    return converted.state_dict, f"{source} ({converted.layout} layout)", converted.arch, method
 
 
 def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | None = None,
-            card: dict | None = None, push_to_hub: str | None = None, arch: str | None = None) -> Path:
+            card: dict | None = None, push_to_hub: str | None = None, arch: str | None = None,
+            overwrite: bool = False) -> Path:
     """Write `<zoo>/<model>.<tag>/` (config.json, model.safetensors, README.md) atomically; return it.
 
     `weights`: a trunk state dict (timm key names, or any layout hexa_zoo.convert reads), a
@@ -92,6 +97,10 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
     `model` is normally a registered name (its architecture is checked). Any other name publishes a
     folder that `load_trunk` and timm's `local-dir:` read but `timm.create_model(name)` does not; its
     architecture is `arch`, else the card's `recipe["arch"]`, else inferred from the weights.
+
+    An existing `<model>.<tag>` folder is kept: publishing onto it is a ConfigError unless `overwrite`,
+    and then the new card records the weights it replaced. The method on the card is the one the
+    checkpoint (or the card's recipe) says trained the weights; a registered name of another method is refused.
     """
     import timm
     from safetensors.torch import save
@@ -100,6 +109,13 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
     from .catalog import MODELS
 
     name, tag = split_name(model, tag)
+    folder = zoo_folder(name, tag, zoo)
+    replaced = published_identity(folder)
+    if replaced and not overwrite:
+        raise ConfigError(f"the zoo already holds {name}.{tag} at {folder} (weights sha256 "
+                          f"{replaced['weights_sha256'][:12]}..., from {replaced['source']}); nothing was written",
+                          "publish under another tag (--tag NAME), or pass --overwrite to replace it "
+                          "(the new model card records what it replaced)")
     card = dict(card or {})
     recipe = card.get("recipe") if isinstance(card.get("recipe"), Mapping) else {}
     if name in MODELS:
@@ -109,15 +125,28 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
         arch = registered_arch
     else:
         method, arch = recipe.get("method") or "unknown", arch or recipe.get("arch")
-    state_dict, source, arch = trunk_weights(weights, arch)
+    state_dict, source, arch, trained_by = trunk_weights(weights, arch)
+    said = {m for m in (trained_by, recipe.get("method")) if m}
+    if len(said) > 1:
+        raise ConfigError(f"{source} says it was trained with {trained_by}, its recipe says {recipe.get('method')}",
+                          "give the recipe of the run that wrote the checkpoint")
+    if said:
+        trained_by = said.pop()
+        if name in MODELS and trained_by != method:
+            raise ConfigError(f"{source} was trained with {trained_by}, but {name} is a {method} model: its card "
+                              f"would describe another method",
+                              f"publish it as {catalog.zoo_model_name(trained_by, arch)}" if trained_by in catalog.METHODS
+                              else "publish it under a name that is not a registered model")
+        method = trained_by
     pretrained_cfg = _pretrained_cfg(name, tag, arch, card)
     net = timm.create_model(arch, num_classes=0, pretrained_cfg=pretrained_cfg)
     net.load_state_dict(state_dict, strict=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     sha256 = weights_sha256(tensors)
-    folder = zoo_folder(name, tag, zoo)
     about = {"model": name, "tag": tag, "method": method, "registered": name in MODELS, "source": source,
              "weights_sha256": sha256, "hexa_zoo_version": __version__}
+    if replaced:
+        about["replaced"] = replaced
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         (tmp / WEIGHTS_FILE).write_bytes(save(tensors))
@@ -168,6 +197,8 @@ def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dic
         f"std {tuple(pretrained_cfg.get('std', ()))} |",
         f"| Weights | `model.safetensors`, sha256 `{about['weights_sha256']}` |",
         f"| Converted/published from | {about['source']} |",
+        *([f"| Replaced | weights sha256 `{about['replaced']['weights_sha256']}` from "
+           f"{about['replaced']['source']} |"] if about.get("replaced") else []),
         f"| License | {license_} |",
         f"| Papers | {', '.join(paper_ids) or '-'} |",
         "", "## How to use", "", "```python", "import timm", "",
@@ -196,6 +227,22 @@ def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dic
 
 
 # ---------------------------------------------------------------- reading a zoo folder back
+
+def published_identity(folder: Path) -> dict | None:
+    """`{"weights_sha256", "source", "out"}` of the zoo folder at `folder`, or None when nothing is there."""
+    if not folder.exists():
+        return None
+    try:
+        about = json.loads((folder / CONFIG_FILE).read_text()).get("hexa_zoo") or {}
+    except (OSError, ValueError):
+        about = {}
+    if not about.get("weights_sha256") and (folder / WEIGHTS_FILE).is_file():
+        from .fileio import sha256_file
+
+        about = dict(about, weights_sha256=sha256_file(folder / WEIGHTS_FILE))
+    return {"weights_sha256": str(about.get("weights_sha256") or "unknown"),
+            "source": str(about.get("source") or "unknown source"), "out": str(recipe_of(folder).get("out") or "")}
+
 
 def zoo_folder_of(model: dict) -> Path | None:
     """The zoo folder the weights came from, if it is still on this machine."""

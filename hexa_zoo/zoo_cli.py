@@ -16,8 +16,10 @@ EXAMPLES = {
     "convert": "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_v2_r50.safetensors\n"
                "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_r50_d2.pkl --to detectron2\n"
                "  hexa zoo convert swav_800ep_pretrain.pth.tar swav_tv.pth --from swav --to torchvision\n"
-               "  hexa zoo convert runs/hexa_moco_r18/checkpoint.pth trunk.safetensors --from hexa",
-    "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoint.pth --model hexa_moco_r18 --tag embedded\n"
+               "  hexa zoo convert runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt trunk.safetensors "
+               "--from hexa",
+    "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt --model hexa_moco_r18 "
+               "--tag my_run\n"
                "  hexa zoo publish moco_v2_800ep_pretrain.pth.tar --model moco_v2_r50 --tag in1k_ep800\n"
                "  hexa zoo publish trunk.safetensors --model hexa_moco_r50 --tag in1k_ep200 "
                "--push-to-hub my-org/hexa_moco_r50.in1k_ep200",
@@ -59,10 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="write a zoo folder (Hub layout) and optionally push it to the Hub",
                        formatter_class=fmt, epilog="examples:\n" + EXAMPLES["publish"])
     p.add_argument("weights", help="checkpoint, .safetensors file, zoo folder or official release URL")
-    p.add_argument("--model", required=True, help="registered model name (NAME or NAME.TAG)")
+    p.add_argument("--model", required=True, help="NAME or NAME.TAG: a registered name (loadable by name with "
+                   "hexa_zoo imported) or your own (loadable with timm's local-dir:)")
     p.add_argument("--tag", help="tag (default: the model's default tag)")
     p.add_argument("--arch", help="timm architecture, for a name that is not registered (default: inferred)")
     p.add_argument("--zoo", type=Path, help="local zoo folder (default: $HEXA_ZOO_HOME)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing NAME.TAG folder (refused otherwise); the new card records what it replaced")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub repository")
     p.add_argument("--description", help="model card description")
     p.add_argument("--license", help="license identifier for the model card")
@@ -192,6 +197,17 @@ def _convert(args) -> int:
     return 0
 
 
+def load_line(folder: Path, zoo: Path | None = None) -> str:
+    """How to load a published folder: by name where the name is registered, always by `local-dir:`."""
+    from .catalog import MODELS
+
+    by_folder = f"timm.create_model('local-dir:{folder}', pretrained=True)"
+    if folder.name.split(".", 1)[0] not in MODELS:  # timm cannot resolve an unregistered name
+        return f"{by_folder} (or hexa_zoo.load_trunk('{folder}'))"
+    zoo_note = f" and HEXA_ZOO_HOME={zoo}" if zoo else ""
+    return f"timm.create_model('{folder.name}', pretrained=True) with hexa_zoo imported{zoo_note}, or {by_folder}"
+
+
 def _publish(args) -> int:
     from .errors import ConfigError
     from .publish import publish
@@ -208,12 +224,9 @@ def _publish(args) -> int:
     if metrics:
         card["metrics"] = metrics
     folder = publish(args.weights, args.model, tag=args.tag, zoo=args.zoo, card=card, push_to_hub=args.push_to_hub,
-                     arch=args.arch)
-    name = folder.name
+                     arch=args.arch, overwrite=args.overwrite)
     print(f"published {folder}")
-    zoo_note = f" and HEXA_ZOO_HOME={args.zoo}" if args.zoo else ""
-    print(f"load it: timm.create_model('{name}', pretrained=True) with hexa_zoo imported{zoo_note}, "
-          f"or timm.create_model('local-dir:{folder}', pretrained=True)")
+    print(f"load it: {load_line(folder, args.zoo)}")
     if args.push_to_hub:
         print(f"pushed to the Hub: {args.push_to_hub}")
     return 0

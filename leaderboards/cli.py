@@ -8,13 +8,18 @@ site/index.html under `--out` (default `leaderboards/`). See leaderboards.compil
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+from hexa_zoo.errors import ConfigError
 
 from .compiler import DEFAULT_OUT, compile_leaderboard
 from .published import SOURCES, refresh_published
 
+log = logging.getLogger(__name__)
+
 EPILOG = """examples:
-  hexa leaderboard --results runs/results
+  hexa leaderboard --results results/ --out board/
   hexa leaderboard --results hexa_demo/results --out hexa_demo/leaderboard --runs hexa_demo/runs
   hexa leaderboard --refresh-published          # rebuild published.csv from leaderboards/sources/
   hexa leaderboard --studies studies/moco_pair_equal_epochs   # -> leaderboards/studies/moco_pair_equal_epochs/
@@ -64,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # only the studies were asked for
     results = args.results
     if results is None:
-        results = [out / "records"] if (out / "records").is_dir() else []
+        if not (out / "records").is_dir():  # nothing to compile: never leave an empty leaderboards/ behind
+            raise ConfigError(f"no records to compile: --results not given and {out / 'records'} does not exist",
+                              "pass --results DIR (the --out of hexa transfer) and --out DIR for the leaderboard")
+        results = [out / "records"]
+    found = [p for r in results for p in Path(r).rglob("*.json")] if all(Path(r).is_dir() for r in results) else None
+    if found == []:
+        log.warning("warning: no result records (*.json) under %s: every table will be empty",
+                    ", ".join(map(str, results)))
     compiled = compile_leaderboard(results, out, published=args.published, runs=args.runs, plots=not args.no_plots)
     print(f"{compiled.n_records} record(s), {len(compiled.tables)} table(s) -> {compiled.readme}, {compiled.site}")
     if args.update_cards:

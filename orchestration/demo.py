@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -97,8 +98,9 @@ def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[Pr
         cfg = load_recipe(recipe)
         epochs, limit = scale_epochs(budget, EPOCHS_AT_BUDGET_1, train_images)
         total_steps = max(1, (limit or train_images) // cfg.batch_size) * epochs
+        tag = dataclasses.replace(cfg, data="embedded", epochs=epochs, limit_images=limit).resolved_tag()
         steps.append(PretrainStep(method, recipe, cfg.arch, epochs, limit, seed, out / "runs" / method,
-                                  f"{zoo_model_name(method, cfg.arch)}.embedded",
+                                  f"{zoo_model_name(method, cfg.arch)}.{tag}",
                                   log_every=max(1, min(cfg.log_every_steps, total_steps // 20))))
     return steps
 
@@ -106,7 +108,7 @@ def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[Pr
 # ------------------------------------------------------------------------------------ pre-training
 
 def zoo_folder(step: PretrainStep) -> Path:
-    """Where the trainer publishes this step's trunk (`<zoo>/<model>.embedded`)."""
+    """Where the trainer publishes this step's trunk (`<zoo>/<model>.<tag>`: "embedded" only for the recipe's length)."""
     from hexa_zoo.weights import zoo_home
 
     return zoo_home() / step.model
@@ -138,21 +140,27 @@ def pretrain_done(step: PretrainStep) -> bool:
     return recipe is not None and all(recipe.get(k) == v for k, v in step.recipe_values().items())
 
 
-def pretrain_config(step: PretrainStep):
+def pretrain_config(step: PretrainStep, overwrite: bool = False):
     """The step's PretrainConfig: its embedded recipe with this budget's epochs, images, seed and log rate
     (through `load_recipe`, so a shorter run scales the recipe's epoch-counted schedule as `hexa pretrain` does)."""
     from pretrain.config import load_recipe
 
     return load_recipe(step.recipe, [f"method={step.method}", "data=embedded", f"out={step.run_dir}",
                                      f"epochs={step.epochs}", f"seed={step.seed}", f"limit_images={step.limit_images}",
-                                     f"log_every_steps={step.log_every}"])
+                                     f"log_every_steps={step.log_every}", f"overwrite={str(overwrite).lower()}"])
 
 
-def run_pretrain(step: PretrainStep) -> None:
-    """Train and publish in this process (resume "auto": an interrupted demo continues where it stopped)."""
+def run_pretrain(step: PretrainStep, force: bool = False) -> None:
+    """Train and publish in this process (resume "auto": an interrupted demo continues where it stopped).
+
+    A zoo folder of the same name from another run is replaced only under `--force`, else refused now."""
     from pretrain.trainer import train
 
-    result = train(pretrain_config(step), resume="auto")
+    if not force and zoo_folder(step).exists():
+        raise ConfigError(f"the zoo already holds {step.model} at {zoo_folder(step)}, published by another run "
+                          f"(not this demo's recipe: {step.recipe_values()})",
+                          "pass --force to retrain and replace it, or --zoo DIR to give this demo a zoo of its own")
+    result = train(pretrain_config(step, overwrite=force), resume="auto")
     if result.zoo_dir is None or not pretrain_done(step):
         raise RuntimeError(f"pre-training {step.method} ({step.recipe}) did not publish {zoo_folder(step)}")
     print(f"published {result.model} -> {result.zoo_dir}")
@@ -401,7 +409,7 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
             f"-> {step.run_dir}")
         if args.force and step.run_dir.exists():
             shutil.rmtree(step.run_dir)
-        run_pretrain(step)
+        run_pretrain(step, force=args.force)
 
     results = out / "results"
     current = {}

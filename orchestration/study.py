@@ -164,14 +164,21 @@ EPILOG = """\
 examples (the embedded data, a few minutes a cell on 2 CPU cores):
   hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 0.5 \\
       --data embedded --suite embedded --out studies/moco_pair_equal_epochs
-  hexa study ... --resume auto         # after an interruption: finished cells are kept
-  hexa study ... --executor local --parallel 2 --resume auto    # cells as processes, two at a time
-  hexa study --status --out studies/moco_pair_equal_epochs      # queued, running, done, failed per cell
+  hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 0.5 \\
+      --data embedded --suite embedded --out studies/moco_pair_equal_epochs --resume auto  # after an interruption
+  hexa study --methods moco_v2 hexa_moco --seeds 0 1 2 --mode equal-epochs --budget 0.5 \\
+      --data embedded --suite embedded --out studies/moco_pair_equal_epochs --resume auto \\
+      --executor local --parallel 2  # cells as processes, two at a time
+  hexa study --status --out studies/moco_pair_equal_epochs  # queued, running, done, failed per cell
 the paper scale on SLURM (its plans and GPU-hours: leaderboards/studies/paper_r50_200ep_*/plan.md):
   hexa study --methods moco_v2 hexa_moco dcluster_v2 hexa_dcluster swav hexa_swav --seeds 0 1 2 \\
-      --recipes paper --recipe swav=in1k_ep200_bs256 --epochs 200 --data /datasets/imagenet/train \\
-      --suite paper --data-for linear=/datasets/imagenet ... --out /shared/studies/paper_r50_200ep_equal_epochs --plan
-  (then the same without --plan, with --executor slurm --nodes 1 --gpus-per-node 8 --partition gpu --resume auto)
+      --mode equal-epochs --epochs 200 --recipes paper --recipe swav=in1k_ep200_bs256 \\
+      --data /datasets/imagenet/train --images 1281167 --suite paper --data-for linear=/datasets/imagenet \\
+      --data-for knn=/datasets/imagenet --data-for lowshot-svm=/datasets/VOCdevkit \\
+      --data-for semisup=/datasets/imagenet --data-for fewshot=/datasets/fewshot_heldout \\
+      --data-for detection=/datasets/VOCdevkit --out paper_r50_200ep_equal_epochs --plan
+  (then the same without --plan and --images, with --executor slurm --nodes 1 --gpus-per-node 8
+   --partition gpu --resume auto)
 then compile the report: hexa leaderboard --studies studies/ (see leaderboards/studies/)
 """
 
@@ -179,7 +186,8 @@ then compile the report: hexa leaderboard --studies studies/ (see leaderboards/s
 def main(argv: list[str] | None = None) -> int:
     from hexa_zoo.jobs import EXECUTORS, add_cluster_arguments, resources
 
-    p = argparse.ArgumentParser(prog="hexa study", description=__doc__.split("\n")[0], epilog=EPILOG,
+    p = argparse.ArgumentParser(prog="hexa study", description=" ".join(__doc__.split("\n\n")[0].split()),
+                                epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help="catalog methods (required but for --status)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

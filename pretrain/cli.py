@@ -29,7 +29,10 @@ paper's (the catalog's `paper_recipe`: """ + ", ".join(m.default_recipe("imagene
 --batch-size is the global batch (split over processes); the lr scales with it linearly. A run shorter
 than its recipe scales the recipe's warm-up and other epoch-counted schedule values with it.
 At the end the trunk is published to the local zoo as <method>_r18/_r50 under a tag that says what ran
-("embedded", or <data>_ep<epochs>; --set tag=NAME to choose), and the last line says how to load it.
+("embedded" for the embedded recipe as it is, else embedded_ep<epochs> or <data>_ep<epochs>, with _img<N>
+for a limit_images subset; --set tag=NAME to choose), and the last line says how to load it. A name.tag
+already in the zoo is refused before the first step (--overwrite replaces it; --resume auto continues the
+run that published it). --set limit_images=N trains on a seeded subset of N images.
 """
 
 
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="auto|PATH",
                         help="'auto' continues from the newest checkpoint in --out, or give a checkpoint file")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing zoo folder of the same name.tag (refused before training otherwise)")
     parser.add_argument("--list-recipes", action="store_true", help="print the shipped recipe names and exit")
     return parser
 
@@ -64,6 +69,8 @@ def main(argv: list[str]) -> int:
     flags = {"method": args.method, "arch": args.arch, "data": args.data, "out": args.out,
              "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
+    if args.overwrite:
+        overrides.append("overwrite=true")
     cfg = load_recipe(recipe, overrides)
     log = logging.getLogger("pretrain")
     log.info("recipe %s -> %s %s on %s, out %s", recipe, cfg.method, cfg.arch, cfg.data, cfg.out)

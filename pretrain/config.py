@@ -96,6 +96,8 @@ class PretrainConfig:
     tag: str = ""                          # zoo tag; empty: what ran ("embedded", else "<data name>_ep<epochs>")
     zoo: str = ""                          # zoo folder; empty: HEXA_ZOO_HOME (default ~/.cache/hexa_zoo)
     description: str = ""                  # first line of the model card
+    overwrite: bool = False                # replace another run's zoo folder of the same name.tag (else refused
+                                           # before the first step); a resumed run replaces its own anyway
 
     hard_views: HardViewConfig = field(default_factory=HardViewConfig)  # `enabled` follows the method
 
@@ -127,10 +129,19 @@ class PretrainConfig:
         return getattr(self, self.family)
 
     def resolved_tag(self) -> str:
-        """The zoo tag the run publishes under: `tag`, else one that says what ran, never a recipe's claim."""
+        """The zoo tag the run publishes under: `tag`, else one that says what ran, never a recipe's claim.
+
+        On the embedded data: "embedded" for the method's embedded recipe as it is, else
+        "embedded_ep<epochs>" (a 1-epoch run must not take the place of the recipe's weights); on a
+        folder "<data name>_ep<epochs>"; either with "_img<N>" for a seeded subset (limit_images).
+        """
         if self.tag:
             return self.tag
-        return EMBEDDED_TAG if self.data == EMBEDDED_TAG else f"{data_name(self.data)}_ep{self.epochs}"
+        subset = f"_img{self.limit_images}" if self.limit_images > 0 else ""
+        if self.data != EMBEDDED_TAG:
+            return f"{data_name(self.data)}_ep{self.epochs}{subset}"
+        recipe_epochs = read_recipe(self.entry.recipes[EMBEDDED_TAG]).get("epochs")
+        return EMBEDDED_TAG if self.epochs == recipe_epochs and not subset else f"{EMBEDDED_TAG}_ep{self.epochs}{subset}"
 
     def scaled(self, lr: float) -> float:
         """A learning rate of the recipe, scaled linearly to this run's global batch."""
@@ -227,7 +238,13 @@ def load_recipe(name_or_path: str | Path | None = None, overrides: Sequence[str]
 def _refuse_contradiction(data: dict, given: dict) -> None:
     """`hard_views.enabled` is the method's (PretrainConfig sets it): asking otherwise is an error, not a no-op."""
     entry = catalog_entry(data["method"])
-    asked = given.get("hard_views", {}).get("enabled") if isinstance(given.get("hard_views"), dict) else None
+    views = given.get("hard_views") if isinstance(given.get("hard_views"), dict) else {}
+    tuned = sorted(k for k in views if k != "enabled")
+    if tuned and not entry.is_hexa:  # a setting with no effect must not look as if it had one
+        other = next((m.name for m in METHODS.values() if m.baseline == entry.name), None)
+        raise ConfigError(f"hard_views.{tuned[0]} is set, but {entry.name} has no hard views: it would change nothing",
+                          f"drop it, or use --method {other} (the HEXA variant)" if other else "drop it")
+    asked = views.get("enabled")
     if asked is not None and bool(asked) != entry.is_hexa:
         other = (entry.baseline if entry.is_hexa else
                  next((m.name for m in METHODS.values() if m.baseline == entry.name), None))

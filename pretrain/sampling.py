@@ -106,6 +106,23 @@ def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededVie
     return SeededViews(base, cfg.seed, indices), str(root), notes
 
 
+def require_a_batch(data: SeededViews, batch: int, root: str) -> None:
+    """Refuse, before the first step, data that cannot fill one global batch of readable images."""
+    from hexa_zoo.data import first_readable
+    from hexa_zoo.errors import DataError
+
+    readable, bad = first_readable(data.base, batch, data.indices)
+    if readable >= batch:
+        return
+    shown = "; ".join(f"{b.path} ({b.reason[:80]})" for b in bad[:3]) + (" ..." if len(bad) > 3 else "")
+    raise DataError(f"{root}: {len(data)} image file(s), {readable} readable and {len(bad)} unreadable"
+                    + (f" ({shown})" if bad else "") + f"; one training batch needs {batch} readable images, "
+                    "so nothing would train",
+                    "point --data at a folder of decodable images (JPEG, PNG, ...), replace the broken files, "
+                    f"or lower --batch-size to at most {readable}" if readable >= 2 else
+                    "point --data at a folder of decodable images (JPEG, PNG, ...) or replace the broken files")
+
+
 def fit_batch(batch_size: int, dataset_size: int, world_size: int) -> tuple[int, list[str]]:
     """Per-process batch for a global `batch_size`, shrunk when the data is too small; returns (batch, notes)."""
     notes = []
@@ -134,11 +151,12 @@ def fit_batch(batch_size: int, dataset_size: int, world_size: int) -> tuple[int,
 def make_loader(data: Dataset, batch_size: int, sampler: ResumableSampler, *, workers: int, pin_memory: bool,
                 seed: int) -> DataLoader:
     """Batches of `(views, targets, indices, bad_paths)`: unreadable images are dropped and listed."""
-    from hexa_zoo.data import collate_skipping_bad
+    from hexa_zoo.data import collate_skipping_bad, ignore_interrupt
 
     loader_rng = torch.Generator().manual_seed(seed)  # DataLoader draws worker seeds here, not globally
     return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_skipping_bad, drop_last=True, pin_memory=pin_memory, generator=loader_rng)
+                      collate_fn=collate_skipping_bad, drop_last=True, pin_memory=pin_memory, generator=loader_rng,
+                      worker_init_fn=ignore_interrupt)
 
 
 def even_out(views, index: torch.Tensor, per_rank: int, world_size: int, device: torch.device):

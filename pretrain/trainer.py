@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader
 
 from hexa_zoo.catalog import zoo_model_name
 from hexa_zoo.config import save_config
-from hexa_zoo.errors import HexaError
+from hexa_zoo.errors import ConfigError, HexaError
 from hexa_zoo.fileio import atomic_write_text
 from hexa_zoo.seeding import seed_everything
 
@@ -63,7 +63,8 @@ from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .device_augment import finish_views
 from .runlog import DataWait, RunLog
-from .sampling import ResumableSampler, build_dataset, even_out, fit_batch, make_loader, sample_seed
+from .sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, require_a_batch,
+                       sample_seed)
 
 log = logging.getLogger("pretrain")
 
@@ -157,10 +158,12 @@ class _Run:
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # crop sizes are fixed: let cuDNN pick its fastest kernels, as MoCo
         log.setLevel(logging.INFO if procs.is_main else logging.WARNING)
+        self.overwrite = self._check_publish_target(cfg, resume)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
         self.data, self.data_root, notes = build_dataset(cfg, on_cuda=self.cuda)
         per_rank, batch_notes = fit_batch(cfg.batch_size, len(self.data), procs.world_size)
         notes += batch_notes
+        require_a_batch(self.data, per_rank * procs.world_size, self.data_root)
         if per_rank * procs.world_size != cfg.batch_size:
             cfg = dataclasses.replace(cfg, batch_size=per_rank * procs.world_size)  # lr scales with it
         self.sampler = ResumableSampler(self.data, procs.world_size, procs.rank, cfg.seed)
@@ -184,8 +187,31 @@ class _Run:
         # Only an attack that takes its own gradients needs the loss scale (reading it syncs the GPU).
         self.attack_needs_scale = self.amp and attack_passes(cfg.hard_views, self.method) > 0
         self.epoch, self.batch = 0, 0  # position: epoch in progress, batches of it done
+        self.steps_taken = 0  # optimizer steps this process ran (a run with none must not publish)
         self.last_checkpoint: Path | None = None
         self._resume(resume)
+
+    def _check_publish_target(self, cfg: PretrainConfig, resume: str | None) -> bool:
+        """Refuse, before any work, a run whose end would replace another run's zoo folder; returns
+        whether publishing may replace what is there (`overwrite`, or the folder this run itself published)."""
+        if not cfg.publish:
+            return False
+        from hexa_zoo.publish import published_identity
+        from hexa_zoo.weights import zoo_folder
+
+        name, tag = zoo_model_name(cfg.method, cfg.arch), cfg.resolved_tag()
+        folder = zoo_folder(name, tag, Path(cfg.zoo) if cfg.zoo else None)
+        there = published_identity(folder)
+        if there is None or cfg.overwrite:
+            return True
+        own = resume is not None and there["out"] and Path(there["out"]).resolve() == self.out.resolve()
+        if own:
+            return True
+        raise ConfigError(f"the zoo already holds {name}.{tag} at {folder} (weights sha256 "
+                          f"{there['weights_sha256'][:12]}..., from {there['source']}), and this run would "
+                          "publish under the same name at its end; nothing was trained",
+                          "choose another tag (--set tag=NAME), pass --overwrite to replace it, or continue the "
+                          f"run that published it with --resume auto --out {there['out'] or 'ITS_OUT'}")
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _resume(self, resume: str | None) -> None:
@@ -299,6 +325,10 @@ class _Run:
             runlog.close()
         if main and bad_paths:
             atomic_write_text(self.out / "bad_images.txt", "\n".join(bad_paths) + "\n")
+        if cfg.publish and not self.steps_taken and not self.resumed_step:  # every rank: none may wait at a barrier
+            raise HexaError(f"the run completed no training step (every batch of {self.data_root} was unreadable "
+                            f"or skipped; see {self.out / 'bad_images.txt'}), so nothing was published",
+                            "check the images with PIL, replace the broken ones, then run again")
         final = dict(logs, steps=self.epoch * self.steps_per_epoch, epochs=cfg.epochs, bad_images=bad_total,
                      notes=list(self.notes), wall_time_s=time.perf_counter() - t0)
         zoo_dir, model = self._publish(final) if main and cfg.publish else (None, None)
@@ -327,6 +357,7 @@ class _Run:
             views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
             if index is not None:
                 logs = self._step(views, index, lr)
+                self.steps_taken += 1
                 seen += len(index) * self.procs.world_size
                 stepped += 1
                 for k, v in logs.items():
@@ -398,6 +429,7 @@ class _Run:
             "data": f"{cfg.data} ({len(self.data)} images from {self.data_root})",
             "metrics": {"final_pretrain_loss": final.get("loss")},
         }
-        zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card)
+        zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card,
+                          overwrite=self.overwrite)
         log.info("published %s.%s to %s", name, cfg.resolved_tag(), zoo_dir)
         return zoo_dir, f"{name}.{cfg.resolved_tag()}"

@@ -314,7 +314,7 @@ def test_cli_knn_subprocess(tmp_path, model_file):
                            "--set", "max_per_class=20", "ks=[5]"],  # both forms: several values, repeated flag
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "embedded_knn: top1@5" in proc.stdout
+    assert "embedded_knn (embedded preset): top1@5" in proc.stdout
     (record_path,) = out.glob("knn-*.json")
     assert json.loads(record_path.read_text())["config"]["ks"] == [5]
 

@@ -21,7 +21,7 @@ def _killed_then_resumed(protocol: str, model: Path, data: str, out: Path, sets:
     written, then resume here with the same arguments; returns the resumed run's record."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "hexa_zoo", "transfer", protocol, "--model", str(model), "--data", data,
-           "--out", str(out), "--resume", "auto", "--set", *sets]
+           "--out", str(out), "--resume", "auto", "--preset", "embedded", "--set", *sets]  # as run()'s default
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not list((out / "checkpoints").glob("*.pt")):

@@ -140,7 +140,8 @@ def test_embedded_c_end_to_end(r18_file, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
     record = robustness.run(str(r18_file), "embedded", tmp_path, preset="embedded", overrides=[
-        "resize=32", "crop=32", "max_per_class=3", "corruptions=[contrast,jpeg_compression]", "severities=[1,5]"])
+        "resize=32", "crop=32", "max_per_class=3", "head_max_per_class=12", "corruptions=[contrast,jpeg_compression]",
+        "severities=[1,5]"])
     m = record["metrics"]
     assert record["benchmark"] == "embedded_robustness_c"
     assert {"top1_clean", "error_contrast", "error_jpeg_compression", "mean_error"} <= set(m)

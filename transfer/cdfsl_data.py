@@ -48,6 +48,8 @@ def read_cdfsl(root: Path) -> tuple[str, LabeledImages]:
         return "cropdiseases", read_image_split(root / "dataset", "train")
     if (root / "2750").is_dir():
         return "eurosat", read_image_split(root, "2750")
+    if root.name == "2750" and root.is_dir():  # the folder CD-FSL's own configuration names (EuroSAT_path)
+        return "eurosat", read_image_split(root.parent, "2750")
     if (root / ISIC_GROUND_TRUTH).is_file():
         rows = _csv_rows(root / ISIC_GROUND_TRUTH)
         header = next(csv.reader(open(root / ISIC_GROUND_TRUTH, newline="")))[1:]

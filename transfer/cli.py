@@ -46,11 +46,30 @@ DESCRIPTIONS = {
     "finetune": "fine-tune trunk + head on a many-shot dataset (ssl-transfer finetune.py: Nesterov SGD, cosine, lr x wd grid)",
 }
 
+# Each protocol's presets, for its --help (a test holds them equal to the modules' PRESETS, which the help
+# does not import: `--help` stays instant).
+PRESET_NAMES = {
+    "linear": ("embedded", "embedded_fast", "paper", "paper_fast"),
+    "knn": ("embedded", "lightly", "paper", "paper_bilinear", "vissl"),
+    "lowshot-svm": ("embedded", "paper", "paper_11point", "paper_gap"),
+    "semisup": ("embedded", "paper", "paper_final"),
+    "fewshot": ("cdfsl", "cdfsl_embedded", "embedded", "paper"),
+    "detection": ("embedded", "paper", "paper_coco"),
+    "manyshot": ("embedded", "paper"),
+    "adversarial": ("embedded", "paper"),
+    "robustness": ("embedded", "paper"),
+    "finetune": ("embedded", "paper"),
+}
+
 # Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
 RESUMABLE = ("linear", "semisup", "detection", "finetune")
 
 # Protocols that reuse a linear head: `--head RECORD_OR_FILE` is `--set head=...`.
 HEAD_PROTOCOLS = ("adversarial", "robustness")
+
+HEAD_DEFAULT = {"adversarial": "without it a fast linear head is trained first on --data's train split",
+                "robustness": "required for the ImageNet sets; on embedded-c without it a fast linear head is "
+                              "trained first on the train split"}
 
 # Protocols that read one of several named datasets: `--dataset NAME` is `--set dataset=NAME`.
 DATASET_CHOICES = {
@@ -61,27 +80,62 @@ DATASET_CHOICES = {
     "robustness": ("imagenet-v2", "imagenet-r", "imagenet-a", "imagenet-sketch", "imagenet-c", "embedded-c"),
 }
 
-EPILOG = """examples:
-  hexa transfer knn --model hexa_moco_r18.embedded --data embedded --out results/
-  hexa transfer linear --model moco_v2_r50 --data /data/imagenet --out results/ --preset paper
-  hexa transfer lowshot-svm --model zoo/hexa_moco_r50.ep200 --data /data/VOCdevkit --out results/ \\
-      --preset paper --set cost_selection=test
-  hexa transfer manyshot --model moco_v2_r50 --dataset dtd --data /data/dtd --out results/ --preset paper
-  hexa transfer fewshot --model moco_v2_r50 --preset cdfsl --data /data/EuroSAT --out results/
-  hexa transfer adversarial --model moco_v2_r50 --data /data/imagenet --head results/linear-X.json --preset paper
-  hexa transfer robustness --model moco_v2_r50 --dataset imagenet-r --data /data/imagenet-r \
-      --head results/linear-X.json --preset paper
-  hexa transfer finetune --model moco_v2_r50 --dataset flowers --data /data/flowers --out results/ --resume auto
-  hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/
-  hexa transfer suite --model moco_v2_r50 --suite paper --out results/ \\
-      --data-for linear=/data/imagenet --data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit
+# Each protocol's --help examples: the embedded run first (CPU, minutes), then the published protocol on its
+# real dataset. tests/test_help_examples.py runs or parses every one of them.
+EXAMPLES = {
+    "linear": ["hexa transfer linear --model hexa_moco_r18.embedded --data embedded --out results/ --preset embedded_fast",
+               "hexa transfer linear --model moco_v2_r50 --data /data/imagenet --out results/ --resume auto"],
+    "knn": ["hexa transfer knn --model hexa_moco_r18.embedded --data embedded --out results/",
+            "hexa transfer knn --model moco_v2_r50 --data /data/imagenet --out results/ --set ks=[20,200]"],
+    "lowshot-svm": ["hexa transfer lowshot-svm --model hexa_moco_r18.embedded --data embedded --out results/",
+                    "hexa transfer lowshot-svm --model moco_v2_r50 --data /data/VOCdevkit --out results/ "
+                    "--set cost_selection=test"],
+    "semisup": ["hexa transfer semisup --model hexa_moco_r18.embedded --data embedded --out results/",
+                "hexa transfer semisup --model moco_v2_r50 --data /data/imagenet --out results/ --set labels=1percent "
+                "--resume auto"],
+    "fewshot": ["hexa transfer fewshot --model hexa_moco_r18.embedded --data embedded --out results/",
+                "hexa transfer fewshot --model moco_v2_r50 --preset cdfsl --data /data/EuroSAT --out results/"],
+    "detection": ["hexa transfer detection --model hexa_moco_r18.embedded --data embedded --out results/",
+                  "hexa transfer detection --model moco_v2_r50 --data /data/VOCdevkit --out results/ --resume auto"],
+    "manyshot": ["hexa transfer manyshot --model hexa_moco_r18.embedded --dataset embedded --data embedded --out results/",
+                 "hexa transfer manyshot --model moco_v2_r50 --dataset dtd --data /data/dtd --out results/"],
+    "adversarial": ["hexa transfer adversarial --model hexa_moco_r18.embedded --data embedded --out results/",
+                    "hexa transfer adversarial --model moco_v2_r50 --data /data/imagenet --out results/ "
+                    "--head results/linear-moco_v2_r50.json"],
+    "robustness": ["hexa transfer robustness --model hexa_moco_r18.embedded --dataset embedded-c --data embedded "
+                   "--out results/",
+                   "hexa transfer robustness --model moco_v2_r50 --dataset imagenet-r --data /data/imagenet-r "
+                   "--out results/ --head results/linear-moco_v2_r50.json"],
+    "finetune": ["hexa transfer finetune --model hexa_moco_r18.embedded --dataset embedded --data embedded --out results/",
+                 "hexa transfer finetune --model moco_v2_r50 --dataset flowers --data /data/flowers --out results/ "
+                 "--resume auto"],
+    "suite": ["hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/",
+              "hexa transfer suite --model moco_v2_r50 --suite paper --out results/ --data-for linear=/data/imagenet "
+              "--data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit"],
+}
 
+# One `--set` example per protocol, with keys it has.
+SET_EXAMPLES = {"linear": "epochs=5 lr=0.1", "knn": "ks=[10,20] max_per_class=50", "lowshot-svm": "num_samples=2",
+                "semisup": "epochs=5 labels=1percent", "fewshot": "episodes=100", "detection": "max_iter=100",
+                "manyshot": "wd_values=8", "adversarial": "steps=5", "robustness": "severities=[1,3,5]",
+                "finetune": "steps=100"}
+
+NOTES = """
 --model takes a registered name (weights from the local zoo or the Hub), a zoo folder, a .safetensors
 file, or a MoCo/SwAV/DeepCluster/hexa checkpoint. --data takes `embedded` or a dataset path in the
 layout the protocol reads (ImageFolder train/ + val/ for linear, knn, semisup; a VOCdevkit for
-lowshot-svm and VOC detection; a folder of held-out class folders for fewshot).
-Each run writes one JSON result record into --out; `hexa leaderboard --results DIR` compiles them.
+lowshot-svm and VOC detection; a folder of held-out class folders for fewshot). Without --preset the
+preset follows the data: paper on a path, embedded on --data embedded.
+Each run writes one JSON result record into --out; `hexa leaderboard --results DIR --out DIR` compiles them.
 """
+
+
+def _examples(names) -> str:
+    lines = [line for name in names for line in EXAMPLES[name]]
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines) + "\n" + NOTES
+
+
+EPILOG = _examples(EXAMPLES)
 
 
 def protocol_module(name: str):
@@ -107,6 +161,12 @@ def run_protocol(name: str, model: str, data: str, out: str, *, preset: str, ove
     return module.run(model, data, out, preset=preset, overrides=list(overrides), seed=seed)
 
 
+def default_preset(data: str) -> str:
+    """The preset a protocol runs without --preset: the published protocol on a real dataset, the embedded
+    one on `--data embedded` (a toy preset on real data would report numbers nobody published)."""
+    return "embedded" if data == "embedded" else "paper"
+
+
 def summary(record: dict) -> str:
     parts = []
     for name, m in record["metrics"].items():
@@ -114,7 +174,8 @@ def summary(record: dict) -> str:
         if m.get("n", 1) > 1:
             text += f" ± {m.get('ci95', m['std']):.2f}"
         parts.append(text)
-    return f"{record['benchmark']}: " + ", ".join(parts) + f"  ({record.get('_path', '')})"
+    preset = f" ({record['preset']} preset)" if record.get("preset") else ""
+    return f"{record['benchmark']}{preset}: " + ", ".join(parts) + f"  ({record.get('_path', '')})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,14 +184,17 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
     for name in PROTOCOLS:
-        p = sub.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name], epilog=EPILOG,
+        p = sub.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name], epilog=_examples([name]),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--model", required=True, help="registered name[.tag], zoo folder, .safetensors or checkpoint")
         p.add_argument("--data", required=True, help="`embedded` or a dataset path")
         p.add_argument("--out", required=True, help="results folder (records are added, never overwritten)")
-        p.add_argument("--preset", default="embedded", help="named protocol constants: paper, embedded, ...")
+        presets = ", ".join(PRESET_NAMES[name])
+        p.add_argument("--preset", default=None, metavar="NAME",
+                       help=f"named protocol constants, one of: {presets} (default: paper on a dataset path, "
+                            "embedded on --data embedded)")
         p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="override config values, e.g. --set epochs=5 lr=0.1 (repeatable)")
+                       help=f"override config values, e.g. --set {SET_EXAMPLES[name]} (repeatable)")
         p.add_argument("--seed", type=int, default=0)
         if name in DATASET_CHOICES:
             p.add_argument("--dataset", choices=DATASET_CHOICES[name], default=None,
@@ -140,8 +204,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="checkpoint as it trains and continue a killed run with the same arguments")
         if name in HEAD_PROTOCOLS:
             p.add_argument("--head", default=None, help="the record of a `hexa transfer linear` run (or the "
-                           "heads/*.safetensors it wrote); without it a fast linear head is trained first")
-    s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=EPILOG,
+                           "heads/*.safetensors it wrote); " + HEAD_DEFAULT[name])
+    s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=_examples(["suite"]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True)
     s.add_argument("--suite", choices=("embedded", "paper"), default="embedded")
@@ -285,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides.insert(0, f"resume={args.resume}")
     if getattr(args, "head", None):
         overrides.insert(0, f"head={args.head}")
-    record = run_protocol(args.protocol, args.model, args.data, args.out, preset=args.preset,
+    preset = args.preset or default_preset(args.data)
+    if args.preset is None:
+        log.info("%s: preset %s (the default for --data %s; --preset NAME to choose)", args.protocol, preset,
+                 "embedded" if args.data == "embedded" else "PATH")
+    record = run_protocol(args.protocol, args.model, args.data, args.out, preset=preset,
                           overrides=overrides, seed=args.seed)
     if record is not None:  # None: handed off to detectron2 elsewhere, or a non-zero torchrun rank
         print(summary(record))

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import ConfigError, DataError
 from hexa_zoo.seeding import seed_everything
 
@@ -199,7 +200,8 @@ def infinite_batches(dataset: "DetectionDataset", cfg: DetectionConfig, seed: in
     wide = [im.wide for im in dataset.images] if cfg.aspect_grouping else None
     items = SeededItems(dataset, seed, "detection flip")  # each image's flip from its own stream
     yield from DataLoader(items, batch_sampler=_Skipping(AspectGroupedBatches(sampler, batch, wide), skip),
-                          num_workers=cfg.workers, collate_fn=_collate, generator=quiet_loader_generator())
+                          num_workers=cfg.workers, collate_fn=_collate, generator=quiet_loader_generator(),
+                          worker_init_fn=ignore_interrupt)
 
 
 def distributed_setup() -> tuple[int, int, torch.device | None]:
@@ -319,7 +321,7 @@ def precise_bn(model: nn.Module, batches: Iterator, iters: int, device: torch.de
 def predict(model: nn.Module, data: DetectionData, cfg: DetectionConfig, device: torch.device) -> list[dict]:
     """The model's detections on every test image, in original image coordinates."""
     loader = DataLoader(DetectionDataset(data.test, train=False), batch_size=max(1, min(cfg.batch_size, 8)),
-                        num_workers=cfg.workers, collate_fn=_collate)
+                        num_workers=cfg.workers, collate_fn=_collate, worker_init_fn=ignore_interrupt)
     model.eval()
     outputs: list[dict] = []
     with eval_resolution(model, cfg.min_size_test):

@@ -29,13 +29,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
-from tqdm import tqdm
 
-from hexa_zoo.data import load_rgb
+from hexa_zoo.data import ignore_interrupt, load_rgb
 from hexa_zoo.errors import DataError
 from hexa_zoo.fileio import atomic_path
 
 from .common import dataset_fingerprint, feature_dim, select_device
+from .progress import progress
 from .randomness import quiet_loader_generator
 
 if TYPE_CHECKING:
@@ -227,7 +227,8 @@ def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike] | Arra
     images = (_ArrayImages if isinstance(paths, ArrayImages) else _ImageFiles)(paths, transform.pil_to_uint8())
     loader = DataLoader(images, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if num_workers else None, generator=quiet_loader_generator())
+                        prefetch_factor=4 if num_workers else None, generator=quiet_loader_generator(),
+                        worker_init_fn=ignore_interrupt)
 
     def checked(batches):
         for images, bad in batches:
@@ -236,7 +237,7 @@ def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike] | Arra
                                 "remove or replace the corrupt files; a transfer run never drops data silently")
             yield images
 
-    feats = forward_batches(model, checked(tqdm(loader, desc=desc, unit="batch", disable=None)), len(paths),
+    feats = forward_batches(model, checked(progress(loader, desc=f"{desc}: features of {len(paths)} images")), len(paths),
                             transform.normalizer(device), device=device, channels_last=channels_last, amp=amp,
                             pooling=pooling)
     if use_cache:

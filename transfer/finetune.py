@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hexa_zoo.data import load_rgb
+from hexa_zoo.data import ignore_interrupt, load_rgb
 
 from .checkpoints import RunCheckpoint
 from .common import benchmark_name, feature_dim, resolve_data
@@ -129,7 +129,7 @@ def train_and_score(trunk: nn.Module, num_classes: int, multilabel: bool, train:
         sampler.set_epoch(epoch)
         codes = list(sampler)[skip * cfg.batch_size:]  # a resumed run continues inside its epoch
         loader = DataLoader(items, batch_size=cfg.batch_size, sampler=codes, num_workers=cfg.workers,
-                            generator=quiet_loader_generator())
+                            generator=quiet_loader_generator(), worker_init_fn=ignore_interrupt)
         for images, targets in loader:
             loss = criterion(model(images.to(device)), targets.to(device).float() if multilabel else targets.to(device))
             if not math.isfinite(loss.item()):
@@ -147,7 +147,8 @@ def train_and_score(trunk: nn.Module, num_classes: int, multilabel: bool, train:
     model.eval()
     outputs, labels = [], []
     with torch.no_grad():
-        for images, targets in DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers):
+        for images, targets in DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                          worker_init_fn=ignore_interrupt):
             outputs.append(model(images.to(device)).float().cpu())
             labels.append(targets)
     return score(torch.cat(labels).numpy(), torch.cat(outputs).numpy())

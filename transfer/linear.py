@@ -32,12 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import DataError
 
 from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
 from .checkpoints import RunCheckpoint
 from .heads import fold_standardisation, save_head
 from .metrics import topk_accuracy
+from .progress import progress
 from .randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
 from .runner import ProtocolRun
 
@@ -115,7 +117,8 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
     loader = torch.utils.data.DataLoader(SeededItems(data, seed, "linear augment"), batch_size=cfg.batch_size,
                                          sampler=sampler, num_workers=workers, collate_fn=collate_skipping_bad,
                                          pin_memory=device.type == "cuda", generator=quiet_loader_generator(),
-                                         drop_last=False, persistent_workers=workers > 0)
+                                         drop_last=False, persistent_workers=workers > 0,
+                                         worker_init_fn=ignore_interrupt)
     return loader, sampler, remap
 
 
@@ -227,7 +230,8 @@ def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_f
     fit_idx, held_idx = stratified_holdout(train_labels, cfg.fast_holdout, seed)
     fit_t, held_t = torch.from_numpy(fit_idx).to(device), torch.from_numpy(held_idx).to(device)
     scores, fits, previous = {}, {}, None
-    for wd in sorted(cfg.fast_weight_decays, reverse=True):  # strong to weak, each warm-started
+    decays = sorted(cfg.fast_weight_decays, reverse=True)
+    for wd in progress(decays, desc="fast linear head: weight decays", unit="fit"):  # strong to weak, warm-started
         fits[wd] = previous = fit_logistic(xtr[fit_t], ytr[fit_t], num_classes, wd, cfg.fast_max_iter, previous)
         with torch.no_grad():
             scores[wd] = topk_accuracy(previous(xtr[held_t]).cpu(), ytr[held_t].cpu(), ks=(1,))[1]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .linear import fit_logistic
+from .progress import progress
 
 
 def ssl_transfer_costs(n: int = 45) -> list[float]:
@@ -79,8 +80,9 @@ def fit_path(x: torch.Tensor, y: torch.Tensor, costs: Sequence[float], num_class
         return fits
 
     models: dict[int, nn.Linear] = {}
-    with ThreadPoolExecutor(len(pieces)) as pool:
-        for fits in pool.map(solve, pieces):
+    with ThreadPoolExecutor(len(pieces)) as pool:  # pieces of the path finish one by one: progress per piece
+        for fits in progress(pool.map(solve, pieces), desc=f"C sweep: {len(costs)} fits in {len(pieces)} piece(s)",
+                             total=len(pieces), unit="piece"):
             models.update(fits)
     return [models[i] for i in range(len(costs))]
 
@@ -122,7 +124,7 @@ def sklearn_sweep(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, v
 
     clf, columns = model(), [model() for _ in range(np.asarray(train_y).shape[1])] if multilabel else []
     scores = [0.0] * len(costs)
-    for i in sorted(range(len(costs)), key=lambda i: costs[i]):
+    for i in progress(sorted(range(len(costs)), key=lambda i: costs[i]), desc="C sweep (scikit-learn)", unit="fit"):
         if multilabel:
             decision = np.stack([c.set_params(C=costs[i]).fit(train_x, train_y[:, k]).decision_function(val_x)
                                  for k, c in enumerate(columns)], axis=1)

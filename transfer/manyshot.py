@@ -22,7 +22,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .common import benchmark_name, resolve_data
+from .common import benchmark_name, resolve_config, resolve_data
 from .logreg_sweep import fast_sweep, fit_once, sklearn_sweep, ssl_transfer_costs
 from .manyshot_data import LAYOUTS, WITH_VALIDATION, ManyShotData, read_manyshot, split_validation
 from .runner import ProtocolRun
@@ -117,11 +117,12 @@ def sweep_and_test(train_x, train_y, val_x, val_y, test_x, test_y, data: ManySho
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Many-shot linear transfer of `model` to one dataset (`--set dataset=NAME`, or `--dataset NAME`)."""
+    # The data first: a missing folder gets its dataset's layout hint at once, before the model loads.
+    cfg = resolve_config(ManyShotConfig, PRESETS, preset, overrides)
+    root = resolve_data(data) if str(data) == "embedded" or Path(data).expanduser().exists() else Path(data).expanduser()
+    dataset = read_manyshot(cfg.dataset, root, train_list=cfg.train_list, test_list=cfg.test_list)
     run = ProtocolRun.start("manyshot", ManyShotConfig, PRESETS, model, data, preset=preset, overrides=overrides,
                             seed=seed)
-    cfg = run.cfg
-    root = resolve_data(data)
-    dataset = read_manyshot(cfg.dataset, root, train_list=cfg.train_list, test_list=cfg.test_list)
     sizes = {"train": len(dataset.train.labels), "test": len(dataset.test.labels)}
     if dataset.val is not None:
         sizes["val"] = len(dataset.val.labels)

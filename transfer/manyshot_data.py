@@ -318,7 +318,9 @@ def read_manyshot(name: str, root: Path, *, train_list: str = "", test_list: str
         raise ConfigError(f"unknown many-shot dataset {name!r}" if name else "which dataset --data holds is not said",
                           f"pass --dataset NAME, one of: {', '.join(LAYOUTS)}")
     if not root.is_dir():
-        raise _missing(name, root, "the folder itself")
+        layout = LAYOUTS[name]
+        raise DataError(f"{name}: {root} is not a folder; expected one holding {layout.expected}",
+                        f"download {name} from {layout.source} and pass --data the folder described")
     lists = {"train_list": train_list, "test_list": test_list} if name in ("caltech101", "sun397") else {}
     out = LAYOUTS[name].reader(root, **lists)
     classes, train, val, test = out[:4]

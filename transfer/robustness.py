@@ -61,6 +61,9 @@ class RobustnessConfig:
     dataset: str = "imagenet-r"
     head: str = ""               # a linear record or head file (required for the ImageNet sets)
     max_per_class: int = 0       # embedded-c: images of each class of the test split
+    head_max_per_class: int = 0  # embedded-c without --head: train images a class for the fast head (0: all, as
+                                 # `linear --preset embedded_fast`; capping it at max_per_class chose the weight
+                                 # decay on one held-out image a class, and the head was far weaker)
     corruptions: tuple[str, ...] = ("gaussian_noise", "shot_noise", "impulse_noise", "brightness", "contrast",
                                     "pixelate", "jpeg_compression")   # embedded-c only
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -241,6 +244,8 @@ def _logits(run: ProtocolRun, head, images, tf: EvalTransform, desc: str) -> tor
 def _embedded_c(run: ProtocolRun, data: str, root: Path, cfg: RobustnessConfig, notes: list) -> tuple[dict, dict]:
     """Corruptions of the embedded test split; the head from --head or trained here (fast) on train/val."""
     root_, train, test = read_classification_splits(data, "train", "test", cfg.max_per_class)
+    if not cfg.head:  # the fast head's train split is not the test set's size
+        _, train, _ = read_classification_splits(data, "train", "test", cfg.head_max_per_class)
     tf = run.transform(cfg.resize, cfg.crop)
     run.use_data(root, train.paths + test.paths, splits={"train": len(train.paths), "test": len(test.paths)},
                  corruptions=list(cfg.corruptions), severities=list(cfg.severities))

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import ConfigError, DataError
 
 from . import datasets
@@ -232,7 +233,8 @@ def _loader(dataset, cfg: SemisupConfig, *, shuffle: bool, seed: int = 0, epoch:
     drop_last = shuffle and len(dataset) % cfg.batch_size == 1
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, generator=quiet_loader_generator(),
                       num_workers=cfg.workers, collate_fn=collate_skipping_bad, drop_last=drop_last,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      worker_init_fn=ignore_interrupt)
 
 
 def _autocast(device: torch.device, cfg: SemisupConfig):
