@@ -100,7 +100,8 @@ def _dry(monkeypatch) -> None:
     monkeypatch.setattr(pretrain.trainer, "train", lambda cfg, resume=None: TrainResult(Path(cfg.out), None, {}))
     monkeypatch.setattr(orchestration.demo, "_run", lambda args, methods, out: 0)
     monkeypatch.setattr(orchestration.study, "run_study",
-                        lambda *a, **k: {"comparisons": {}, "mode": "", "seeds": []})
+                        lambda *a, **k: {"comparisons": {}, "mode": "", "seeds": [], "cells_done": 0,
+                                         "cells_planned": 0})
 
 
 def _dry_leaderboard(argv: list[str]) -> None:
