@@ -452,3 +452,16 @@ def cli_main(argv):
     from hexa_zoo.cli import main
 
     return main(argv)
+
+
+@pytest.mark.parametrize("protocol,key", [("finetune", "checkpoint_every"), ("detection", "log_every")])
+def test_a_period_of_zero_steps_is_refused_with_the_fix(protocol, key):
+    import importlib
+
+    from transfer.common import resolve_config
+
+    module = importlib.import_module(f"transfer.{protocol}")
+    cfg_type = type(module.PRESETS["embedded"])
+    with pytest.raises(HexaError, match=rf"{key}=0: a period in steps must be at least 1"):
+        resolve_config(cfg_type, module.PRESETS, "embedded", [f"{key}=0"])
+    assert getattr(resolve_config(cfg_type, module.PRESETS, "embedded", [f"{key}=3"]), key) == 3

@@ -191,7 +191,12 @@ def resolve_config(cls: type[T], presets: Mapping[str, T], preset: str, override
     if preset not in presets:
         raise ConfigError(f"unknown preset {preset!r} for {cls.__name__}",
                           f"choose one of: {', '.join(sorted(presets))}")
-    return load_config(cls, None, overrides, base=presets[preset])
+    cfg = load_config(cls, None, overrides, base=presets[preset])
+    for name, value in vars(cfg).items():  # a period of 0 would divide by zero deep inside the run
+        if name.endswith("_every") and isinstance(value, int) and value < 1:
+            raise ConfigError(f"{name}={value}: a period in steps must be at least 1",
+                              f"pass --set {name}=N with N >= 1 (the preset has {getattr(presets[preset], name)})")
+    return cfg
 
 
 # -------------------------------------------------------------------------------------------- record
