@@ -86,7 +86,8 @@ class ResumableSampler(DistributedSampler):
 def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededViews, str, list[str]]:
     """The training images with the method's views; returns (dataset, where, notes).
 
-    on_cuda: the run trains on a GPU, so `augment.pipeline=auto` leaves colour and blur to the device.
+    on_cuda: the run trains on a GPU, where `augment.pipeline=auto` is decided by measurement; the dataset
+    starts with the cpu pipeline and the trainer switches it (`set_pipeline`).
     """
     from hexa_zoo.data import ImageFolderDataset, load_rgb_array
     from hexa_zoo.embedded import resolve_data
@@ -94,7 +95,7 @@ def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededVie
     root = resolve_data(cfg.data)
     if cfg.data == "embedded":
         root = root / "classify" / "train"
-    pipeline = resolve_pipeline(cfg.augment, on_cuda)
+    pipeline = resolve_pipeline(cfg.augment, on_cuda) or "cpu"
     make_views = multicrop_transform if cfg.method_config().multicrop else two_view_transform
     views = make_views(cfg.augment, pipeline)
     base = ImageFolderDataset(root, transform=views, loader=load_rgb_array)  # MultiView takes arrays
@@ -104,6 +105,15 @@ def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededVie
         indices = sorted(picked.tolist())
         notes.append(f"training on a seeded subset of {cfg.limit_images} of the {len(base)} images (limit_images)")
     return SeededViews(base, cfg.seed, indices), str(root), notes
+
+
+def set_pipeline(data: SeededViews, pipeline: str) -> bool:
+    """Switch where the dataset's views are coloured and blurred; True if it changed (loader workers hold a
+    copy of the dataset: a change takes effect with the next iterator)."""
+    views = data.base.transform
+    changed = views.pipeline != pipeline
+    views.pipeline = pipeline
+    return changed
 
 
 def fit_batch(batch_size: int, dataset_size: int, world_size: int) -> tuple[int, list[str]]:

@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -62,8 +62,10 @@ from .monitor import KnnMonitor, monitor_splits
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .device_augment import finish_views
+from .pipeline_choice import DeviceTime, PipelineChoice, broadcast_from_rank0, synchronized_clock
 from .runlog import DataWait, RunLog
-from .sampling import ResumableSampler, build_dataset, even_out, fit_batch, make_loader, sample_seed
+from .sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, sample_seed,
+                       set_pipeline)
 
 log = logging.getLogger("pretrain")
 
@@ -147,6 +149,21 @@ def train(cfg: PretrainConfig, *, resume: str | None = None,
             dist.destroy_process_group()
 
 
+@dataclass
+class _EpochTally:
+    """What an epoch's loop carries from batch to batch: its logs, sums and the open log window."""
+    runlog: RunLog
+    waits: DataWait
+    bar: object
+    t0: float
+    logs: dict
+    bad: list = field(default_factory=list)
+    sums: dict = field(default_factory=dict)
+    seen: int = 0
+    stepped: int = 0
+    tick: float = field(default_factory=time.perf_counter)
+
+
 class _Run:
     """One training run; `fit()` holds the loop, the other methods its steps."""
 
@@ -184,6 +201,10 @@ class _Run:
         # Only an attack that takes its own gradients needs the loss scale (reading it syncs the GPU).
         self.attack_needs_scale = self.amp and attack_passes(cfg.hard_views, self.method) > 0
         self.epoch, self.batch = 0, 0  # position: epoch in progress, batches of it done
+        self.pipeline = PipelineChoice(resolve_pipeline(cfg.augment, self.cuda), cfg.augment.pipeline_trial_steps,
+                                       clock=synchronized_clock(procs.device),
+                                       broadcast=broadcast_from_rank0(procs.device))
+        self.augment_time = DeviceTime(procs.device)  # finish_views: the device side of the augmentation
         self.last_checkpoint: Path | None = None
         self._resume(resume)
 
@@ -199,6 +220,7 @@ class _Run:
         self.method.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        self.pipeline.load_state_dict(ckpt.get("pipeline_choice"))
         rng = ckpt["rng"]
         if not self.procs.is_main:  # rank r's own buffers (BN statistics, DeepCluster's memory bank) and RNG
             mine = load_rank_state(self.out, self.procs.rank, self.epoch, self.batch)
@@ -224,14 +246,15 @@ class _Run:
         self.last_checkpoint = save_checkpoint(
             self.out, self.cfg, epoch=self.epoch, batch=self.batch, steps_per_epoch=self.steps_per_epoch,
             world_size=self.procs.world_size, method=self.method, optimizer=self.optimizer, scaler=self.scaler,
-            device=self.procs.device)
+            device=self.procs.device, pipeline_choice=self.pipeline.state_dict())
 
     # -- one step ----------------------------------------------------------------------------------
     def _step(self, views: list[torch.Tensor], index: torch.Tensor, lr: float) -> dict:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        views = finish_views(views, self.procs.device, fmt)  # uint8 -> float [0, 1]; pipeline gpu: colour, blur here
+        with self.augment_time:  # uint8 -> float [0, 1]; pipeline gpu: colour, grayscale and blur here
+            views = finish_views(views, self.procs.device, fmt)
         index = index.to(self.procs.device, non_blocking=True)
 
         def backward(loss: torch.Tensor, **kwargs) -> None:
@@ -310,7 +333,6 @@ class _Run:
         """Train from the current position to the epoch's end; returns (last logs, bad paths here, bad count all)."""
         cfg, main = self.cfg, self.procs.is_main
         self.data.set_epoch(self.epoch)
-        self.sampler.start_at(self.epoch, self.batch * self.per_rank)
         if self.batch == 0:
             self.method.on_epoch_start(self.epoch)
         self.method.train()
@@ -318,37 +340,27 @@ class _Run:
 
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), dynamic_ncols=True, leave=False)
-        bad, seen, tick, sums, stepped = [], 0, time.perf_counter(), {}, 0
-        waits = DataWait()
-        for views, _targets, index, bad_here in waits.timed(loader):
-            bad += [str(p) for p in bad_here]
-            step = self.epoch * self.steps_per_epoch + self.batch
-            lr = learning_rate(cfg, step, self.steps_per_epoch)
-            views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
-            if index is not None:
-                logs = self._step(views, index, lr)
-                seen += len(index) * self.procs.world_size
-                stepped += 1
-                for k, v in logs.items():
-                    if k.startswith(("loss", "hardness_")):
-                        sums[k] = sums.get(k, 0.0) + v
-            self.batch += 1
-            bar.update(1)
-            if (step + 1) % cfg.log_every_steps == 0 and logs:
-                now = time.perf_counter()
-                runlog.row(step + 1, dict(logs, step=step + 1, epoch=self.epoch + 1, lr=lr,
-                                          img_per_s=seen / max(now - tick, 1e-9), data_wait=waits.window(),
-                                          time_s=now - t0))
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}")
-                seen, tick = 0, now
-            if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
-                    and self.batch < self.steps_per_epoch):
-                self._save()
+        tally = _EpochTally(runlog, DataWait(), bar, t0, logs)
+        while self.batch < self.steps_per_epoch:
+            # Loader workers hold a copy of the dataset: a pipeline switch (auto's trial) restarts them here.
+            pipeline = self.pipeline.pipeline_at(self.epoch * self.steps_per_epoch + self.batch)
+            set_pipeline(self.data, pipeline)
+            self.sampler.start_at(self.epoch, self.batch * self.per_rank)
+            before = self.batch
+            for views, _targets, index, bad_here in tally.waits.timed(loader):
+                tally.bad += [str(p) for p in bad_here]
+                self._train_on(views, index, tally)
+                if (self.batch < self.steps_per_epoch and pipeline
+                        != self.pipeline.pipeline_at(self.epoch * self.steps_per_epoch + self.batch)):
+                    break
+            if self.batch == before:
+                break  # the loader had nothing left
+        bad, sums, stepped, waits, logs = tally.bad, tally.sums, tally.stepped, tally.waits, tally.logs
         bar.close()
         if main:
             losses = epoch_summary({k: v / stepped for k, v in sums.items()}) if stepped else ""
             log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [losses, waits.summary(
-                workers=cfg.workers, pipeline=resolve_pipeline(cfg.augment, self.cuda), on_cuda=self.cuda)])))
+                workers=cfg.workers, pipeline=self.data.base.transform.pipeline, on_cuda=self.cuda)])))
         count = self._report_bad_images(bad)
         if self.monitor is not None and ((self.epoch + 1) % cfg.monitor.every == 0 or self.epoch + 1 == cfg.epochs):
             step = (self.epoch + 1) * self.steps_per_epoch
@@ -359,6 +371,39 @@ class _Run:
         self.epoch, self.batch = self.epoch + 1, 0
         self._save()
         return logs, bad, count
+
+    def _train_on(self, views, index: torch.Tensor, tally: _EpochTally) -> None:
+        """One loader batch: the step (unless the batch is skipped), auto's trial, the log row, the checkpoint."""
+        cfg = self.cfg
+        step = self.epoch * self.steps_per_epoch + self.batch
+        lr = learning_rate(cfg, step, self.steps_per_epoch)
+        views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
+        images = 0
+        if index is not None:
+            tally.logs = self._step(views, index, lr)
+            images = len(index) * self.procs.world_size
+            tally.seen += images
+            tally.stepped += 1
+            for k, v in tally.logs.items():
+                if k.startswith(("loss", "hardness_")):
+                    tally.sums[k] = tally.sums.get(k, 0.0) + v
+        self.batch += 1
+        undecided = self.pipeline.chosen is None
+        self.pipeline.step_done(step, images)
+        if undecided and self.pipeline.chosen is not None:
+            self.notes.append(self.pipeline.summary())
+        tally.bar.update(1)
+        if (step + 1) % cfg.log_every_steps == 0 and tally.logs:
+            now = time.perf_counter()
+            tally.runlog.row(step + 1, dict(tally.logs, step=step + 1, epoch=self.epoch + 1, lr=lr,
+                                            img_per_s=tally.seen / max(now - tally.tick, 1e-9),
+                                            data_wait=tally.waits.window(), augment_ms=self.augment_time.window_ms(),
+                                            time_s=now - tally.t0))
+            tally.bar.set_postfix(loss=f"{tally.logs['loss']:.4f}", lr=f"{lr:.3g}")
+            tally.seen, tally.tick = 0, now
+        if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
+                and self.batch < self.steps_per_epoch):
+            self._save()
 
     def _make_monitor(self) -> KnnMonitor | None:
         """The online kNN monitor when `monitor.every` asks for one and there is a held-out split."""
