@@ -204,4 +204,5 @@ def test_gpu_augmentation_on_cuda_matches_its_cpu_run():
     on_gpu = finish_views(batch, torch.device("cuda"), torch.channels_last)
     for a, b in zip(on_cpu, on_gpu):
         assert b.is_contiguous(memory_format=torch.channels_last)
-        assert (a - b.cpu()).abs().max().item() < 1e-4
+        # The blur runs in half precision on CUDA (float32 on the CPU): within half a grey level.
+        assert (a - b.cpu()).abs().max().item() < 0.5 / 255
