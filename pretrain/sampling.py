@@ -24,7 +24,8 @@ from .device_augment import select
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of one sample in one epoch, independent of loader workers and processes."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
+    # Shifted as a Python int: numpy < 2 refuses uint64 >> int64 (no safe common type).
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]) >> 1
 
 
 class SeededViews(Dataset):
