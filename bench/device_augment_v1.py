@@ -7,10 +7,10 @@ one call per view. bench/data_pipeline.py --device times pretrain/device_augment
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from pretrain.augment import BRIGHTNESS, CONTRAST, GRAYSCALE, HUE, JITTER_ON, ORDER, SATURATION, SIGMA, PendingViews
-from pretrain.device_augment import _gray, _hue, _per_view, kernel_radius
+# The blur in float32, as it was (the current one computes in its input's dtype, float32 here).
+from pretrain.device_augment import _gray, _hue, _per_view, gaussian_blur, kernel_radius
 
 def _brightness(x, f):
     return (x * _per_view(f)).clamp_(0, 1)
@@ -40,24 +40,6 @@ def colour_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
             out = torch.where(_per_view(chosen), fn(x, params[:, column]), out)
         x = out
     return x
-
-
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int | None = None) -> torch.Tensor:
-    """Blur each view with its own sigma (0: unchanged); separable, replicate border, +-3 sigma covered."""
-    radius = kernel_radius(sigma) if radius is None else radius
-    if radius == 0:
-        return x
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    s = sigma.to(x.dtype).clamp(min=1e-3).view(-1, 1)
-    weights = torch.exp(-0.5 * (offsets / s) ** 2)
-    delta = (offsets == 0).to(x.dtype).expand_as(weights)
-    weights = torch.where((sigma > 0).view(-1, 1), weights / weights.sum(1, keepdim=True), delta)
-    b, c, h, w = x.shape
-    kernel = weights.repeat_interleave(c, dim=0)  # (B*C, K): one kernel per view, shared by its channels
-    flat = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
-    flat = F.conv2d(flat, kernel.view(b * c, 1, 1, -1), groups=b * c)
-    flat = F.conv2d(flat, kernel.view(b * c, 1, -1, 1), groups=b * c)
-    return flat.view(b, c, h, w)
 
 
 def augment_batch(images: torch.Tensor, params: torch.Tensor, radius: int | None = None) -> torch.Tensor:
