@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check (CI has no GPU): the CUDA tests and the figures issue 19 asks for, as JSON lines; about
-# 7 minutes in all on one H200 (each part has its own timeout; their sum is 455 s plus the wheels).
+# 7 minutes in all on one H200 (each part has its own timeout; their sum is 480 s, plus the wheels).
 #
 #     bash bench/gpu_check.sh [LOG_DIR]              # on a GPU host
 #     DRY_RUN=1 bash bench/gpu_check.sh [LOG_DIR]    # anywhere: every bench's --help parses; prints the plan
@@ -12,7 +12,9 @@
 #    CUDA (train, resume, publish, the gpu augmentation path against its CPU run), and
 #    `torchrun --nproc_per_node 1` on NCCL with DDP and SyncBN. Goal: all pass (the exit status).
 # 2. bench/pretrain_step.py: the ResNet-50 ImageNet recipes at 224 px, batch 256, amp + channels_last:
-#    img/s per method and each one's `<method>_amp_vs_ideal` against the supervised step (goal <= 1.10).
+#    img/s per method and each one's `<method>_amp_vs_ideal` against the supervised step (goal <= 1.10);
+#    then MoCo-v2 and HEXA_MoCo with fp16 and bf16 autocast (`bf16_over_fp16_speed` > 1: amp_dtype=bfloat16
+#    pays, a default for a GPU session to decide).
 # 3. bench/data_pipeline.py --device-only: the gpu path's device side at batch 256 (two 224-px views),
 #    against the implementation before issue 19 in the same run (goal >= 25k img/s).
 # 4. bench/train_throughput.py: MoCo-v2 ResNet-50 on 2048 500x375 JPEGs, 16 workers, batch 256, with the
@@ -67,8 +69,10 @@ fi
 part test_cuda 150 "$python" -m pytest -q -rA tests/test_cuda.py
 status=$?
 
-part bench_step 100 "$python" bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 256 \
+part bench_step 95 "$python" bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 256 \
     --rounds 5 --precision amp
+part bench_step_bf16 40 "$python" bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 256 \
+    --rounds 3 --precision amp+bf16 --methods moco_v2,hexa_moco
 
 part bench_device_augment 30 "$python" bench/data_pipeline.py --images 16 --rounds 5 --device cuda \
     --device-batch 256 --device-only
@@ -77,10 +81,10 @@ part bench_device_augment 30 "$python" bench/data_pipeline.py --images 16 --roun
 rate=$("$python" -c "import json, sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])['img_per_s']['moco_v2_amp'])" \
     "$logs/bench_step.txt" 2>/dev/null || echo 0)
 images="$logs/jpegs"
-part write_jpegs 30 "$python" bench/data_pipeline.py --write-images "$images" --images 2048
+part write_jpegs 25 "$python" bench/data_pipeline.py --write-images "$images" --images 2048
 part bench_train_auto 70 "$python" bench/train_throughput.py --data "$images" --recipe moco_v2_r50_200ep \
     --batch 256 --workers 16 --steps 64 --step-rate "$rate"
-part bench_train_cpu 45 "$python" bench/train_throughput.py --data "$images" --recipe moco_v2_r50_200ep \
+part bench_train_cpu 40 "$python" bench/train_throughput.py --data "$images" --recipe moco_v2_r50_200ep \
     --batch 256 --workers 16 --steps 32 --step-rate "$rate" --pipeline cpu
 rm -rf "$images"
 

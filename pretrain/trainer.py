@@ -124,6 +124,15 @@ def epoch_summary(means: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
+def autocast_dtype(name: str) -> torch.dtype:
+    """`amp_dtype` as a torch dtype; ConfigError for anything but float16 or bfloat16."""
+    if name not in ("float16", "bfloat16"):
+        from hexa_zoo.errors import ConfigError
+
+        raise ConfigError(f"amp_dtype must be float16 or bfloat16, got {name!r}", "set amp_dtype=float16 or bfloat16")
+    return getattr(torch, name)
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
@@ -196,10 +205,11 @@ class _Run:
         if procs.distributed:
             self.method.setup_distributed()
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
-        self.amp = self.cuda and cfg.amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp_dtype = autocast_dtype(cfg.amp_dtype)
+        self.amp = cfg.amp and (self.cuda or self.amp_dtype == torch.bfloat16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         # Only an attack that takes its own gradients needs the loss scale (reading it syncs the GPU).
-        self.attack_needs_scale = self.amp and attack_passes(cfg.hard_views, self.method) > 0
+        self.attack_needs_scale = self.scaler.is_enabled() and attack_passes(cfg.hard_views, self.method) > 0
         self.epoch, self.batch = 0, 0  # position: epoch in progress, batches of it done
         self.pipeline = PipelineChoice(resolve_pipeline(cfg.augment, self.cuda), cfg.augment.pipeline_trial_steps,
                                        clock=synchronized_clock(procs.device),
@@ -264,7 +274,7 @@ class _Run:
         backward.scale = self.scaler.get_scale() if self.attack_needs_scale else 1.0  # the attack's own gradients
 
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        autocast = torch.autocast(self.procs.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             logs = self.method.training_step(views, index, backward)
         logs = {k: float(v) for k, v in logs.items()}
@@ -306,7 +316,7 @@ class _Run:
                      f" ({dist.get_backend()} DDP)" if procs.distributed else "", self.per_rank,
                      self.steps_per_epoch, procs.device,
                      f" ({torch.get_num_threads()} threads)" if procs.device.type == "cpu" else "",
-                     ", fp16 autocast" if self.amp else "")
+                     f", {cfg.amp_dtype} autocast" if self.amp else "")
             for note in self.notes:
                 log.info("adapted to the data: %s", note)
         loader = make_loader(self.data, self.per_rank, self.sampler, workers=cfg.workers, pin_memory=self.cuda,
