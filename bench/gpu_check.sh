@@ -9,7 +9,7 @@
 # (or WHEELS=DIR) and they are installed into /tmp/gpu_check_site first.
 #
 # 1. tests/test_cuda.py: a HEXA step under fp16 autocast + channels_last against float32, the trainer on
-#    CUDA (train, resume, publish, the gpu augmentation path against its CPU run), and
+#    CUDA (train, resume, publish, the gpu augmentation path against its CPU run, auto's trial and decision),
 #    `torchrun --nproc_per_node 1` on NCCL with DDP and SyncBN. Goal: all pass (the exit status).
 # 2. bench/pretrain_step.py: the ResNet-50 ImageNet recipes at 224 px, batch 256, amp + channels_last:
 #    img/s per method and each one's `<method>_amp_vs_ideal` against the supervised step (goal <= 1.10);
