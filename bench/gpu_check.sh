@@ -10,7 +10,7 @@
 #
 # 1. tests/test_cuda.py: a HEXA step under fp16 autocast + channels_last against float32, the trainer on
 #    CUDA (train, resume, publish, the gpu augmentation path against its CPU run, auto's trial and decision),
-#    `torchrun --nproc_per_node 1` on NCCL with DDP and SyncBN. Goal: all pass (the exit status).
+#    and `torchrun --nproc_per_node 1` on NCCL with DDP and SyncBN. Goal: all pass (the exit status).
 # 2. bench/pretrain_step.py: the ResNet-50 ImageNet recipes at 224 px, batch 256, amp + channels_last:
 #    img/s per method and each one's `<method>_amp_vs_ideal` against the supervised step (goal <= 1.10);
 #    then MoCo-v2 and HEXA_MoCo with fp16 and bf16 autocast (`bf16_over_fp16_speed` > 1: amp_dtype=bfloat16
@@ -66,11 +66,11 @@ else
 'nccl', torch.cuda.nccl.version())" | tee -a "$logs/gpu.txt"
 fi
 
-part test_cuda 150 "$python" -m pytest -q -rA tests/test_cuda.py
+part test_cuda 165 "$python" -m pytest -q -rA tests/test_cuda.py
 status=$?
 
-part bench_step 95 "$python" bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 256 \
-    --rounds 5 --precision amp
+part bench_step 80 "$python" bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 256 \
+    --rounds 4 --precision amp
 part bench_step_bf16 40 "$python" bench/pretrain_step.py --device cuda --recipes paper --size 224 --batch 256 \
     --rounds 3 --precision amp+bf16 --methods moco_v2,hexa_moco
 
