@@ -7,17 +7,18 @@
 What it does, in order: joins the process group if torchrun started it (`processes`); reads the
 images (`--data embedded` or a folder) as seeded views (`sampling`); fits the batch and the method's
 sizes to the data, saying so in one line per change; trains with the method's `training_step` (SGD or
-LARC, warm-up then cosine: `optim`); checkpoints atomically every `checkpoint_every_steps` steps and at
-each epoch end (`checkpoint`); logs CSV rows and TensorBoard events (`runlog`); finally publishes the
-trunk to the local zoo.
+LARC, warm-up then cosine: `optim`), on CUDA with `augment.pipeline=auto` timing both augmentation
+paths over the first steps and keeping the faster (`pipeline_choice`); checkpoints atomically every
+`checkpoint_every_steps` steps and at each epoch end (`checkpoint`); logs CSV rows and TensorBoard
+events (`runlog`); finally publishes the trunk to the local zoo.
 
 Exact resume: the data order and every sample's augmentation are seeded by position (`sampling`), and
 a checkpoint records the position inside the epoch and every RNG state (`checkpoint`). So on CPU, in
 one process, a run killed at any point and resumed with `--resume auto` gives the same losses and
 weights as one that never stopped.
 
-Files in `out`: config.yaml (the resolved recipe), log.csv and tb/ (loss, each view's loss, lr, img/s),
-checkpoints/ (see `checkpoint`; multi-node: put `out` on a filesystem every node sees) and
+Files in `out`: config.yaml (the resolved recipe), log.csv and tb/ (loss, each view's loss, lr, img/s,
+data_wait, augment_ms: the device time per step spent finishing the views), checkpoints/ (see `checkpoint`; multi-node: put `out` on a filesystem every node sees) and
 bad_images.txt. Unreadable images are dropped from their batch, counted per epoch and listed there;
 under DDP a thinned batch is topped up by repeating its own images, since every process must hold the
 same batch.
