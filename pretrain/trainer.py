@@ -18,8 +18,8 @@ one process, a run killed at any point and resumed with `--resume auto` gives th
 weights as one that never stopped.
 
 Files in `out`: config.yaml (the resolved recipe), log.csv and tb/ (loss, each view's loss, lr, img/s,
-data_wait, augment_ms: the device time per step spent finishing the views), checkpoints/ (see `checkpoint`; multi-node: put `out` on a filesystem every node sees) and
-bad_images.txt. Unreadable images are dropped from their batch, counted per epoch and listed there;
+data_wait, augment_ms: the device time per step spent finishing the views), checkpoints/ (see
+`checkpoint`; multi-node: put `out` on a filesystem every node sees) and bad_images.txt. Unreadable images are dropped from their batch, counted per epoch and listed there;
 under DDP a thinned batch is topped up by repeating its own images, since every process must hold the
 same batch.
 
