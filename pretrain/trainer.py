@@ -19,9 +19,9 @@ weights as one that never stopped.
 
 Files in `out`: config.yaml (the resolved recipe), log.csv and tb/ (loss, each view's loss, lr, img/s,
 data_wait, augment_ms: the device time per step spent finishing the views), checkpoints/ (see
-`checkpoint`; multi-node: put `out` on a filesystem every node sees) and bad_images.txt. Unreadable images are dropped from their batch, counted per epoch and listed there;
-under DDP a thinned batch is topped up by repeating its own images, since every process must hold the
-same batch.
+`checkpoint`; multi-node: put `out` on a filesystem every node sees) and bad_images.txt. Unreadable
+images are dropped from their batch, counted per epoch and listed there; under DDP a thinned batch is
+topped up by repeating its own images, since every process must hold the same batch.
 
 Published name: `<method>_r18` / `<method>_r50` for timm's resnet18 / resnet50 (the registered names,
 loadable by `timm.create_model(name, pretrained=True)` once hexa_zoo is imported); any other arch
