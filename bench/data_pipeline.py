@@ -19,7 +19,9 @@ of the per-round ratios (ours over the official's images/s), so a busy machine s
 half size) would still leave the crop at least its output size, so could be used: on these images 0,
 since a 375-px side halved is under 224 (and a 96-px crop's box is under 192 px).
 pillow-simd is not timed: the views' resize is torch's, not PIL's, so it would change only decoding.
-`--device` also times the device side of the gpu path (jitter, grayscale, blur) on a batch.
+`--device` also times the device side of the gpu path (jitter, grayscale, blur) on a batch of two 224-px
+views per image, against the implementation it replaced (bench/device_augment_v1.py) in the same run;
+`--device-only` times only that. Goal (issue 19): >= 25k img/s at batch 256 on an H200.
 The figures are printed last, as one JSON line. Goals (issue 11): cpu >= 2x, gpu path's CPU side >= 5x.
 """
 
@@ -144,25 +146,30 @@ def draft_applicable(views, draws: int = 4000) -> float:
     return hits / draws
 
 
-def device_side(aug: AugmentConfig, paths, batch: int, device: torch.device, rounds: int) -> float:
-    """Images per second of the gpu path's device side (jitter, grayscale, blur) on a batch of two views."""
+def device_side(aug: AugmentConfig, paths, batch: int, device: torch.device, rounds: int) -> dict[str, float]:
+    """Images per second of the gpu path's device side (jitter, grayscale, blur) on a batch of two views:
+    pretrain/device_augment.py (`device_side`) and the implementation before it (`device_side_v1`,
+    bench/device_augment_v1.py), taking turns on the same batch."""
     from torch.utils.data import default_collate
 
+    from device_augment_v1 import finish_views_v1
     from pretrain.device_augment import finish_views
 
     transform = two_view_transform(aug, "gpu")
     items = [ours(transform)(paths[i % len(paths)]) for i in range(batch)]
     pending = default_collate(items)
-    times = []
-    for _ in range(rounds + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        finish_views(pending, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times[1:])
+    times: dict[str, list[float]] = {"device_side": [], "device_side_v1": []}
+    for round_ in range(rounds + 1):
+        for name, finish in (("device_side", finish_views), ("device_side_v1", finish_views_v1)):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            finish(pending, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if round_ > 0:  # round 0: allocator, cuDNN and lazy imports
+                times[name].append(time.perf_counter() - start)
+    return {name: batch / statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -172,6 +179,7 @@ def main() -> None:
     parser.add_argument("--write-images", metavar="DIR", help="only write the JPEGs into DIR (an ImageFolder) and exit")
     parser.add_argument("--device", default="", help="also time the gpu path's device side here (cpu or cuda)")
     parser.add_argument("--device-batch", type=int, default=256)
+    parser.add_argument("--device-only", action="store_true", help="time only the device side (with --device)")
     args = parser.parse_args()
     if args.write_images:
         write_jpegs(Path(args.write_images), args.images)
@@ -194,7 +202,9 @@ def main() -> None:
             "ours_multicrop_gpu_path_cpu_side": ours(multicrop_transform(multi, "gpu")),
         }
         rate: dict[str, list[float]] = {name: [] for name in pipelines}
-        for round_ in range(args.rounds + 1):
+        if args.device_only:
+            pipelines = {}
+        for round_ in range(args.rounds + 1 if pipelines else 0):
             order = list(pipelines) if round_ % 2 else list(pipelines)[::-1]
             for name in order:
                 start = time.perf_counter()
@@ -210,6 +220,17 @@ def main() -> None:
 
     def ratio(name: str, reference: str) -> float:
         return round(statistics.median(a / b for a, b in zip(rate[name], rate[reference])), 2)
+
+    if device_rate is not None:
+        device_figures = {"device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
+                          "batch": args.device_batch, "views": "2x224",
+                          "img_per_s": round(device_rate["device_side"], 1),
+                          "img_per_s_v1": round(device_rate["device_side_v1"], 1),
+                          "vs_v1": round(device_rate["device_side"] / device_rate["device_side_v1"], 2),
+                          "goal_25k_img_per_s": device_rate["device_side"] >= 25000}
+    if args.device_only:
+        print(json.dumps({"benchmark": "data_pipeline_device_side", **device_figures}))
+        return
 
     per_core = {n: round(statistics.median(r), 1) for n, r in rate.items()}
     for name, value in per_core.items():
@@ -231,8 +252,7 @@ def main() -> None:
     figures["goal_cpu_2x"] = figures["cpu_vs_official"] >= 2.0
     figures["goal_gpu_path_cpu_side_5x"] = figures["gpu_path_cpu_side_vs_official"] >= 5.0
     if device_rate is not None:
-        figures["device_side"] = {"device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
-                                  "batch": args.device_batch, "img_per_s": round(device_rate, 1)}
+        figures["device_side"] = device_figures
     print(json.dumps(figures))
 
 

@@ -103,6 +103,17 @@ def load_rgb_array(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(load_rgb(path))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask (a container's or taskset's limit), not the host's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_workers(items: int, at_least: int) -> int:
+    """DataLoader workers sized to the machine: every usable core but the main process's, or 0 below
+    `at_least` items (starting workers then costs more than they save). On a 16-core GPU host, 15."""
+    return max(1, usable_cores() - 1) if items >= at_least else 0
+
+
 class ImageFolderDataset:
     """An ImageFolder tree (`root/<class>/**/<image>`) or a flat folder of images (all target 0).
 

@@ -104,9 +104,9 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
     """
     import timm
     from safetensors.torch import save
-    from timm.models._hub import save_config_for_hf
 
     from .catalog import MODELS
+    from .timm_compat import write_hf_config
 
     name, tag = split_name(model, tag)
     folder = zoo_folder(name, tag, zoo)
@@ -150,7 +150,7 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         (tmp / WEIGHTS_FILE).write_bytes(save(tensors))
-        save_config_for_hf(net, str(tmp / CONFIG_FILE), model_config={"hexa_zoo": about})
+        write_hf_config(net, tmp / CONFIG_FILE, {"hexa_zoo": about})
         (tmp / "README.md").write_text(model_card(name, tag, net.pretrained_cfg, about, card), encoding="utf-8")
     if push_to_hub:
         push_folder(folder, push_to_hub)

@@ -273,8 +273,7 @@ def resolve_cfg(name: str, pretrained_cfg: Any):
     A tag that is not registered is accepted when the local zoo has a folder for it (a run published
     under its own recipe tag); its config.json then supplies the preprocessing.
     """
-    from timm.models import get_pretrained_cfg
-    from timm.models._pretrained import PretrainedCfg
+    from timm.models import PretrainedCfg, get_pretrained_cfg
 
     if isinstance(pretrained_cfg, PretrainedCfg):
         return pretrained_cfg

@@ -21,7 +21,9 @@ jitter and MoCo's for the blur (tests/test_augment.py checks the distributions).
   covers +-3 sigma (the official PIL blur approximates it with three box passes).
 - `augment.pipeline=gpu`: the worker only crops, resizes and flips (`apply_crop`) and ships each
   view's colour parameters beside its uint8 pixels (`PendingViews`); `device_augment` applies
-  jitter, grayscale and blur batched on the training device just before the step. The default on CUDA.
+  jitter, grayscale and blur batched on the training device just before the step.
+- `augment.pipeline=auto` (the default): on CUDA the run times both over its first steps and keeps the
+  faster (`pipeline_choice`); on the CPU, cpu.
 
 The flip is applied right after the crop in both recipes (swav's order). MoCo flips last, but a
 mirror commutes with every colour op and with a symmetric blur under a symmetric border, so the
@@ -63,20 +65,23 @@ class AugmentConfig:
     crop_min_scale: tuple[float, ...] = (0.14, 0.05)
     crop_max_scale: tuple[float, ...] = (1.0, 0.14)
     multicrop_color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)
-    # Where colour jitter, grayscale and blur run: "cpu" (loader workers), "gpu" (batched on the
-    # training device just before the step; runs on the CPU too), "auto" (gpu on CUDA, else cpu).
+    # Where colour jitter, grayscale and blur run: "cpu" (loader workers), "gpu" (batched on the training
+    # device just before the step; runs on the CPU too), "auto" (on CUDA both are timed over the first
+    # `pipeline_trial_steps` steps each and the faster kept: pretrain/pipeline_choice.py; cpu otherwise).
     pipeline: Literal["auto", "cpu", "gpu"] = "auto"
+    pipeline_trial_steps: int = 10
 
 
-def resolve_pipeline(aug: AugmentConfig, on_cuda: bool) -> Literal["cpu", "gpu"]:
-    """The pipeline a run uses: the recipe's choice, with "auto" meaning gpu on CUDA and cpu otherwise."""
+def resolve_pipeline(aug: AugmentConfig, on_cuda: bool) -> Literal["cpu", "gpu"] | None:
+    """The pipeline a run uses from the start: the recipe's choice, "auto" meaning cpu off CUDA and None on
+    CUDA (decided by measurement, `pipeline_choice`)."""
     if aug.pipeline not in ("auto", "cpu", "gpu"):
         from hexa_zoo.errors import ConfigError
 
         raise ConfigError(f"augment.pipeline must be auto, cpu or gpu, got {aug.pipeline!r}",
-                          "set augment.pipeline=auto (gpu on CUDA, cpu otherwise)")
+                          "set augment.pipeline=auto (measured on CUDA, cpu otherwise)")
     if aug.pipeline == "auto":
-        return "gpu" if on_cuda else "cpu"
+        return None if on_cuda else "cpu"
     return aug.pipeline
 
 

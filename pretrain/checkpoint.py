@@ -74,7 +74,7 @@ def remove_unfinished_writes(out: str | Path) -> None:
 
 def save_checkpoint(out: str | Path, cfg: PretrainConfig, *, epoch: int, batch: int, steps_per_epoch: int,
                     world_size: int, method: nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, device: torch.device) -> Path:
+                    scaler: torch.amp.GradScaler, device: torch.device, pipeline_choice: dict | None = None) -> Path:
     """Rank 0's checkpoint at (epoch in progress, batches of it done); drops all but the newest kept."""
     state = {
         "epoch": epoch, "batch_in_epoch": batch, "steps_per_epoch": steps_per_epoch,
@@ -83,6 +83,7 @@ def save_checkpoint(out: str | Path, cfg: PretrainConfig, *, epoch: int, batch: 
         "world_size": world_size,
         "model": method.state_dict(), "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
+        "pipeline_choice": pipeline_choice,  # augment.pipeline=auto's measured decision (pipeline_choice.py)
         # The loader's position is (epoch, batch_in_epoch): its order is the sampler's seeded
         # permutation of that epoch and each sample's augmentation seed is (seed, epoch, index).
         "rng": dict(rng_state(device), loader={"epoch": epoch, "batch_in_epoch": batch, "seed": cfg.seed}),

@@ -82,7 +82,9 @@ class PretrainConfig:
     workers: int = 4                       # DataLoader worker processes per training process
     threads: int = 0                       # CPU only: torch threads per process; 0: cores / processes - workers,
                                            # unless OMP_NUM_THREADS is set (torchrun sets it to 1)
-    amp: bool = True                       # CUDA only: float16 autocast + GradScaler; CPU is always fp32
+    amp: bool = True                       # CUDA: autocast in amp_dtype; the CPU is fp32 unless amp_dtype is bfloat16
+    amp_dtype: str = "float16"             # float16 (with GradScaler) or bfloat16 (no loss scale; CPU too); a
+                                           # switch for the GPU check to measure (bench/pretrain_step.py --precision)
     channels_last: bool = True             # CUDA only
     checkpoint_every_steps: int = 1000     # also at the end of every epoch; 0 = only at epoch ends
     keep_checkpoints: int = 2              # newest checkpoints kept in out/checkpoints

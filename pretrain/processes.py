@@ -63,6 +63,7 @@ def cpu_threads(threads: int, workers: int) -> int | None:
         return threads
     if "OMP_NUM_THREADS" in os.environ:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    from hexa_zoo.data import usable_cores
+
+    per_process = usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, per_process - workers)

@@ -24,7 +24,8 @@ from .device_augment import select
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of one sample in one epoch, independent of loader workers and processes."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
+    # Shifted as a Python int: numpy < 2 refuses uint64 >> int64 (no safe common type).
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]) >> 1
 
 
 class SeededViews(Dataset):
@@ -86,7 +87,8 @@ class ResumableSampler(DistributedSampler):
 def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededViews, str, list[str]]:
     """The training images with the method's views; returns (dataset, where, notes).
 
-    on_cuda: the run trains on a GPU, so `augment.pipeline=auto` leaves colour and blur to the device.
+    on_cuda: the run trains on a GPU, where `augment.pipeline=auto` is decided by measurement; the dataset
+    starts with the cpu pipeline and the trainer switches it (`set_pipeline`).
     """
     from hexa_zoo.data import ImageFolderDataset, load_rgb_array
     from hexa_zoo.embedded import resolve_data
@@ -94,7 +96,7 @@ def build_dataset(cfg: PretrainConfig, on_cuda: bool = False) -> tuple[SeededVie
     root = resolve_data(cfg.data)
     if cfg.data == "embedded":
         root = root / "classify" / "train"
-    pipeline = resolve_pipeline(cfg.augment, on_cuda)
+    pipeline = resolve_pipeline(cfg.augment, on_cuda) or "cpu"
     make_views = multicrop_transform if cfg.method_config().multicrop else two_view_transform
     views = make_views(cfg.augment, pipeline)
     base = ImageFolderDataset(root, transform=views, loader=load_rgb_array)  # MultiView takes arrays
@@ -121,6 +123,15 @@ def require_a_batch(data: SeededViews, batch: int, root: str) -> None:
                     "point --data at a folder of decodable images (JPEG, PNG, ...), replace the broken files, "
                     f"or lower --batch-size to at most {readable}" if readable >= 2 else
                     "point --data at a folder of decodable images (JPEG, PNG, ...) or replace the broken files")
+
+
+def set_pipeline(data: SeededViews, pipeline: str) -> bool:
+    """Switch where the dataset's views are coloured and blurred; True if it changed (loader workers hold a
+    copy of the dataset: a change takes effect with the next iterator)."""
+    views = data.base.transform
+    changed = views.pipeline != pipeline
+    views.pipeline = pipeline
+    return changed
 
 
 def fit_batch(batch_size: int, dataset_size: int, world_size: int) -> tuple[int, list[str]]:

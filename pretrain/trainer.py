@@ -7,20 +7,21 @@
 What it does, in order: joins the process group if torchrun started it (`processes`); reads the
 images (`--data embedded` or a folder) as seeded views (`sampling`); fits the batch and the method's
 sizes to the data, saying so in one line per change; trains with the method's `training_step` (SGD or
-LARC, warm-up then cosine: `optim`); checkpoints atomically every `checkpoint_every_steps` steps and at
-each epoch end (`checkpoint`); logs CSV rows and TensorBoard events (`runlog`); finally publishes the
-trunk to the local zoo.
+LARC, warm-up then cosine: `optim`), on CUDA with `augment.pipeline=auto` timing both augmentation
+paths over the first steps and keeping the faster (`pipeline_choice`); checkpoints atomically every
+`checkpoint_every_steps` steps and at each epoch end (`checkpoint`); logs CSV rows and TensorBoard
+events (`runlog`); finally publishes the trunk to the local zoo.
 
 Exact resume: the data order and every sample's augmentation are seeded by position (`sampling`), and
 a checkpoint records the position inside the epoch and every RNG state (`checkpoint`). So on CPU, in
 one process, a run killed at any point and resumed with `--resume auto` gives the same losses and
 weights as one that never stopped.
 
-Files in `out`: config.yaml (the resolved recipe), log.csv and tb/ (loss, each view's loss, lr, img/s),
-checkpoints/ (see `checkpoint`; multi-node: put `out` on a filesystem every node sees) and
-bad_images.txt. Unreadable images are dropped from their batch, counted per epoch and listed there;
-under DDP a thinned batch is topped up by repeating its own images, since every process must hold the
-same batch.
+Files in `out`: config.yaml (the resolved recipe), log.csv and tb/ (loss, each view's loss, lr, img/s,
+data_wait, augment_ms: the device time per step spent finishing the views), checkpoints/ (see
+`checkpoint`; multi-node: put `out` on a filesystem every node sees) and bad_images.txt. Unreadable
+images are dropped from their batch, counted per epoch and listed there; under DDP a thinned batch is
+topped up by repeating its own images, since every process must hold the same batch.
 
 Published name: `<method>_r18` / `<method>_r50` for timm's resnet18 / resnet50 (the registered names,
 loadable by `timm.create_model(name, pretrained=True)` once hexa_zoo is imported); any other arch
@@ -38,7 +39,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -62,9 +63,10 @@ from .monitor import KnnMonitor, monitor_splits
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .device_augment import finish_views
+from .pipeline_choice import DeviceTime, PipelineChoice, broadcast_from_rank0, synchronized_clock
 from .runlog import DataWait, RunLog
 from .sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, require_a_batch,
-                       sample_seed)
+                       sample_seed, set_pipeline)
 
 log = logging.getLogger("pretrain")
 
@@ -123,6 +125,15 @@ def epoch_summary(means: dict[str, float]) -> str:
     return "; ".join(parts)
 
 
+def autocast_dtype(name: str) -> torch.dtype:
+    """`amp_dtype` as a torch dtype; ConfigError for anything but float16 or bfloat16."""
+    if name not in ("float16", "bfloat16"):
+        from hexa_zoo.errors import ConfigError
+
+        raise ConfigError(f"amp_dtype must be float16 or bfloat16, got {name!r}", "set amp_dtype=float16 or bfloat16")
+    return getattr(torch, name)
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
 
@@ -146,6 +157,21 @@ def train(cfg: PretrainConfig, *, resume: str | None = None,
         torch.set_num_threads(threads_before)
         if created_group:
             dist.destroy_process_group()
+
+
+@dataclass
+class _EpochTally:
+    """What an epoch's loop carries from batch to batch: its logs, sums and the open log window."""
+    runlog: RunLog
+    waits: DataWait
+    bar: object
+    t0: float
+    logs: dict
+    bad: list = field(default_factory=list)
+    sums: dict = field(default_factory=dict)
+    seen: int = 0
+    stepped: int = 0
+    tick: float = field(default_factory=time.perf_counter)
 
 
 class _Run:
@@ -182,12 +208,17 @@ class _Run:
         if procs.distributed:
             self.method.setup_distributed()
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
-        self.amp = self.cuda and cfg.amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp_dtype = autocast_dtype(cfg.amp_dtype)
+        self.amp = cfg.amp and (self.cuda or self.amp_dtype == torch.bfloat16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         # Only an attack that takes its own gradients needs the loss scale (reading it syncs the GPU).
-        self.attack_needs_scale = self.amp and attack_passes(cfg.hard_views, self.method) > 0
+        self.attack_needs_scale = self.scaler.is_enabled() and attack_passes(cfg.hard_views, self.method) > 0
         self.epoch, self.batch = 0, 0  # position: epoch in progress, batches of it done
         self.steps_taken = 0  # optimizer steps this process ran (a run with none must not publish)
+        self.pipeline = PipelineChoice(resolve_pipeline(cfg.augment, self.cuda), cfg.augment.pipeline_trial_steps,
+                                       clock=synchronized_clock(procs.device),
+                                       broadcast=broadcast_from_rank0(procs.device))
+        self.augment_time = DeviceTime(procs.device)  # finish_views: the device side of the augmentation
         self.last_checkpoint: Path | None = None
         self._resume(resume)
 
@@ -225,6 +256,7 @@ class _Run:
         self.method.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        self.pipeline.load_state_dict(ckpt.get("pipeline_choice"))
         rng = ckpt["rng"]
         if not self.procs.is_main:  # rank r's own buffers (BN statistics, DeepCluster's memory bank) and RNG
             mine = load_rank_state(self.out, self.procs.rank, self.epoch, self.batch)
@@ -250,14 +282,15 @@ class _Run:
         self.last_checkpoint = save_checkpoint(
             self.out, self.cfg, epoch=self.epoch, batch=self.batch, steps_per_epoch=self.steps_per_epoch,
             world_size=self.procs.world_size, method=self.method, optimizer=self.optimizer, scaler=self.scaler,
-            device=self.procs.device)
+            device=self.procs.device, pipeline_choice=self.pipeline.state_dict())
 
     # -- one step ----------------------------------------------------------------------------------
     def _step(self, views: list[torch.Tensor], index: torch.Tensor, lr: float) -> dict:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        views = finish_views(views, self.procs.device, fmt)  # uint8 -> float [0, 1]; pipeline gpu: colour, blur here
+        with self.augment_time:  # uint8 -> float [0, 1]; pipeline gpu: colour, grayscale and blur here
+            views = finish_views(views, self.procs.device, fmt)
         index = index.to(self.procs.device, non_blocking=True)
 
         def backward(loss: torch.Tensor, **kwargs) -> None:
@@ -267,7 +300,7 @@ class _Run:
         backward.scale = self.scaler.get_scale() if self.attack_needs_scale else 1.0  # the attack's own gradients
 
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        autocast = torch.autocast(self.procs.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             logs = self.method.training_step(views, index, backward)
         logs = {k: float(v) for k, v in logs.items()}
@@ -309,7 +342,7 @@ class _Run:
                      f" ({dist.get_backend()} DDP)" if procs.distributed else "", self.per_rank,
                      self.steps_per_epoch, procs.device,
                      f" ({torch.get_num_threads()} threads)" if procs.device.type == "cpu" else "",
-                     ", fp16 autocast" if self.amp else "")
+                     f", {cfg.amp_dtype} autocast" if self.amp else "")
             for note in self.notes:
                 log.info("adapted to the data: %s", note)
         loader = make_loader(self.data, self.per_rank, self.sampler, workers=cfg.workers, pin_memory=self.cuda,
@@ -340,7 +373,6 @@ class _Run:
         """Train from the current position to the epoch's end; returns (last logs, bad paths here, bad count all)."""
         cfg, main = self.cfg, self.procs.is_main
         self.data.set_epoch(self.epoch)
-        self.sampler.start_at(self.epoch, self.batch * self.per_rank)
         if self.batch == 0:
             self.method.on_epoch_start(self.epoch)
         self.method.train()
@@ -348,38 +380,27 @@ class _Run:
 
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), dynamic_ncols=True, leave=False)
-        bad, seen, tick, sums, stepped = [], 0, time.perf_counter(), {}, 0
-        waits = DataWait()
-        for views, _targets, index, bad_here in waits.timed(loader):
-            bad += [str(p) for p in bad_here]
-            step = self.epoch * self.steps_per_epoch + self.batch
-            lr = learning_rate(cfg, step, self.steps_per_epoch)
-            views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
-            if index is not None:
-                logs = self._step(views, index, lr)
-                self.steps_taken += 1
-                seen += len(index) * self.procs.world_size
-                stepped += 1
-                for k, v in logs.items():
-                    if k.startswith(("loss", "hardness_")):
-                        sums[k] = sums.get(k, 0.0) + v
-            self.batch += 1
-            bar.update(1)
-            if (step + 1) % cfg.log_every_steps == 0 and logs:
-                now = time.perf_counter()
-                runlog.row(step + 1, dict(logs, step=step + 1, epoch=self.epoch + 1, lr=lr,
-                                          img_per_s=seen / max(now - tick, 1e-9), data_wait=waits.window(),
-                                          time_s=now - t0))
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.3g}")
-                seen, tick = 0, now
-            if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
-                    and self.batch < self.steps_per_epoch):
-                self._save()
+        tally = _EpochTally(runlog, DataWait(), bar, t0, logs)
+        while self.batch < self.steps_per_epoch:
+            # Loader workers hold a copy of the dataset: a pipeline switch (auto's trial) restarts them here.
+            pipeline = self.pipeline.pipeline_at(self.epoch * self.steps_per_epoch + self.batch)
+            set_pipeline(self.data, pipeline)
+            self.sampler.start_at(self.epoch, self.batch * self.per_rank)
+            before = self.batch
+            for views, _targets, index, bad_here in tally.waits.timed(loader):
+                tally.bad += [str(p) for p in bad_here]
+                self._train_on(views, index, tally)
+                if (self.batch < self.steps_per_epoch and pipeline
+                        != self.pipeline.pipeline_at(self.epoch * self.steps_per_epoch + self.batch)):
+                    break
+            if self.batch == before:
+                break  # the loader had nothing left
+        bad, sums, stepped, waits, logs = tally.bad, tally.sums, tally.stepped, tally.waits, tally.logs
         bar.close()
         if main:
             losses = epoch_summary({k: v / stepped for k, v in sums.items()}) if stepped else ""
             log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [losses, waits.summary(
-                workers=cfg.workers, pipeline=resolve_pipeline(cfg.augment, self.cuda), on_cuda=self.cuda)])))
+                workers=cfg.workers, pipeline=self.data.base.transform.pipeline, on_cuda=self.cuda)])))
         count = self._report_bad_images(bad)
         if self.monitor is not None and ((self.epoch + 1) % cfg.monitor.every == 0 or self.epoch + 1 == cfg.epochs):
             step = (self.epoch + 1) * self.steps_per_epoch
@@ -390,6 +411,40 @@ class _Run:
         self.epoch, self.batch = self.epoch + 1, 0
         self._save()
         return logs, bad, count
+
+    def _train_on(self, views, index: torch.Tensor, tally: _EpochTally) -> None:
+        """One loader batch: the step (unless the batch is skipped), auto's trial, the log row, the checkpoint."""
+        cfg = self.cfg
+        step = self.epoch * self.steps_per_epoch + self.batch
+        lr = learning_rate(cfg, step, self.steps_per_epoch)
+        views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
+        images = 0
+        if index is not None:
+            tally.logs = self._step(views, index, lr)
+            self.steps_taken += 1
+            images = len(index) * self.procs.world_size
+            tally.seen += images
+            tally.stepped += 1
+            for k, v in tally.logs.items():
+                if k.startswith(("loss", "hardness_")):
+                    tally.sums[k] = tally.sums.get(k, 0.0) + v
+        self.batch += 1
+        undecided = self.pipeline.chosen is None
+        self.pipeline.step_done(step, images)
+        if undecided and self.pipeline.chosen is not None:
+            self.notes.append(self.pipeline.summary())
+        tally.bar.update(1)
+        if (step + 1) % cfg.log_every_steps == 0 and tally.logs:
+            now = time.perf_counter()
+            tally.runlog.row(step + 1, dict(tally.logs, step=step + 1, epoch=self.epoch + 1, lr=lr,
+                                            img_per_s=tally.seen / max(now - tally.tick, 1e-9),
+                                            data_wait=tally.waits.window(), augment_ms=self.augment_time.window_ms(),
+                                            time_s=now - tally.t0))
+            tally.bar.set_postfix(loss=f"{tally.logs['loss']:.4f}", lr=f"{lr:.3g}")
+            tally.seen, tally.tick = 0, now
+        if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
+                and self.batch < self.steps_per_epoch):
+            self._save()
 
     def _make_monitor(self) -> KnnMonitor | None:
         """The online kNN monitor when `monitor.every` asks for one and there is a held-out split."""

@@ -143,6 +143,15 @@ def _worker(rank, init_file, out_dir):
     res["sinkhorn"] = sinkhorn(scores[rank * 6:(rank + 1) * 6], 0.05, 3).tolist()
     res.update(_swav_steps(rank))
 
+    # augment.pipeline=auto: rank 0 measures gpu faster, rank 1 cpu; rank 0's figures decide for both
+    from pretrain.pipeline_choice import PipelineChoice, broadcast_from_rank0
+
+    readings = iter((0.0, 4.0, 10.0, 11.0) if rank == 0 else (0.0, 1.0, 10.0, 20.0))
+    choice = PipelineChoice(None, 4, clock=lambda: next(readings), broadcast=broadcast_from_rank0(torch.device("cpu")))
+    for step in range(8):
+        choice.step_done(step, 8)
+    res["pipeline_choice"] = [choice.chosen, choice.img_per_s]
+
     for suffix, hexa in (("", HardViewConfig(enabled=True)), ("_aux", HardViewConfig(enabled=True, aux_bn=True))):
         res.update({k + suffix: v for k, v in _moco_steps(rank, hexa).items()})
         res.update({k + suffix: v for k, v in _deepcluster_steps(rank, hexa).items()})
@@ -164,6 +173,11 @@ def test_shuffle_bn_across_ranks_undoes_its_permutation(ranks):
     for r in ranks:
         assert r["unshuffle_restores"] and r["shuffle_is_a_permutation"]
     assert any(r["shuffle_mixes_ranks"] for r in ranks)
+
+
+def test_auto_pipeline_decision_is_rank0s_on_every_rank(ranks):
+    # rank 0 timed cpu 4 s and gpu 1 s for 16 images each; rank 1 the other way round
+    assert [r["pipeline_choice"] for r in ranks] == [["gpu", {"cpu": 4.0, "gpu": 16.0}]] * WORLD
 
 
 def test_distributed_kmeans_equals_single_process(ranks):

@@ -3,7 +3,8 @@
     tf = EvalTransform.for_model(info, resize=256, crop=224)
     feats = extract_features(model, paths, tf, weights_sha256=info["weights_sha256"]).features  # (N, D)
 
-Images are decoded, resized and centre-cropped in DataLoader workers and travel as uint8 (four times
+Images are decoded (JPEGs with simplejpeg, as in pre-training), resized and centre-cropped in DataLoader
+workers (every usable core but one by default, `hexa_zoo.data.loader_workers`) and travel as uint8 (four times
 less to copy than float); the mean/std normalisation happens on the device, fused into one
 multiply-add. The trunk runs under `torch.inference_mode()`, in channels_last on CUDA, and writes
 straight into a preallocated (pinned, on CUDA) output, so the extractor adds almost nothing to the
@@ -30,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from hexa_zoo.data import ignore_interrupt, load_rgb
+from hexa_zoo.data import ignore_interrupt, load_rgb, load_rgb_array, loader_workers
 from hexa_zoo.errors import DataError
 from hexa_zoo.fileio import atomic_path
 
@@ -137,8 +138,10 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        try:
-            img = load_rgb(self.paths[i])  # any mode (grayscale, palette, RGBA, 16-bit) -> RGB
+        from PIL import Image
+
+        try:  # any mode (grayscale, palette, RGBA, 16-bit) -> RGB; JPEGs through simplejpeg, as in pre-training
+            img = Image.fromarray(load_rgb_array(self.paths[i]))
         except Exception as err:  # PIL raises many types for corrupt files
             return None, f"{self.paths[i]}: {type(err).__name__}: {err}"
         return self.transform(img), ""
@@ -223,7 +226,7 @@ def extract_features(model: nn.Module, paths: Sequence[str | os.PathLike] | Arra
             return Features(cached, True, cache_path)
 
     if num_workers is None:
-        num_workers = min(8, os.cpu_count() or 1) if len(paths) >= 4 * batch_size else 0
+        num_workers = loader_workers(len(paths), at_least=4 * batch_size)
     images = (_ArrayImages if isinstance(paths, ArrayImages) else _ImageFiles)(paths, transform.pil_to_uint8())
     loader = DataLoader(images, batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda",

@@ -21,7 +21,6 @@ all of train and evaluated on val.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -100,7 +99,7 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
     """main_lincls's augmented training images (only those in `train`), labelled by `train.classes`."""
     from torchvision.transforms import v2
 
-    from hexa_zoo.data import ImageFolderDataset, collate_skipping_bad
+    from hexa_zoo.data import ImageFolderDataset, collate_skipping_bad, loader_workers
 
     tf = v2.Compose([v2.RandomResizedCrop(cfg.train_crop, antialias=True), v2.RandomHorizontalFlip(),
                      v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(info["mean"], info["std"])])
@@ -109,9 +108,7 @@ def _train_loader(train: LabeledImages, cfg: LinearConfig, info: dict, device: t
     data = torch.utils.data.Subset(folder, [position[str(p)] for p in train.paths])
     index = {name: i for i, name in enumerate(train.classes)}
     remap = torch.tensor([index[name] for name in folder.classes])
-    workers = cfg.num_workers
-    if workers is None:  # worker start-up costs more than it saves on small sets
-        workers = min(8, os.cpu_count() or 1) if len(data) >= 1024 else 0
+    workers = loader_workers(len(data), at_least=1024) if cfg.num_workers is None else cfg.num_workers
     # The order of each epoch and each image's crop and flip come from their own seeded streams.
     sampler = EpochSampler(len(data), seed, "linear order")
     loader = torch.utils.data.DataLoader(SeededItems(data, seed, "linear augment"), batch_size=cfg.batch_size,
