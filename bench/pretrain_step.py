@@ -24,6 +24,13 @@ classifier over 1000 classes, cross-entropy, the MoCo-v2 recipe's optimizer, the
 crop of `--size`) is timed in the same rounds, and each method's `<method>_vs_ideal` is its step time
 over `pretrain.cost.ideal_step_cost` x the reference's (medians of per-round ratios). Goal (issue 19): within 1.10x.
 
+`--compile [MODE]` adds each method with its trunks under torch.compile (the recipes' `compile=true`, as
+pretrain/method.py's compile_trunks) next to the eager one, built from the same weights and views; the
+first round (where it compiles) is not timed. It reports `compiled_over_eager_speed` (> 1: compiling pays)
+and `compiled_first_loss_rel_diff`, the first step's loss of the pair, with the same random draws (HEXA's
+adversarial view steps by the sign of the input gradient, which rounding flips for a few pixels: expect
+more than MoCo-v2's difference there). `--compile-backend aot_eager` checks the tracing on a CPU in seconds.
+
 Goals (issue 3): HEXA_MoCo within 2.6x of MoCo-v2's step time (its floor is about 2.5x: two more query
 views, the adversarial one with a free gradient); MoCo-v2 at least as fast as lightly's.
 The figures are printed last, as one JSON line.
@@ -43,6 +50,7 @@ import torch
 
 from pretrain.config import load_recipe
 from pretrain.cost import ideal_step_cost
+from pretrain.method import compile_trunks
 from pretrain.optim import make_optimizer
 from pretrain.trainer import adapt_config, build_method
 
@@ -95,7 +103,8 @@ class MethodStep:
     and GradScaler for float16)."""
 
     def __init__(self, method_name: str, recipe: str, batch: int, size: int, generator: torch.Generator,
-                 device: torch.device, amp: torch.dtype | None = None):
+                 device: torch.device, amp: torch.dtype | None = None, compile_mode: str = "",
+                 compile_backend: str = "inductor"):
         cfg = load_recipe(recipe, [f"batch_size={batch}", f"augment.image_size={size}"])
         dataset = 4 * batch if cfg.family == "deepcluster" else 1 << 20
         cfg, self.notes = adapt_config(cfg, dataset, world_size=1, steps_per_epoch=dataset // batch)
@@ -104,6 +113,8 @@ class MethodStep:
         self.method.steps_per_epoch = dataset // batch
         fmt = torch.channels_last if amp else torch.contiguous_format
         self.method.to(memory_format=fmt)
+        if compile_mode:  # as the trainer's compile=true: the trunks, in place
+            compile_trunks(self.method, compile_mode, compile_backend)
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)  # bf16 needs no loss scale
         self.views = [v.to(device, memory_format=fmt) for v in random_views(cfg, batch, size, generator)]
@@ -183,6 +194,11 @@ def main() -> None:
     parser.add_argument("--precision", choices=("both", "amp", "fp32", "bf16", "amp+bf16"), default="both",
                         help="CUDA only: time float32, amp (fp16 autocast + channels_last), both, bf16 (bfloat16 "
                              "autocast + channels_last: the recipes' amp_dtype=bfloat16) or amp+bf16")
+    parser.add_argument("--compile", nargs="?", const="default", default="", metavar="MODE",
+                        help="also time each method with its trunks under torch.compile (the recipes' compile=true; "
+                             "MODE: compile_mode, default 'default'), same weights and views as the eager one")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile's backend (aot_eager: a quick "
+                        "CPU check of the tracing, nothing compiled)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -205,7 +221,12 @@ def main() -> None:
     for name in args.methods.split(","):
         recipe = RECIPES[args.recipes][name]
         for suffix, dtype in precisions.items():
-            steps[f"{name}{suffix}"] = MethodStep(name, recipe, args.batch, args.size, generator, device, dtype)
+            for compiled in ("", "_compiled") if args.compile else ("",):
+                torch.manual_seed(1)  # an eager/compiled pair starts from the same weights and views
+                pair = torch.Generator().manual_seed(1) if args.compile else generator
+                steps[f"{name}{suffix}{compiled}"] = MethodStep(name, recipe, args.batch, args.size, pair, device,
+                                                                dtype, args.compile if compiled else "",
+                                                                args.compile_backend)
     notes = []
     if cuda or args.recipes != "embedded":
         notes.append("the lightly reference (resnet18, CPU) runs with the embedded recipes on the CPU only: skipped")
@@ -222,15 +243,20 @@ def main() -> None:
             torch.cuda.synchronize(device)
 
     times: dict[str, list[float]] = {name: [] for name in steps}
+    first_loss: dict[str, float] = {}
     for round_ in range(args.rounds + 1):
         order = list(steps) if round_ % 2 else list(steps)[::-1]  # alternate, so no method always runs first
         for name in order:
             step = steps[name]
+            if round_ == 0:  # every first step draws the same (MoCo's key shuffle): the pairs' losses compare
+                torch.manual_seed(2)
             sync()
             start = time.perf_counter()
-            step()
+            logs = step()
             sync()
             elapsed = time.perf_counter() - start
+            if round_ == 0 and "loss" in logs:  # the eager/compiled pair's first steps: same weights, same views
+                first_loss[name] = float(logs["loss"])
             if round_ > 0:  # round 0 warms up allocators and kernels
                 times[name].append(elapsed)
         print(f"round {round_}/{args.rounds}: " + ", ".join(
@@ -269,6 +295,14 @@ def main() -> None:
         figures["amp_speedup"] = {n: ratio(n, f"{n}_amp") for n in args.methods.split(",")}
     if amp and "_bf16" in precisions:  # > 1: bfloat16 faster than float16 (then amp_dtype=bfloat16 pays)
         figures["bf16_over_fp16_speed"] = {n: ratio(f"{n}_amp", f"{n}_bf16") for n in args.methods.split(",")}
+    if args.compile:  # > 1: compile=true pays (the first round, where it compiles, is not timed)
+        figures["compile"] = {"mode": args.compile, "backend": args.compile_backend}
+        figures["compiled_over_eager_speed"] = {
+            f"{n}{s}": ratio(f"{n}{s}", f"{n}{s}_compiled") for n in args.methods.split(",") for s in precisions}
+        # The first step of each: same weights, views and draws; tests/test_pretrain_compile.py holds 1e-4 on the CPU.
+        figures["compiled_first_loss_rel_diff"] = {
+            f"{n}{s}": round(abs(first_loss[f"{n}{s}_compiled"] / first_loss[f"{n}{s}"] - 1), 6)
+            for n in args.methods.split(",") for s in precisions if f"{n}{s}" in first_loss}
     if "lightly_moco_v2" in median and "moco_v2" in median:
         figures["moco_v2_speed_over_lightly"] = ratio("lightly_moco_v2", "moco_v2")
         figures["goal_moco_v2_at_least_lightly"] = figures["moco_v2_speed_over_lightly"] >= 1.0

@@ -86,6 +86,10 @@ class PretrainConfig:
     amp_dtype: str = "float16"             # float16 (with GradScaler) or bfloat16 (no loss scale; CPU too); a
                                            # switch for the GPU check to measure (bench/pretrain_step.py --precision)
     channels_last: bool = True             # CUDA only
+    compile: bool = False                  # torch.compile of the trunk(s) (pretrain/method.py: compile_trunks); off
+                                           # until bench/pretrain_step.py --compile measures it faster on a GPU
+    compile_mode: str = "default"          # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune
+    compile_backend: str = "inductor"      # torch.compile's backend; aot_eager traces without compiling (fast, CPU)
     checkpoint_every_steps: int = 1000     # also at the end of every epoch; 0 = only at epoch ends
     keep_checkpoints: int = 2              # newest checkpoints kept in out/checkpoints
     log_every_steps: int = 10              # CSV + TensorBoard rows

@@ -167,6 +167,10 @@ class MoCo(PseudoLabelMethod):
         """The query encoder's backbone: what gets published."""
         return self.encoder_q.trunk
 
+    def trunks(self) -> list[nn.Module]:
+        """The query encoder's backbone and the key encoder's (a forward each per step)."""
+        return [self.encoder_q.trunk, self.encoder_k.trunk]
+
     @classmethod
     def adapt(cls, section: MocoConfig, *, dataset_size: int, batch_size: int, world_size: int,
               steps_per_epoch: int) -> tuple[MocoConfig, list[str]]:

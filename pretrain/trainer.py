@@ -59,6 +59,7 @@ from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, re
                          save_checkpoint, save_rank_state, set_rng_state)
 from .config import PretrainConfig
 from .hard_views import attack_passes, free_step_note
+from .method import compile_trunks
 from .monitor import KnnMonitor, monitor_splits
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
@@ -205,6 +206,8 @@ class _Run:
         self.channels_last = self.cuda and cfg.channels_last
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        # before DDP wraps the network
+        self.compiled = compile_trunks(self.method, cfg.compile_mode, cfg.compile_backend) if cfg.compile else ""
         if procs.distributed:
             self.method.setup_distributed()
         self.optimizer = make_optimizer(cfg, self.method.param_groups())
@@ -343,6 +346,8 @@ class _Run:
                      self.steps_per_epoch, procs.device,
                      f" ({torch.get_num_threads()} threads)" if procs.device.type == "cpu" else "",
                      f", {cfg.amp_dtype} autocast" if self.amp else "")
+            if self.compiled:
+                log.info("%s", self.compiled)
             for note in self.notes:
                 log.info("adapted to the data: %s", note)
         loader = make_loader(self.data, self.per_rank, self.sampler, workers=cfg.workers, pin_memory=self.cuda,
