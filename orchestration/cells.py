@@ -46,7 +46,7 @@ def suite_cell(zoo_dir: Path, suite: str, records: Path, seed: int, overrides: S
                only: Sequence[str] = (), data_for: Sequence[str] = ()) -> None:
     """The transfer suite on one cell's trunk (the embedded suite on its own data; the paper suite's datasets
     from `data_for`, PROTOCOL=PATH)."""
-    from transfer.cli import run_suite
+    from transfer.suite import run_suite
 
     _, failures = run_suite(str(zoo_dir), suite, str(records), data_for=data_for, overrides=overrides, only=only,
                             seed=seed)

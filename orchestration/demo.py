@@ -213,7 +213,7 @@ def done_protocols(results: Path, name: str, sha: str, budget: float) -> set[str
 def expected_sizes(budget: float) -> dict[str, dict]:
     """Per protocol, every setting the demo may shrink, with the value this budget gives it."""
     from hexa_zoo.config import to_dict
-    from transfer.cli import protocol_module, suite_entries
+    from transfer.suite import protocol_module, suite_entries
 
     chosen = transfer_sizes(budget)
     presets = {name: preset for _, name, preset in reversed(suite_entries("embedded"))}  # a protocol's first entry
@@ -262,7 +262,7 @@ def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path
 
     Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
     """
-    from transfer.cli import run_suite, summary
+    from transfer.suite import run_suite, summary
 
     name, sha = identity
     wanted = list(protocols or DEMO_PROTOCOLS)
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--budget must be positive, got {args.budget}", "try --budget 1 (about 9 minutes)")
     methods = tuple(args.methods or default_methods(args.budget))
     if args.protocols:
-        from transfer.cli import PROTOCOLS
+        from transfer.suite import PROTOCOLS
 
         unknown = sorted(set(args.protocols) - set(PROTOCOLS))
         if unknown:

@@ -69,7 +69,7 @@ def all_examples(capsys) -> list[list[str]]:
 
 
 def test_every_help_names_examples_and_the_top_level_lists_every_protocol(capsys):
-    from transfer.cli import PROTOCOLS
+    from transfer.suite import PROTOCOLS
 
     for path in HELP_PATHS:
         assert examples(help_text(path, capsys)), f"hexa {' '.join(path)} --help has no example"
@@ -85,18 +85,18 @@ def _dry(monkeypatch) -> None:
     import orchestration.demo
     import orchestration.study
     import pretrain.trainer
-    import transfer.cli
+    import transfer.suite
     from pretrain.trainer import TrainResult
     from transfer.common import resolve_config
 
     def resolve_only(name, model, data, out, *, preset, overrides=(), seed=0):
-        module = transfer.cli.protocol_module(name)
+        module = transfer.suite.protocol_module(name)
         if preset not in module.PRESETS:
             raise AssertionError(f"{name} has no preset {preset}")
         resolve_config(type(module.PRESETS[preset]), module.PRESETS, preset, overrides)
 
-    monkeypatch.setattr(transfer.cli, "run_protocol", resolve_only)
-    monkeypatch.setattr(transfer.cli, "run_suite", lambda *a, **k: ([], {}))
+    monkeypatch.setattr(transfer.suite, "run_protocol", resolve_only)
+    monkeypatch.setattr(transfer.suite, "run_suite", lambda *a, **k: ([], {}))
     monkeypatch.setattr(pretrain.trainer, "train", lambda cfg, resume=None: TrainResult(Path(cfg.out), None, {}))
     monkeypatch.setattr(orchestration.demo, "_run", lambda args, methods, out: 0)
     monkeypatch.setattr(orchestration.study, "run_study",

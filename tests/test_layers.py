@@ -118,6 +118,15 @@ def cycles(root: Path) -> list[tuple[frozenset[str], str]]:
     return sorted(found, key=lambda c: sorted(c[0]))
 
 
+def protocol_imports(root: Path, protocols) -> list[str]:
+    """Each import of a protocol module (`protocols`: their module names) by transfer/cli.py, as a sentence: the
+    command line reaches protocols only through transfer/suite.py, which imports them by name when one runs."""
+    modules = module_files(root)
+    return [f"{_file(modules, imp.source, root)}:{imp.line} imports {', '.join(imp.names)} from "
+            f"{_file(modules, imp.target, root)} (a protocol; go through transfer.suite)"
+            for imp in imports_of("transfer.cli", modules["transfer.cli"], modules) if imp.target in set(protocols)]
+
+
 def _file(modules: dict[str, Path], name: str, root: Path) -> str:
     return modules[name].relative_to(root).as_posix()
 
@@ -214,6 +223,14 @@ def test_the_command_line_dispatches_by_name_to_modules_that_exist():
     assert not [i for i in imports_of("hexa_zoo.cli", modules["hexa_zoo.cli"], modules) if floor_of(i.target) > 0]
 
 
+def test_the_transfer_command_line_imports_no_protocol():
+    from transfer.suite import PROTOCOLS
+
+    assert set(PROTOCOLS.values()) <= set(module_files(REPO))
+    bad = protocol_imports(REPO, PROTOCOLS.values())
+    assert not bad, "\n".join(bad)
+
+
 # ------------------------------------------------------------------------------------ the checker fails when it must
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -288,3 +305,10 @@ def test_upward_and_sideways_imports_fail_naming_the_files(tmp_path):
         "pretrain/trainer.py:1 imports transfer.cli from transfer/cli.py (the other package on its floor)",
         "transfer/cli.py:1 imports compiler from leaderboards/compiler.py (a floor above)",
     ]
+
+
+def test_a_protocol_imported_by_the_transfer_command_line_fails_naming_it(tmp_path):
+    root = _tree(tmp_path, {"transfer/cli.py": "from . import suite\ndef main():\n    from .knn import run\n",
+                            "transfer/suite.py": "", "transfer/knn.py": "", "transfer/linear.py": ""})
+    assert protocol_imports(root, ["transfer.knn", "transfer.linear"]) == [
+        "transfer/cli.py:3 imports run from transfer/knn.py (a protocol; go through transfer.suite)"]

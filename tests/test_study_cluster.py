@@ -208,7 +208,7 @@ def test_a_hexa_command_job_reports_to_its_board(tmp_path, monkeypatch):
 
 
 def test_the_embedded_suite_headlines_the_converged_probe_and_runs_the_rest_by_name():
-    from transfer.cli import suite_entries
+    from transfer.suite import suite_entries
 
     entries = suite_entries("embedded")
     assert entries[0] == ("linear", "linear", "embedded_fast")
@@ -233,7 +233,7 @@ def test_a_suite_on_the_local_executor_runs_each_protocol_once(tmp_path, r18_fil
 
 
 def test_a_requeued_protocol_resumes_only_where_it_can():
-    from transfer.cli import RESUMABLE, suite_entries
+    from transfer.suite import RESUMABLE, suite_entries
     from transfer.suite_jobs import protocol_jobs
 
     entries = suite_entries("paper", only=["linear", "knn"])

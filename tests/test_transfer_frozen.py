@@ -1,6 +1,7 @@
 """Frozen-feature transfer: metrics, kNN, few-shot, the low-shot SVM, the feature cache, each protocol
 end to end on the embedded dataset, and the `hexa transfer` command."""
 
+import argparse
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer import cli, fewshot, knn, linear, lowshot_sampling, lowshot_svm, svm_solver
+from transfer import cli, fewshot, knn, linear, lowshot_sampling, lowshot_svm, suite, svm_solver
 from transfer.common import load_model, read_image_split, resolve_config
 from transfer.features import EvalTransform, extract_features
 from transfer.metrics import topk_accuracy, voc07_ap, voc07_ap_columns
@@ -329,15 +330,29 @@ def test_cli_suite_routes_overrides_and_reports_missing_data(tmp_path, model_fil
                      "--only", "knn,fewshot"]) == 1
     assert "knn: FAILED: no dataset: pass --data-for knn=PATH" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="PROTOCOL.KEY=VALUE"):
-        cli.run_suite("m", "embedded", str(tmp_path), overrides=["max_per_class=3"])
+        suite.run_suite("m", "embedded", str(tmp_path), overrides=["max_per_class=3"])
+
+
+def test_cli_dataset_choices_are_the_readers_names():
+    """`--dataset` offers exactly what the readers read: the many-shot layouts and the robustness sets."""
+    from transfer import robustness
+    from transfer.manyshot_data import LAYOUTS
+
+    parser = cli._parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    offered = {name: next((tuple(a.choices) for a in p._actions if a.dest == "dataset"), None)
+               for name, p in sub.choices.items()}
+    assert {name: choices for name, choices in offered.items() if choices} == {
+        "manyshot": tuple(LAYOUTS), "finetune": tuple(LAYOUTS), "robustness": robustness.DATASETS}
+    assert "aircraft" in LAYOUTS and "embedded-c" in robustness.DATASETS
 
 
 def test_cli_errors_are_clear(monkeypatch):
-    monkeypatch.setitem(cli.PROTOCOLS, "knn", "transfer.not_written_yet")
+    monkeypatch.setitem(suite.PROTOCOLS, "knn", "transfer.not_written_yet")
     with pytest.raises(ConfigError, match="not available"):
-        cli.protocol_module("knn")
+        suite.protocol_module("knn")
     with pytest.raises(ConfigError, match="choose one of"):
-        cli.run_protocol("fewshot", "m", "embedded", "out", preset="nonsense")
+        suite.run_protocol("fewshot", "m", "embedded", "out", preset="nonsense")
     for argv in [["--help"], ["suite", "--help"]] + [[name, "--help"] for name in cli.PROTOCOLS]:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)

@@ -295,7 +295,7 @@ def test_the_arbitrary_code_refusal_is_kept_for_a_pickle_that_references_code(tm
 # ------------------------------------------------------------------ 4. the default preset follows the data
 @pytest.mark.parametrize("data, expected", [("embedded", "embedded"), ("/data/dtd", "paper")])
 def test_every_protocol_defaults_to_the_preset_of_its_data(monkeypatch, capsys, data, expected):
-    from transfer import cli
+    from transfer import cli, suite
 
     ran = []
 
@@ -304,7 +304,7 @@ def test_every_protocol_defaults_to_the_preset_of_its_data(monkeypatch, capsys, 
         return {"benchmark": f"{name}_bench", "preset": preset, "metrics": {"top1": {"mean": 50.0, "n": 1}},
                 "_path": "r.json"}
 
-    monkeypatch.setattr(cli, "run_protocol", fake_run)
+    monkeypatch.setattr(suite, "run_protocol", fake_run)
     for name in cli.PROTOCOLS:
         assert cli.main([name, "--model", "m", "--data", data, "--out", "o"]) == 0
         assert f"{name}_bench ({expected} preset): top1 50.00" in capsys.readouterr().out

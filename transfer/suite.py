@@ -1,0 +1,167 @@
+"""The transfer protocols as a library: which exist, the suites, and running one protocol or a suite.
+
+Each protocol lives in its own module (`transfer/<name>.py`) with `run(model, data, out, preset=...,
+overrides=..., seed=...) -> record`, imported only when it is asked for. `hexa transfer` (transfer/cli.py)
+parses its arguments into these calls; the demo and the study call them directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from typing import Sequence
+
+from hexa_zoo.errors import ConfigError, HexaError
+
+log = logging.getLogger(__name__)
+
+# CLI name -> module
+PROTOCOLS = {
+    "linear": "transfer.linear",
+    "knn": "transfer.knn",
+    "lowshot-svm": "transfer.lowshot_svm",
+    "semisup": "transfer.semisup",
+    "fewshot": "transfer.fewshot",
+    "detection": "transfer.detection",
+    "manyshot": "transfer.manyshot",
+    "adversarial": "transfer.adversarial",
+    "robustness": "transfer.robustness",
+    "finetune": "transfer.finetune",
+}
+
+# Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
+RESUMABLE = ("linear", "semisup", "detection", "finetune")
+
+# Each suite: (protocol, preset) in order; a protocol may run under more than one preset. The embedded suite's
+# linear metric is the converged L-BFGS probe (`linear:embedded` runs main_lincls's SGD at 10 epochs by name).
+# semisup and detection are left out of it (still runnable by name, `--only semisup,detection`): at the CPU
+# sizes the demo affords, every trunk scored chance on them (README, section 3).
+SUITES: dict[str, list[tuple[str, str]]] = {
+    "embedded": [("linear", "embedded_fast"), ("knn", "embedded"), ("lowshot-svm", "embedded"),
+                 ("fewshot", "embedded"), ("manyshot", "embedded"), ("fewshot", "cdfsl_embedded"),
+                 ("adversarial", "embedded"), ("robustness", "embedded")],
+    "paper": [(name, "paper") for name in ("linear", "knn", "lowshot-svm", "semisup", "fewshot", "detection")],
+}
+
+
+def protocol_module(name: str):
+    """The module implementing protocol `name`, or a ConfigError saying it is not available."""
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown transfer protocol {name!r}", f"choose one of: {', '.join(PROTOCOLS)}")
+    module_name = PROTOCOLS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise  # the protocol exists but one of its own imports is missing: a real problem, show it
+        raise ConfigError(f"the {name} protocol is not available in this version ({module_name} is missing)",
+                          f"run another protocol: {', '.join(p for p in PROTOCOLS if p != name)}") from None
+
+
+def dataset_choices() -> dict[str, tuple[str, ...]]:
+    """The protocols that read one of several named datasets (`--dataset NAME` is `--set dataset=NAME`), with
+    the names their readers know: the many-shot layouts for manyshot and finetune, the robustness sets."""
+    from .manyshot_data import LAYOUTS
+
+    return {"manyshot": tuple(LAYOUTS), "finetune": tuple(LAYOUTS),
+            "robustness": tuple(protocol_module("robustness").DATASETS)}
+
+
+def run_protocol(name: str, model: str, data: str, out: str, *, preset: str, overrides: Sequence[str] = (),
+                 seed: int = 0) -> dict:
+    module = protocol_module(name)
+    if preset not in module.PRESETS:
+        raise ConfigError(f"the {name} protocol has no preset {preset!r}",
+                          f"choose one of: {', '.join(sorted(module.PRESETS))}")
+    return module.run(model, data, out, preset=preset, overrides=list(overrides), seed=seed)
+
+
+def default_preset(data: str) -> str:
+    """The preset a protocol runs without --preset: the published protocol on a real dataset, the embedded
+    one on `--data embedded` (a toy preset on real data would report numbers nobody published)."""
+    return "embedded" if data == "embedded" else "paper"
+
+
+def summary(record: dict) -> str:
+    parts = []
+    for name, m in record["metrics"].items():
+        text = f"{name} {m['mean']:.2f}"
+        if m.get("n", 1) > 1:
+            text += f" ± {m.get('ci95', m['std']):.2f}"
+        parts.append(text)
+    preset = f" ({record['preset']} preset)" if record.get("preset") else ""
+    return f"{record['benchmark']}{preset}: " + ", ".join(parts) + f"  ({record.get('_path', '')})"
+
+
+def split_names(text: str | None) -> list[str]:
+    """The protocols of a comma-separated list (`--only`, `--skip`); PROTOCOL:PRESET names a preset."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n.split(":")[0] not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"unknown protocol(s) {unknown}", f"choose from: {', '.join(PROTOCOLS)}")
+    return names
+
+
+def suite_entries(suite: str, only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+    """(label, protocol, preset) to run: the suite's entries (a protocol's first one labelled by its bare name,
+    the others PROTOCOL:PRESET), or those named in `only`, where PROTOCOL:PRESET may name any preset."""
+    entries, seen = [], set()
+    for name, preset in SUITES[suite]:
+        entries.append((name if name not in seen else f"{name}:{preset}", name, preset))
+        seen.add(name)
+    if only:
+        known = {label: (label, n, p) for label, n, p in entries} | {f"{n}:{p}": (f"{n}:{p}", n, p) for _, n, p in entries}
+        extra = {item: (item, *item.split(":", 1)) for item in only if ":" in item and item not in known}
+        bare = {item: (item, item, "embedded" if suite == "embedded" else "paper") for item in only
+                if ":" not in item and item not in known}
+        entries = [known.get(item) or extra.get(item) or bare[item] for item in only]
+    return [e for e in entries if e[0] not in set(skip)]
+
+
+def route(overrides: Sequence[str], data_for: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """`PROTOCOL.key=value` overrides and `PROTOCOL=PATH` datasets, per protocol."""
+    routed: dict[str, list[str]] = {}
+    for item in overrides:
+        name, dot, rest = item.partition(".")
+        if not dot or name not in PROTOCOLS or "=" not in rest:
+            raise ConfigError(f"suite override {item!r} is not PROTOCOL.KEY=VALUE",
+                              f"e.g. --set knn.max_per_class=50; PROTOCOL is one of {', '.join(PROTOCOLS)}")
+        routed.setdefault(name, []).append(rest)
+    per_protocol = {}
+    for item in data_for:
+        name, sep, path = item.partition("=")
+        if not sep or name not in PROTOCOLS:
+            raise ConfigError(f"--data-for {item!r} is not PROTOCOL=PATH", f"PROTOCOL is one of {', '.join(PROTOCOLS)}")
+        per_protocol[name] = path
+    return routed, per_protocol
+
+
+def run_suite(model: str, suite: str, out: str, *, data: str | None = None, data_for: Sequence[str] = (),
+              only: Sequence[str] = (), skip: Sequence[str] = (), overrides: Sequence[str] = (),
+              seed: int = 0) -> tuple[list[dict], dict[str, str]]:
+    """Every entry of SUITES[suite] (or of the protocols `only`, minus `skip`); returns (records, failures).
+
+    `overrides` are `PROTOCOL.key=value`, each passed to its protocol as `key=value`. A protocol that
+    fails with a user-fixable error is reported and the suite goes on with the next.
+    """
+    routed, per_protocol = route(overrides, data_for)
+    default = data if data is not None else ("embedded" if suite == "embedded" else None)
+    records, failures = [], {}
+    for label_, name, preset in suite_entries(suite, only, skip):
+        dataset = per_protocol.get(name, default)
+        if dataset is None:
+            failures[label_] = f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
+            continue
+        start = time.perf_counter()
+        log.info("== %s (%s preset) on %s", name, preset, dataset)
+        try:
+            record = run_protocol(name, model, dataset, out, preset=preset, overrides=routed.get(name, ()), seed=seed)
+            if record is None:  # handed off (detectron2 not installed) or a non-zero torchrun rank: nothing ran here
+                continue
+            records.append(record)
+            log.info("%s  [%.0f s]", summary(record), time.perf_counter() - start)
+        except HexaError as err:
+            failures[label_] = err.message + (f" (fix: {err.fix})" if err.fix else "")
+            log.error("%s failed: %s", label_, failures[label_])
+    return records, failures
