@@ -102,6 +102,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "in1k_ep800": "hexa_swav_r50_800ep"}, "in1k_ep800", baseline="swav"),
 )}
 
+# The method families: the modules implementing the methods (pretrain/<family>.py), in catalog order. Each is
+# also the name of its settings' section in a recipe and a typed field of pretrain.config.PretrainConfig.
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.module for m in METHODS.values()))
+
 # What a budget of 1 means for the embedded recipes (each method's recipes["embedded"]): this many passes over
 # the 2000 embedded training images, for every method alike, in `hexa demo --budget` and `hexa study --budget`
 # (a recipe's own `epochs` is what `hexa pretrain` runs). Measured on 2 shared CPU cores: one pass of MoCo-v2
