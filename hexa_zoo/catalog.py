@@ -102,6 +102,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "in1k_ep800": "hexa_swav_r50_800ep"}, "in1k_ep800", baseline="swav"),
 )}
 
+# The method families: the modules implementing the methods (pretrain/<family>.py), in catalog order. Each is
+# also the name of its settings' section in a recipe and a typed field of pretrain.config.PretrainConfig.
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.module for m in METHODS.values()))
+
+# What a budget of 1 means for the embedded recipes (each method's recipes["embedded"]): this many passes over
+# the 2000 embedded training images, for every method alike, in `hexa demo --budget` and `hexa study --budget`
+# (a recipe's own `epochs` is what `hexa pretrain` runs). Measured on 2 shared CPU cores: one pass of MoCo-v2
+# plus one of HEXA_MoCo about 33 s; the shrunk transfer suite about 33 s per model. It lives on the ground floor,
+# beside the recipes' names, so that the demo, the study and its plan count a budget with one number.
+EPOCHS_AT_BUDGET_1 = 12
+
 _FAIR = "https://dl.fbaipublicfiles.com"
 # Official releases: model.tag -> (url, md5 prefix published beside it or None, notes). The MoCo md5
 # prefixes are those of the MoCo README's model table; the swav repository publishes none.

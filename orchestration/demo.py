@@ -37,15 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from hexa_zoo.catalog import METHODS, hexa_pairs, zoo_model_name
+from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, METHODS, hexa_pairs, zoo_model_name
 from hexa_zoo.errors import ConfigError
 from hexa_zoo.records import read_records
 
 DCLUSTER_MIN_BUDGET = 2.0      # the DeepCluster pair roughly doubles the time: it joins from here on
 FULL_SUITE_BUDGET = 3.0        # from here the embedded transfer presets run unchanged (`hexa transfer suite`)
-# Passes over the 2000 embedded images per method at budget 1 (the recipes say 20). Measured on 2 shared CPU
-# cores: one pass of MoCo-v2 plus one of HEXA_MoCo about 33 s; the shrunk transfer suite about 33 s per model.
-EPOCHS_AT_BUDGET_1 = 12
 MIN_IMAGES = 64                # below one epoch, never train on fewer images than this
 
 

@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hexa_zoo.catalog import METHODS
+from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, METHODS  # a budget means the same epochs in the demo and in a study
 from hexa_zoo.errors import ConfigError
 from hexa_zoo.fileio import atomic_write_json, atomic_write_text
 
-from .demo import EPOCHS_AT_BUDGET_1  # a budget means the same epochs in the demo and in a study
 from .step_rates import TABLE, pretrain_rate, read_rates, workload_rate
 
 MODES = ("equal-epochs", "equal-compute")

@@ -35,13 +35,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hexa_zoo.catalog import METHODS
+from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, METHODS
 from hexa_zoo.errors import ConfigError
 from hexa_zoo.fileio import atomic_write_json
 from hexa_zoo.records import read_records
 from hexa_zoo.stats import paired_bootstrap_interval, paired_t_interval, verdict
 
-from .demo import EPOCHS_AT_BUDGET_1
 from .cells import finish_cell, pretrain_cell, suite_cell
 from .plan import FAMILIES, MODES, RECIPE_SETS, Cell, pairs_in, plan_cells, render
 from .step_rates import TABLE

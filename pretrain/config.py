@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 
 import yaml
 
-from hexa_zoo.catalog import EMBEDDED_TAG, METHODS, Method
+from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS, Method
 from hexa_zoo.config import from_dict, merge, parse_overrides, to_dict
 from hexa_zoo.errors import ConfigError
 
@@ -45,7 +45,6 @@ from .monitor import MonitorConfig
 from .swav import SwavConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "configs"
-SECTIONS = ("moco", "deepcluster", "swav")  # one per method module of the catalog
 log = logging.getLogger("pretrain")
 
 
@@ -107,7 +106,8 @@ class PretrainConfig:
 
     hard_views: HardViewConfig = field(default_factory=HardViewConfig)  # `enabled` follows the method
 
-    # The method's own settings: only the section of the method's module is used (and saved)
+    # The method's own settings, one typed section per family of the catalog (hexa_zoo.catalog.FAMILIES; a test
+    # holds them equal): only the section of the method's module is used (and saved)
     moco: MocoConfig = field(default_factory=MocoConfig)
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
     swav: SwavConfig = field(default_factory=SwavConfig)
@@ -156,7 +156,7 @@ class PretrainConfig:
     def to_dict(self) -> dict:
         """The configuration as saved: every field, and of the method sections only this method's."""
         data = to_dict(self)
-        for section in SECTIONS:
+        for section in FAMILIES:
             if section != self.family:
                 data.pop(section)
         return data

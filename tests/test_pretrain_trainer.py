@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import math
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS
 from hexa_zoo.errors import HexaError
 from pretrain import trainer
 from pretrain.checkpoint import checkpoint_name, list_checkpoints
@@ -111,6 +113,20 @@ def test_every_recipe_parses_with_the_published_constants():
         load_recipe("hexa_moco_r18_embedded", ["moco.queue_sise=3"])
     with pytest.raises(HexaError, match="no recipe named"):
         load_recipe("no_such_recipe")
+
+
+def test_method_sections_are_the_catalog_families():
+    """PretrainConfig's typed method sections and the catalog's families are the same list: one section per
+    family, typed by the config its module's METHOD is built from, and a saved config keeps only its own."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    sections = {name for name, f in fields.items() if f.default_factory is not dataclasses.MISSING
+                and hasattr(sys.modules[f.default_factory.__module__], "METHOD")}  # a method module's config
+    assert sections == set(FAMILIES)
+    for family in FAMILIES:  # the section named after a family is typed by that family's module
+        assert fields[family].default_factory.__module__ == importlib.import_module(f"pretrain.{family}").__name__
+    for method in METHODS.values():
+        saved = load_recipe(method.recipes[EMBEDDED_TAG]).to_dict()
+        assert [s for s in FAMILIES if s in saved] == [method.module], method.name
 
 
 def test_zoo_model_name_rule():
