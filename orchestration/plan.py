@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, METHODS  # a budget means the same epochs in the demo and in a study
+from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, FAMILIES, METHODS  # a budget means the same epochs in the demo and in a study
 from hexa_zoo.errors import ConfigError
 from hexa_zoo.fileio import atomic_write_json, atomic_write_text
 
@@ -27,7 +27,6 @@ from .step_rates import TABLE, pretrain_rate, read_rates, workload_rate
 
 MODES = ("equal-epochs", "equal-compute")
 RECIPE_SETS = ("embedded", "paper")
-FAMILIES = sorted({m.module for m in METHODS.values()})
 IMAGENET_TRAIN, IMAGENET_VAL, VOC07_TRAINVAL, VOC07_TEST = 1_281_167, 50_000, 5_011, 4_952
 
 
