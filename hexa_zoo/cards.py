@@ -10,26 +10,19 @@ folder's weights and config.json are untouched, so plain timm still loads it wit
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .fileio import atomic_write_text
+from .publish import recorded_about
 
 CARD_FILE = "README.md"
 
 
 def card_weights_sha256(folder: Path) -> str | None:
     """The weights sha256 a zoo folder's config.json records (None: not a zoo folder, or none recorded)."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    about = config.get("hexa_zoo") if isinstance(config, dict) else None
-    if not isinstance(about, dict):  # timm may nest the extra model_config under another key
-        about = next((v["hexa_zoo"] for v in config.values() if isinstance(v, dict) and "hexa_zoo" in v), None)
-    sha = about.get("weights_sha256") if isinstance(about, dict) else None
+    sha = recorded_about(folder).get("weights_sha256")
     return sha if isinstance(sha, str) and sha else None
 
 

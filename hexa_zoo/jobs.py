@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,6 +50,12 @@ class Resources:
     @property
     def tasks(self) -> int:
         return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    def one_gpu(self, hours: float | None = None) -> "Resources":
+        """The same request cut to one task on one GPU (none where none is asked) of one node: a job that
+        evaluates (a suite protocol, a cell's suite) rather than pre-trains."""
+        return replace(self, nodes=1, gpus_per_node=min(1, self.gpus_per_node), tasks_per_node=1,
+                       hours=self.hours if hours is None else hours)
 
 
 def slurm_parameters(res: Resources, name: str, after: str | None = None) -> dict:
@@ -203,6 +209,12 @@ class JobStatus:
     job_id: str = ""
     why: str = ""
     log: str = ""          # the last lines of the job's stderr, for a failure
+
+    def failure_lines(self) -> list[str]:
+        """Why a failed job failed and the tail of its log, indented under its status line (none otherwise)."""
+        if self.state != "failed":
+            return []
+        return [f"    {self.why}"] + [f"    | {line}" for line in self.log.splitlines()]
 
 
 def log_tail(submitted: dict | None, lines: int = 5) -> str:

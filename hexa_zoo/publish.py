@@ -228,14 +228,22 @@ def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dic
 
 # ---------------------------------------------------------------- reading a zoo folder back
 
+def recorded_about(folder: Path) -> dict:
+    """The `hexa_zoo` entry `publish` wrote into a zoo folder's config.json (wherever timm nested it); {} when
+    the folder has none (not a zoo folder, or no readable config.json)."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    about = _find_key(config, "hexa_zoo")
+    return about if isinstance(about, dict) else {}
+
+
 def published_identity(folder: Path) -> dict | None:
     """`{"weights_sha256", "source", "out"}` of the zoo folder at `folder`, or None when nothing is there."""
     if not folder.exists():
         return None
-    try:
-        about = json.loads((folder / CONFIG_FILE).read_text()).get("hexa_zoo") or {}
-    except (OSError, ValueError):
-        about = {}
+    about = recorded_about(folder)
     if not about.get("weights_sha256") and (folder / WEIGHTS_FILE).is_file():
         from .fileio import sha256_file
 

@@ -80,10 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     compiled = compile_leaderboard(results, out, published=args.published, runs=args.runs, plots=not args.no_plots)
     print(f"{compiled.n_records} record(s), {len(compiled.tables)} table(s) -> {compiled.readme}, {compiled.site}")
     if args.update_cards:
-        from .collect import collect_records
         from .model_index import update_cards
 
-        cards, orphans = update_cards(collect_records([Path(r) for r in results])[0])
+        cards, orphans = update_cards(compiled.records)  # the records just compiled, not read a second time
         for card in cards:
             print(f"model-index written: {card}")
         if orphans:

@@ -43,7 +43,11 @@ class Compiled:
     metrics: dict = field(default_factory=dict)         # table name -> metric names
     written: list[Path] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
-    n_records: int = 0
+    records: list[dict] = field(default_factory=list)  # the valid records compiled
+
+    @property
+    def n_records(self) -> int:
+        return len(self.records)
 
     @property
     def readme(self) -> Path:
@@ -73,7 +77,7 @@ def compile_leaderboard(results: Sequence[str | os.PathLike], out: str | os.Path
         log.warning("warning: no published.csv found; compiling our rows only")
     long = pd.DataFrame(entries)
 
-    result = Compiled(out=out, skipped=skipped, n_records=len(good))
+    result = Compiled(out=out, skipped=skipped, records=good)
     if len(long):
         for table in sorted(long["table"].unique(), key=lambda t: (is_embedded(t), family_of(t)[0], natural_key(t))):
             frame, metrics = wide_table(long[long["table"] == table])

@@ -34,6 +34,7 @@ def eval_results(records: Sequence[dict]) -> tuple[dict[Path, list], list[dict]]
             orphans.append(rec)
             continue
         path = Path(rec["_path"])
+        record_sha256 = sha256_file(path)  # once per record: every metric's result names it
         dataset = rec["dataset"]
         fingerprint = str(dataset.get("fingerprint") or "").split(":")[-1][:8]
         variant = variant_of(rec) or f"{rec.get('preset')} preset"
@@ -45,7 +46,7 @@ def eval_results(records: Sequence[dict]) -> tuple[dict[Path, list], list[dict]]
                 dataset_name=f"{dataset.get('name', '')} ({fingerprint})" if fingerprint else str(dataset.get("name")),
                 metric_type=name, metric_name=f"{name} ({variant})", metric_value=round(float(m["mean"]), 4),
                 metric_config=variant,
-                metric_args={"record": path.name, "record_sha256": sha256_file(path), "seed": rec.get("seed"),
+                metric_args={"record": path.name, "record_sha256": record_sha256, "seed": rec.get("seed"),
                              "n": int(m.get("n") or 1)})
             by_card.setdefault(folder, []).append((str(rec["benchmark"]), name, path.name, result))
     return {f: [r[-1] for r in sorted(rs, key=lambda r: r[:3])] for f, rs in by_card.items()}, orphans

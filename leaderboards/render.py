@@ -154,6 +154,25 @@ def protocol_line(frame: "pd.DataFrame") -> str:
     return " ".join(["Protocols: " + "; ".join(parts) + ".", *apart])
 
 
+def our_links(row) -> list[tuple[str, str | None]]:
+    """(label, relative target) of one of our rows' links, as the Markdown and the web page show them: its
+    records, then the card of exactly its weights; a card no zoo folder holds any more has no target."""
+    records = row["records"].split(";") if row["records"] else []
+    links: list[tuple[str, str | None]] = [("record" if len(records) == 1 else f"record {i + 1}", p)
+                                           for i, p in enumerate(records)]
+    if row["card"]:
+        links.append(("card", row["card"]))
+    else:  # the record names weights that no zoo folder on this machine holds any more
+        links.append((f"card gone (no zoo folder holds weights {row['weights'][:8]})" if row["weights"]
+                      else "no card (the record names no weights)", None))
+    return links
+
+
+def our_note(row) -> str:
+    """The note of one of our rows: its data (with fingerprint) and config."""
+    return f"data {row['data']}; config {row['config_id']}"
+
+
 def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
     """A wide table as Markdown: published rows with their source, ours in bold with links."""
     header = ["Model", "Arch", "Epochs", "Protocol", *metrics, "Source", "Note"]
@@ -169,16 +188,9 @@ def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
             note = row["note"]
         else:
             model = f"**{row['model']}**" + (f" (weights {row['weights'][:8]})" if row["model"] in retrained else "")
-            records = row["records"].split(";") if row["records"] else []
-            links = [f"[record]({records[0]})"] if len(records) == 1 else \
-                [f"[record {i + 1}]({p})" for i, p in enumerate(records)]
-            if row["card"]:
-                links.append(f"[card]({row['card']})")
-            else:  # the record names weights that no zoo folder on this machine holds any more
-                links.append(f"card gone (no zoo folder holds weights {row['weights'][:8]})" if row["weights"]
-                             else "no card (the record names no weights)")
-            source = "ours: " + " · ".join(links)
-            note = f"data {row['data']}; config {row['config_id']}"
+            source = "ours: " + " · ".join(f"[{label}]({target})" if target else label
+                                           for label, target in our_links(row))
+            note = our_note(row)
         cells = [model, row["arch"], row["epochs"], row["protocol"], *(format_cell(row, m) for m in metrics), source,
                  note]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")

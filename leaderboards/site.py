@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Mapping
 from hexa_zoo.catalog import METHODS, MODELS
 
 from .published import source_url
-from .render import family_of, format_cell, is_embedded, protocol_line, scale_line, table_file_name
+from .render import (family_of, format_cell, is_embedded, our_links, our_note, protocol_line, scale_line,
+                     table_file_name)
 from .variants import VARIANTS
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ def _plain(name: str) -> str:
 def _note(row, base) -> str:
     if row["kind"] == "published":
         return row["note"]
-    text = f"data {row['data']}; config {row['config_id']}"
+    text = our_note(row)
     if base is not None:
         text += f"; compared with {base['model']} ({base['epochs'] or '?'} ep, {base['source']})"
     return text
@@ -230,13 +231,8 @@ def _source_cell(row) -> str:
     if row["kind"] == "published":
         url = source_url(str(row["source"]))
         return f'<a href="{_e(url)}">{_e(row["source"])}</a>' if url else _e(row["source"])
-    records = [r for r in str(row["records"] or "").split(";") if r]
-    links = [f'<a href="../{_e(r)}">record{"" if len(records) == 1 else f" {i + 1}"}</a>' for i, r in
-             enumerate(records)]
-    if row["card"]:
-        links.append(f'<a href="../{_e(row["card"])}">model card</a>')
-    elif row["weights"]:
-        links.append(f"card gone (no zoo folder holds weights {_e(str(row['weights'])[:8])})")
+    links = [f'<a href="../{_e(target)}">{"model card" if label == "card" else label}</a>' if target else _e(label)
+             for label, target in our_links(row)]
     return "ours: " + " · ".join(links)
 
 

@@ -114,7 +114,7 @@ def status_lines(cells: Sequence[Cell], out: Path, alive: Callable | None = None
         stage = f" ({s.stage})" if s.stage and s.state != "done" else ""
         lines.append(f"{cell.name:24s} {s.state}{stage}{job}")
         if s.state == "failed" and s.job:
-            lines += [f"    {s.job.why}"] + [f"    | {line}" for line in s.job.log.splitlines()]
+            lines += s.job.failure_lines()
     return lines + [f"{done} of {len(cells)} cells done"]
 
 

@@ -31,7 +31,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -244,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(grid_file, {"grid": asdict(grid), "suite": suite})
     res = resources(args)
     jobs = {"pretrain_resources": res,
-            "suite_resources": replace(res, nodes=1, gpus_per_node=min(1, res.gpus_per_node), tasks_per_node=1,
-                                       hours=args.suite_hours)}
+            "suite_resources": res.one_gpu(hours=args.suite_hours)}
     summary = run_study(grid, suite, args.out, resume=args.resume, overrides=args.overrides, only=only,
                         data_for=args.data_for, executor=args.executor, parallel=args.parallel, jobs=jobs)
     for pair, metrics in summary["comparisons"].items():

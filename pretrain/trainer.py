@@ -129,8 +129,6 @@ def epoch_summary(means: dict[str, float]) -> str:
 def autocast_dtype(name: str) -> torch.dtype:
     """`amp_dtype` as a torch dtype; ConfigError for anything but float16 or bfloat16."""
     if name not in ("float16", "bfloat16"):
-        from hexa_zoo.errors import ConfigError
-
         raise ConfigError(f"amp_dtype must be float16 or bfloat16, got {name!r}", "set amp_dtype=float16 or bfloat16")
     return getattr(torch, name)
 

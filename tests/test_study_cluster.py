@@ -233,11 +233,11 @@ def test_a_suite_on_the_local_executor_runs_each_protocol_once(tmp_path, r18_fil
 
 
 def test_a_requeued_protocol_resumes_only_where_it_can():
-    from transfer.suite import RESUMABLE, suite_entries
+    from transfer.suite import RESUMABLE, suite_runs
     from transfer.suite_jobs import protocol_jobs
 
-    entries = suite_entries("paper", only=["linear", "knn"])
-    jobs, missing = protocol_jobs("m", "out", entries, {}, {"linear": "/in", "knn": "/in"}, None, 0, RESUMABLE)
+    runs = suite_runs("paper", None, {"linear": "/in", "knn": "/in"}, only=["linear", "knn"])
+    jobs, missing = protocol_jobs("m", "out", runs, {}, 0, RESUMABLE)
     linear, knn = jobs
     assert not missing and linear.argv[-2:] == ["--resume", "auto"] and linear.requeued().argv == linear.argv
     assert "--resume" not in knn.argv and knn.requeued().argv == knn.argv  # knn takes no --resume

@@ -13,7 +13,7 @@ import sys
 from hexa_zoo.jobs import EXECUTORS, add_cluster_arguments, resources
 
 from . import suite
-from .suite import PROTOCOLS, RESUMABLE, default_preset, route, split_names, suite_entries, summary
+from .suite import PROTOCOLS, RESUMABLE, default_preset, route, split_names, suite_runs, summary
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,8 @@ def _suite_jobs(args) -> int:
     from .suite_jobs import protocol_jobs, status_lines, submit_suite
 
     routed, per_protocol = route(args.overrides, args.data_for)
-    default = args.data if args.data is not None else ("embedded" if args.suite == "embedded" else None)
-    entries = suite_entries(args.suite, split_names(args.only), split_names(args.skip))
-    jobs, missing = protocol_jobs(args.model, args.out, entries, routed, per_protocol, default, args.seed, RESUMABLE)
+    runs = suite_runs(args.suite, args.data, per_protocol, split_names(args.only), split_names(args.skip))
+    jobs, missing = protocol_jobs(args.model, args.out, runs, routed, args.seed, RESUMABLE)
     if not args.status:
         submit_suite(jobs, args.executor, resources(args), args.parallel)
     print("\n".join(status_lines(jobs)))

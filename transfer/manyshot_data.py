@@ -55,8 +55,13 @@ class Layout:
 
 
 def _missing(name: str, root: Path, what: Path | str) -> DataError:
+    return _layout_error(name, f"{what} not found under {root}")
+
+
+def _layout_error(name: str, problem: str) -> DataError:
+    """`problem` with the layout dataset `name` expects and where to get it."""
     layout = LAYOUTS[name]
-    return DataError(f"{name}: {what} not found under {root}; expected {layout.expected}",
+    return DataError(f"{name}: {problem}; expected {layout.expected}",
                      f"download {name} from {layout.source} and pass --data the folder described")
 
 
@@ -318,9 +323,7 @@ def read_manyshot(name: str, root: Path, *, train_list: str = "", test_list: str
         raise ConfigError(f"unknown many-shot dataset {name!r}" if name else "which dataset --data holds is not said",
                           f"pass --dataset NAME, one of: {', '.join(LAYOUTS)}")
     if not root.is_dir():
-        layout = LAYOUTS[name]
-        raise DataError(f"{name}: {root} is not a folder; expected one holding {layout.expected}",
-                        f"download {name} from {layout.source} and pass --data the folder described")
+        raise _layout_error(name, f"{root} is not a folder")
     lists = {"train_list": train_list, "test_list": test_list} if name in ("caltech101", "sun397") else {}
     out = LAYOUTS[name].reader(root, **lists)
     classes, train, val, test = out[:4]

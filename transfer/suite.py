@@ -137,6 +137,20 @@ def route(overrides: Sequence[str], data_for: Sequence[str]) -> tuple[dict[str, 
     return routed, per_protocol
 
 
+def suite_runs(suite: str, data: str | None, per_protocol: dict[str, str], only: Sequence[str] = (),
+               skip: Sequence[str] = ()) -> list[tuple[str, str, str, str | None]]:
+    """(label, protocol, preset, dataset) of each entry to run, whether here or as jobs: a protocol's dataset
+    from --data-for, else `data`, else the embedded data for the embedded suite; None where there is none
+    (`no_dataset` says what to pass)."""
+    default = data if data is not None else ("embedded" if suite == "embedded" else None)
+    return [(label, name, preset, per_protocol.get(name, default))
+            for label, name, preset in suite_entries(suite, only, skip)]
+
+
+def no_dataset(name: str) -> str:
+    return f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
+
+
 def run_suite(model: str, suite: str, out: str, *, data: str | None = None, data_for: Sequence[str] = (),
               only: Sequence[str] = (), skip: Sequence[str] = (), overrides: Sequence[str] = (),
               seed: int = 0) -> tuple[list[dict], dict[str, str]]:
@@ -146,12 +160,10 @@ def run_suite(model: str, suite: str, out: str, *, data: str | None = None, data
     fails with a user-fixable error is reported and the suite goes on with the next.
     """
     routed, per_protocol = route(overrides, data_for)
-    default = data if data is not None else ("embedded" if suite == "embedded" else None)
     records, failures = [], {}
-    for label_, name, preset in suite_entries(suite, only, skip):
-        dataset = per_protocol.get(name, default)
+    for label_, name, preset, dataset in suite_runs(suite, data, per_protocol, only, skip):
         if dataset is None:
-            failures[label_] = f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
+            failures[label_] = no_dataset(name)
             continue
         start = time.perf_counter()
         log.info("== %s (%s preset) on %s", name, preset, dataset)

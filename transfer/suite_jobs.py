@@ -13,17 +13,18 @@ from typing import Sequence
 
 from hexa_zoo.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
 
+from .suite import no_dataset
 
-def protocol_jobs(model: str, out: str, entries, routed: dict, per_protocol: dict, default: str | None, seed: int,
+
+def protocol_jobs(model: str, out: str, runs, routed: dict, seed: int,
                   resumable: Sequence[str] = ()) -> tuple[list[HexaCommand], dict[str, str]]:
-    """(one job per entry with a dataset, {label: why} for those without); the `resumable` protocols
-    checkpoint as they train (`--resume auto`), so a requeued or re-run job continues where it stopped."""
+    """(one job per run of `suite.suite_runs` with a dataset, {label: why} for those without); the `resumable`
+    protocols checkpoint as they train (`--resume auto`), so a requeued or re-run job continues where it stopped."""
     board = Path(out) / "jobs"
     jobs, missing = [], {}
-    for label, name, preset in entries:
-        dataset = per_protocol.get(name, default)
+    for label, name, preset, dataset in runs:
         if dataset is None:
-            missing[label] = f"no dataset: pass --data-for {name}=PATH (the paper suite has no default data)"
+            missing[label] = no_dataset(name)
             continue
         argv = ["transfer", name, "--model", model, "--data", dataset, "--out", str(out), "--preset", preset,
                 "--seed", str(seed)]
@@ -39,8 +40,7 @@ def status_lines(jobs: Sequence[HexaCommand]) -> list[str]:
         s = Board(job.board).status(job.name)
         done += s.state == "done"
         lines.append(f"{job.name.replace('__', ':'):28s} {s.state}{f' job {s.job_id}' if s.job_id else ''}")
-        if s.state == "failed":
-            lines += [f"    {s.why}"] + [f"    | {line}" for line in s.log.splitlines()]
+        lines += s.failure_lines()
     return lines + [f"{done} of {len(jobs)} protocols done"]
 
 
@@ -53,9 +53,7 @@ def submit_suite(jobs: Sequence[HexaCommand], executor: str, res: Resources, par
     if executor == "local":
         run_local([[job] for job in todo], logs, parallel=parallel, hours=res.hours)
     else:
-        one_gpu = Resources(gpus_per_node=min(1, res.gpus_per_node), tasks_per_node=1, cpus_per_task=res.cpus_per_task,
-                            hours=res.hours, partition=res.partition, account=res.account,
-                            constraint=res.constraint, mem_gb=res.mem_gb)
+        one_gpu = res.one_gpu()
         for job, ids in zip(todo, submit_slurm([[(job, one_gpu)] for job in todo], logs)):
             print(f"queued {job.name.replace('__', ':')}: job {ids[0]}")
     return [job.name for job in todo]
