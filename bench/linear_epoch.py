@@ -3,7 +3,7 @@
     python bench/linear_epoch.py --device cuda --data DIR           # resnet50, 224 px, batch 256 (an ImageFolder)
     python bench/linear_epoch.py                                    # resnet18, 64 px, batch 32, on the CPU
 
-It runs `transfer.linear.train_linear_sgd` itself, the paper preset with `--epochs` epochs, on an
+It runs `transfer.protocols.linear.train_linear_sgd` itself, the paper preset with `--epochs` epochs, on an
 ImageFolder of JPEGs (DIR, or `--images` synthetic 500x375 JPEGs written by bench/data_pipeline.py's
 `write_jpegs`): each epoch decodes, crops and flips every image in the loader workers (sized as in the
 protocol), runs the frozen trunk and steps the fc. An epoch ends at the protocol's own per-epoch log line,
@@ -32,8 +32,9 @@ import timm
 import torch
 
 from data_pipeline import write_jpegs
-from transfer.common import read_image_split, select_device
-from transfer.linear import PRESETS, train_linear_sgd
+from transfer.common import select_device
+from transfer.readers.images import read_image_split
+from transfer.protocols.linear import PRESETS, train_linear_sgd
 
 IMAGENET_TRAIN = 1_281_167
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -97,7 +98,7 @@ def main() -> None:
     cfg = dataclasses.replace(PRESETS["paper"], epochs=args.epochs, milestones=(), batch_size=batch, train_crop=size)
     info = {"mean": MEAN, "std": STD}
     clock = EpochClock(sync)
-    linear_log = logging.getLogger("transfer.linear")
+    linear_log = logging.getLogger("transfer.protocols.linear")
     linear_log.addHandler(clock)
     linear_log.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.lowshot_svm import PRESETS, LowShotSvmConfig, lowshot_svm_eval, scene_features
+from transfer.protocols.lowshot_svm import PRESETS, LowShotSvmConfig, lowshot_svm_eval, scene_features
 from transfer import svm_solver
 
 # VOC2007 trainval images per class (aeroplane ... tvmonitor), out of 5011.

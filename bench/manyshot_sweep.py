@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from transfer.logreg_sweep import fast_sweep, sklearn_sweep, ssl_transfer_costs
-from transfer.manyshot import top1_accuracy
+from transfer.metrics import top1_accuracy
 
 
 def synthetic_features(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

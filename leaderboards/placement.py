@@ -39,7 +39,7 @@ COMBINED: dict[str, tuple[Combined, ...]] = {
     # ssl-transfer's VOC detection (its Table 4): the frozen and the fine-tuned trunk side by side
     "voc0712_det_r50fpn": (Combined(r"voc0712_det_r50fpn_(frozen|finetune)", (),
                                     "PASCAL VOC07+12 (one column per trunk setting and metric)"),),
-    # transfer/robustness.py's sets; ImageNet-C gives mCE here and its per-corruption errors in `imagenet_c`
+    # transfer/protocols/robustness.py's sets; ImageNet-C gives mCE here and its per-corruption errors in `imagenet_c`
     "imagenet_robustness": (Combined(r"(imagenet_(?:v2|r|a|sketch))", ("top1",), "the ImageNet robustness sets"),
                             Combined(r"(imagenet_c)", ("mCE",), "the ImageNet robustness sets", keep=True)),
 }

@@ -24,7 +24,7 @@ PROTOCOLS = {
     "detection_voc_finetune": ("voc0712_det_r50fpn_finetune", "ssl-transfer-detection"),
     "imagenet_linear_reported": ("imagenet_linear", "ssl-transfer-quoted"),
 }
-# The paper's metric names -> the names our protocols write (transfer/manyshot_data.py, transfer/fewshot.py).
+# The paper's metric names -> the names our protocols write (transfer/readers/manyshot.py, transfer/protocols/fewshot.py).
 METRICS = {"top1_accuracy": "top1", "mean_per_class_accuracy": "mean_per_class", "11pt_mAP": "mAP",
            "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
 # Pre-training epochs as the readme's weight files name them (moco_v2_800ep_pretrain.pth.tar, ...); the

@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +37,10 @@ from typing import Iterator, Sequence
 
 from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, METHODS, hexa_pairs, zoo_model_name
 from hexa_zoo.errors import ConfigError
-from hexa_zoo.records import read_records
+
+from .demo_transfer import run_transfer, trunk_identity, untrained_trunk
 
 DCLUSTER_MIN_BUDGET = 2.0      # the DeepCluster pair roughly doubles the time: it joins from here on
-FULL_SUITE_BUDGET = 3.0        # from here the embedded transfer presets run unchanged (`hexa transfer suite`)
 MIN_IMAGES = 64                # below one epoch, never train on fewer images than this
 
 
@@ -162,124 +160,6 @@ def run_pretrain(step: PretrainStep, force: bool = False) -> None:
         raise RuntimeError(f"pre-training {step.method} ({step.recipe}) did not publish {zoo_folder(step)}")
     print(f"published {result.model} -> {result.zoo_dir}")
     print(f"load it: {result.load_hint}")
-
-
-# ------------------------------------------------------------------------------------ transfer
-
-def trunk_identity(spec: str) -> tuple[str, str]:
-    """(name, weights hash) that a transfer record of this model carries (what `load_trunk` reports)."""
-    from hexa_zoo import load_trunk
-
-    info = load_trunk(spec)[1]
-    return info["name"], info["weights_sha256"]
-
-
-def untrained_trunk(arch: str, seed: int, out: Path) -> Path:
-    """`arch` as timm initialises it under `seed`, saved once: the reference pre-training has to beat."""
-    path = out / "untrained" / f"{arch}_untrained_seed{seed}.safetensors"
-    if not path.is_file():
-        import timm
-        from safetensors.torch import save_file
-
-        from hexa_zoo.fileio import atomic_path
-        from hexa_zoo.seeding import seed_everything
-
-        seed_everything(seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file(timm.create_model(arch, num_classes=0).state_dict(), str(tmp))
-    return path
-
-
-def done_protocols(results: Path, name: str, sha: str, budget: float) -> set[str]:
-    """Protocols (CLI names) with a record for exactly these weights and this budget's protocol sizes."""
-    if not results.is_dir():
-        return set()
-    records, _ = read_records([results])
-    expected = expected_sizes(budget)
-    done = set()
-    for r in records:
-        protocol = str(r["protocol"]).replace("_", "-")
-        config = r.get("config") or {}
-        if (r["model"].get("weights_sha256") == sha and r["model"].get("name") == name
-                and all(config.get(k) == v for k, v in expected.get(protocol, {}).items())):
-            done.add(protocol)
-    return done
-
-
-def expected_sizes(budget: float) -> dict[str, dict]:
-    """Per protocol, every setting the demo may shrink, with the value this budget gives it."""
-    from hexa_zoo.config import to_dict
-    from transfer.suite import protocol_module, suite_entries
-
-    chosen = transfer_sizes(budget)
-    presets = {name: preset for _, name, preset in reversed(suite_entries("embedded"))}  # a protocol's first entry
-    sizes: dict[str, dict] = {}
-    for protocol, shrinkable in transfer_sizes(0.0).items():  # the smallest budget shrinks every shrinkable setting
-        preset = to_dict(protocol_module(protocol).PRESETS[presets.get(protocol, "embedded")])
-        sizes[protocol] = {name: chosen.get(protocol, {}).get(name, preset[name]) for name in shrinkable}
-    return sizes
-
-
-def transfer_sizes(budget: float) -> dict[str, dict]:
-    """Per protocol (CLI name), the embedded preset's settings shrunk below FULL_SUITE_BUDGET, as values.
-
-    The shrunk settings are recorded in each record's config, so they form their own leaderboard rows and
-    are never averaged with full-preset runs. From FULL_SUITE_BUDGET on, the presets run unchanged.
-    """
-    if budget >= FULL_SUITE_BUDGET:
-        return {}
-    share = budget / FULL_SUITE_BUDGET
-    iters = max(4, round(40 * share))
-    sizes = {
-        "linear": {"variant": "fast"},                       # logistic regression on cached features
-        "lowshot-svm": {"num_samples": max(2, round(5 * share))},
-        "semisup": {"epochs": 1, "decay_epochs": [1]},
-        "fewshot": {"episodes": max(20, round(600 * share))},
-        "detection": {"max_iter": iters, "steps": [max(1, iters * 3 // 4)], "warmup_iters": min(5, iters // 2),
-                      "precise_bn_iters": min(5, iters)},
-    }
-    if budget < 1:  # fewer images per class; linear and kNN keep sharing one feature cache
-        per_class = max(20, round(200 * budget))
-        sizes["linear"]["max_per_class"] = per_class
-        sizes["knn"] = {"max_per_class": per_class}
-    return sizes
-
-
-# The demo's transfer suite: the HEXA paper's protocols (the embedded suite has more: manyshot, cdfsl, ...), less
-# semisup and detection: at the sizes the demo affords on a CPU (7 fine-tuning steps, 13 detector iterations)
-# every trunk, untrained included, scored chance on them. `--protocols semisup detection` still runs them.
-DEMO_PROTOCOLS = ("linear", "knn", "lowshot-svm", "fewshot")
-
-
-def run_transfer(model: str, identity: tuple[str, str], seed: int, results: Path, budget: float, *,
-                 force: bool = False, protocols: Sequence[str] | None = None) -> list[str]:
-    """`hexa transfer suite --suite embedded` on one model (any `--model` spec, whose records carry
-    `identity`: `trunk_identity(model)`), leaving out protocols already recorded for exactly its weights.
-
-    Returns the protocols that failed (reported by the suite, not fatal: the leaderboard shows the rest).
-    """
-    from transfer.suite import run_suite, summary
-
-    name, sha = identity
-    wanted = list(protocols or DEMO_PROTOCOLS)
-    done = set() if force else done_protocols(results, name, sha, budget) & set(wanted)
-    todo = [p for p in wanted if p not in done]
-    for protocol in sorted(done):
-        print(f"       {protocol}: reusing the record for these weights")
-    if not todo:
-        return []
-    overrides = [f"{protocol}.{key}={json.dumps(value)}"  # JSON values read back as the same YAML values
-                 for protocol, sizes in transfer_sizes(budget).items() if protocol in todo
-                 for key, value in sizes.items()]
-    records, failures = run_suite(model, "embedded", str(results), only=todo, overrides=overrides, seed=seed)
-    for record in records:
-        print(summary(record))
-    for protocol, why in failures.items():
-        print(f"{protocol}: FAILED: {why}", file=sys.stderr)
-    if not failures:
-        return []
-    return sorted(set(todo) - done_protocols(results, name, sha, budget))
 
 
 # ------------------------------------------------------------------------------------ comparison

@@ -131,8 +131,8 @@ def suite_work(suite: str) -> dict[str, tuple[str, float] | None]:
     """Per protocol of the suite: (kind, images through the trunk) with kind forward or train; None unmeasured."""
     if suite != "paper":
         return {}
-    from transfer.linear import PRESETS as LINEAR
-    from transfer.semisup import FRACTION, PRESETS as SEMISUP
+    from transfer.protocols.linear import PRESETS as LINEAR
+    from transfer.protocols.semisup import FRACTION, PRESETS as SEMISUP
 
     linear, semisup = LINEAR["paper"], SEMISUP["paper"]
     return {

@@ -130,7 +130,8 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_features_on_cuda_match_the_cpu(r18_file):
     from hexa_zoo.embedded import embedded_root
-    from transfer.common import load_model, read_image_split
+    from transfer.common import load_model
+    from transfer.readers.images import read_image_split
     from transfer.features import EvalTransform, extract_features
 
     model, info = load_model(str(r18_file))
@@ -147,7 +148,7 @@ def test_features_on_cuda_match_the_cpu(r18_file):
 def test_linear_and_detection_train_on_cuda_with_amp(tmp_path, r18_file):
     from test_transfer_detection import TINY as TINY_DETECTION
     from test_transfer_detection import make_tiny_voc
-    from transfer import detection, linear
+    from transfer.protocols import detection, linear
 
     record = linear.run(str(r18_file), "embedded", tmp_path, overrides=[
         "resize=32", "crop=32", "train_crop=32", "epochs=2", "milestones=[1]", "max_per_class=10", "amp=true"])

@@ -203,16 +203,16 @@ def test_coco_json_loads_with_pycocotools_and_matches_voc(root):
 
 
 def test_transfer_readers_read_the_embedded_scenes(root):
-    from transfer import datasets
+    from transfer.readers import coco as coco_reader, voc as voc_reader
 
     devkit = root / "VOCdevkit"
-    assert datasets.voc_classes(devkit, 2007) == CLASSES
+    assert voc_reader.voc_classes(devkit, 2007) == CLASSES
     for split, coco_split in (("trainval", "train"), ("test", "val")):
-        images = datasets.read_voc(devkit, 2007, split)
-        ids, from_lists = datasets.read_voc_imageset_labels(devkit, 2007, split)
+        images = voc_reader.read_voc(devkit, 2007, split)
+        ids, from_lists = voc_reader.read_voc_imageset_labels(devkit, 2007, split)
         assert [im.id for im in images] == ids
-        np.testing.assert_array_equal(datasets.voc_image_labels(images, CLASSES), from_lists)
-        coco = datasets.read_coco(root / "coco/annotations" / f"instances_{coco_split}.json", root / "coco" / coco_split)
+        np.testing.assert_array_equal(voc_reader.voc_image_labels(images, CLASSES), from_lists)
+        coco = coco_reader.read_coco(root / "coco/annotations" / f"instances_{coco_split}.json", root / "coco" / coco_split)
         assert [f"{im.id:06d}" for im in coco.images] == ids
         for voc_im, coco_im in zip(images, coco.images):
             assert [(o.name, o.bbox) for o in voc_im.objects] == \

@@ -1,4 +1,4 @@
-"""transfer.datasets on fixtures written by hand in the real VOCdevkit, COCO and SimCLR layouts."""
+"""transfer.readers (voc, coco, imagenet_subsets) on fixtures written by hand in the real VOCdevkit, COCO and SimCLR layouts."""
 
 import contextlib
 import hashlib
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from hexa_zoo.errors import DataError
-from transfer import datasets
+from transfer.readers import coco as coco_reader, imagenet_subsets, voc as voc_reader
 
 VOC_XML = """<annotation>
 \t<folder>VOC{year}</folder>
@@ -76,34 +76,34 @@ def _write_voc(devkit: Path, year: str = "2007") -> Path:
 
 def test_read_voc(tmp_path):
     voc = _write_voc(tmp_path / "VOCdevkit")
-    images = datasets.read_voc(tmp_path / "VOCdevkit", 2007, "trainval")
+    images = voc_reader.read_voc(tmp_path / "VOCdevkit", 2007, "trainval")
     assert [im.id for im in images] == list(IMAGES)
     first = images[0]
     assert (first.width, first.height, first.path) == (50, 40, voc / "JPEGImages" / "000005.jpg")
-    assert first.objects[0] == datasets.VocObject("cat", (10, 20, 30, 40), False, False, "Left")
+    assert first.objects[0] == voc_reader.VocObject("cat", (10, 20, 30, 40), False, False, "Left")
     assert first.objects[1].difficult and first.objects[1].truncated and first.objects[1].bbox == (1, 1, 48, 32)
     assert images[1].objects[0].bbox == (5, 6, 25, 30) and not images[1].objects[0].difficult
     assert images[3].objects == ()
     # The VOC2007 folder itself, or the folder above VOCdevkit, work too.
-    assert datasets.read_voc(voc, "2007", "trainval") == images
-    assert datasets.read_voc(tmp_path, "2007", "trainval") == images
+    assert voc_reader.read_voc(voc, "2007", "trainval") == images
+    assert voc_reader.read_voc(tmp_path, "2007", "trainval") == images
 
 
 def test_voc_classes_and_image_labels(tmp_path):
     _write_voc(tmp_path / "VOCdevkit")
     devkit = tmp_path / "VOCdevkit"
-    assert datasets.voc_classes(devkit, 2007) == CLASSES
-    labels = datasets.voc_image_labels(datasets.read_voc(devkit, 2007, "trainval"), CLASSES)
+    assert voc_reader.voc_classes(devkit, 2007) == CLASSES
+    labels = voc_reader.voc_image_labels(voc_reader.read_voc(devkit, 2007, "trainval"), CLASSES)
     np.testing.assert_array_equal(labels, EXPECTED_LABELS)
-    ids, from_lists = datasets.read_voc_imageset_labels(devkit, 2007, "trainval")
+    ids, from_lists = voc_reader.read_voc_imageset_labels(devkit, 2007, "trainval")
     assert ids == list(IMAGES)
     np.testing.assert_array_equal(from_lists, EXPECTED_LABELS)
     with pytest.raises(DataError, match="'cat'"):
-        datasets.voc_image_labels(datasets.read_voc(devkit, 2007, "trainval"), ("bird", "dog"))
+        voc_reader.voc_image_labels(voc_reader.read_voc(devkit, 2007, "trainval"), ("bird", "dog"))
     # Without per-class lists, the classes come from the annotations.
     for p in (devkit / "VOC2007/ImageSets/Main").glob("*_*.txt"):
         p.unlink()
-    assert datasets.voc_classes(devkit, 2007) == CLASSES
+    assert voc_reader.voc_classes(devkit, 2007) == CLASSES
 
 
 @pytest.mark.parametrize("damage, culprit, message", [
@@ -122,14 +122,14 @@ def test_broken_voc_names_the_file(tmp_path, damage, culprit, message):
     voc = _write_voc(tmp_path / "VOCdevkit")
     damage(voc)
     with pytest.raises(DataError, match=message) as err:
-        datasets.read_voc(tmp_path / "VOCdevkit", 2007, "trainval")
+        voc_reader.read_voc(tmp_path / "VOCdevkit", 2007, "trainval")
     assert str(voc / culprit) in str(err.value)
 
 
 def test_missing_year_is_an_error(tmp_path):
     _write_voc(tmp_path / "VOCdevkit")
     with pytest.raises(DataError, match="VOC2012"):
-        datasets.read_voc(tmp_path / "VOCdevkit", 2012, "trainval")
+        voc_reader.read_voc(tmp_path / "VOCdevkit", 2012, "trainval")
 
 
 def _write_coco(root: Path) -> Path:
@@ -157,7 +157,7 @@ def test_read_coco(tmp_path):
     from pycocotools.cocoeval import COCOeval
 
     ann = _write_coco(tmp_path)
-    coco = datasets.read_coco(ann, tmp_path / "val")
+    coco = coco_reader.read_coco(ann, tmp_path / "val")
     assert coco.categories == {1: "person", 18: "dog"} and coco.category_ids == [1, 18]
     assert [(im.id, im.path.name) for im in coco.images] == [(3, "a.jpg"), (7, "b.jpg")]
     dog, person = coco.images[0].objects
@@ -183,7 +183,7 @@ def test_broken_coco_names_the_file(tmp_path, damage, culprit, message):
     ann = _write_coco(tmp_path)
     damage(ann, tmp_path)
     with pytest.raises(DataError, match=message) as err:
-        datasets.read_coco(ann, tmp_path / "val")
+        coco_reader.read_coco(ann, tmp_path / "val")
     assert str(tmp_path / culprit) in str(err.value)
 
 
@@ -193,27 +193,27 @@ def _subset_file(path: Path, n: int) -> Path:
 
 
 def test_subset_list_line_count_and_checksum(tmp_path, monkeypatch):
-    assert datasets.SUBSET_LISTS["1percent"]["lines"] == 12811 and datasets.SUBSET_LISTS["10percent"]["lines"] == 128116
+    assert imagenet_subsets.SUBSET_LISTS["1percent"]["lines"] == 12811 and imagenet_subsets.SUBSET_LISTS["10percent"]["lines"] == 128116
     good_length = _subset_file(tmp_path / "1percent.txt", 12811)
     # Right length, wrong content: only the checksum catches it, unless switched off.
     with pytest.raises(DataError, match="sha256"):
-        datasets.read_subset_list(good_length, "1percent")
-    names = datasets.read_subset_list(good_length, "1percent", check_sha256=False)
+        imagenet_subsets.read_subset_list(good_length, "1percent")
+    names = imagenet_subsets.read_subset_list(good_length, "1percent", check_sha256=False)
     assert len(names) == 12811 and names[0] == "n00000000_0.JPEG"
-    monkeypatch.setitem(datasets.SUBSET_LISTS, "1percent",
+    monkeypatch.setitem(imagenet_subsets.SUBSET_LISTS, "1percent",
                         {"lines": 12811, "sha256": hashlib.sha256(good_length.read_bytes()).hexdigest()})
-    assert datasets.read_subset_list(good_length, "1percent") == names
+    assert imagenet_subsets.read_subset_list(good_length, "1percent") == names
     with pytest.raises(DataError, match="12810 lines.*12811"):
-        datasets.read_subset_list(_subset_file(tmp_path / "short.txt", 12810), "1percent")
+        imagenet_subsets.read_subset_list(_subset_file(tmp_path / "short.txt", 12810), "1percent")
     with pytest.raises(DataError, match="does not exist"):
-        datasets.read_subset_list(tmp_path / "nope.txt", "10percent")
+        imagenet_subsets.read_subset_list(tmp_path / "nope.txt", "10percent")
 
 
 def test_subset_indices_name_missing_files(tmp_path):
     samples = [(f"/train/n0/n0_{i}.JPEG", 0) for i in range(5)]
-    assert datasets.subset_indices(["n0_3.JPEG", "n0_1.JPEG"], samples) == [1, 3]
+    assert imagenet_subsets.subset_indices(["n0_3.JPEG", "n0_1.JPEG"], samples) == [1, 3]
     with pytest.raises(DataError, match="1 image.*n0_9.JPEG"):
-        datasets.subset_indices(["n0_1.JPEG", "n0_9.JPEG"], samples, "1percent.txt")
+        imagenet_subsets.subset_indices(["n0_1.JPEG", "n0_9.JPEG"], samples, "1percent.txt")
 
 
 def _imagenet_like_samples() -> list[tuple[str, int]]:
@@ -229,24 +229,24 @@ def _imagenet_like_samples() -> list[tuple[str, int]]:
 def test_balanced_subset_has_simclr_sizes():
     samples = _imagenet_like_samples()
     for fraction, expected in ((0.01, {12: 189, 13: 811}), (0.10, {128: 884, 129: 116})):
-        chosen = datasets.balanced_subset(samples, fraction, seed=0)
+        chosen = imagenet_subsets.balanced_subset(samples, fraction, seed=0)
         total = int(np.floor(fraction * len(samples)))
         assert len(chosen) == len(set(chosen)) == total
         per_class = Counter(samples[i][1] for i in chosen)
         assert Counter(per_class.values()) == expected  # floor(T/C) each, T mod C classes get one more
-    assert datasets.balanced_subset(samples, 0.01, seed=0) == datasets.balanced_subset(samples, 0.01, seed=0)
-    assert datasets.balanced_subset(samples, 0.01, seed=0) != datasets.balanced_subset(samples, 0.01, seed=1)
+    assert imagenet_subsets.balanced_subset(samples, 0.01, seed=0) == imagenet_subsets.balanced_subset(samples, 0.01, seed=0)
+    assert imagenet_subsets.balanced_subset(samples, 0.01, seed=0) != imagenet_subsets.balanced_subset(samples, 0.01, seed=1)
 
 
 def test_balanced_subset_small_classes_and_exact_counts():
     samples = [("a", 0)] + [("b", 1)] * 100 + [("c", 2)] * 100 + [("d", 3)] * 2
-    chosen = datasets.balanced_subset(samples, 0.5, seed=3)  # 101 images; classes 0 and 3 give all they have
+    chosen = imagenet_subsets.balanced_subset(samples, 0.5, seed=3)  # 101 images; classes 0 and 3 give all they have
     per_class = Counter(samples[i][1] for i in chosen)
     assert per_class[0] == 1 and per_class[3] == 2 and sorted([per_class[1], per_class[2]]) == [49, 49]
     assert len(chosen) == 101
-    chosen = datasets.balanced_subset(samples, {1: 5, 3: 2}, seed=0)
+    chosen = imagenet_subsets.balanced_subset(samples, {1: 5, 3: 2}, seed=0)
     assert Counter(samples[i][1] for i in chosen) == {1: 5, 3: 2}
     with pytest.raises(DataError, match="class 3 is asked for 3"):
-        datasets.balanced_subset(samples, {3: 3})
+        imagenet_subsets.balanced_subset(samples, {3: 3})
     with pytest.raises(DataError, match="fraction"):
-        datasets.balanced_subset(samples, 1.5)
+        imagenet_subsets.balanced_subset(samples, 1.5)

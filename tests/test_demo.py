@@ -5,9 +5,11 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from hexa_zoo import records
 from leaderboards.compiler import compile_leaderboard
-from orchestration import demo
+from orchestration import demo, demo_transfer
 
 
 def test_budget_scales_the_images_seen():
@@ -59,11 +61,29 @@ def test_a_protocol_is_done_only_for_the_same_weights_and_sizes(tmp_path):
                               metrics={"top1@20": records.metric(50.0)}, config={"max_per_class": 20, "ks": [20]},
                               seed=0)
     records.write_record(results, rec)
-    tiny = demo.expected_sizes(0.002)["knn"]["max_per_class"]
+    tiny = demo_transfer.expected_sizes(0.002)["knn"]["max_per_class"]
     assert tiny == 20  # max(20, 200 x budget) images per class below budget 1
-    assert demo.done_protocols(results, step.model, "abc", 0.002) == {"knn"}
-    assert demo.done_protocols(results, step.model, "other weights", 0.002) == set()
-    assert demo.done_protocols(results, step.model, "abc", demo.FULL_SUITE_BUDGET) == set()  # full preset: all images
+    assert demo_transfer.done_protocols(results, step.model, "abc", 0.002) == {"knn"}
+    assert demo_transfer.done_protocols(results, step.model, "other weights", 0.002) == set()
+    assert demo_transfer.done_protocols(results, step.model, "abc", demo_transfer.FULL_SUITE_BUDGET) == set()  # full preset: all images
+
+
+@pytest.mark.parametrize("budget,expected", [
+    (1.0, {"linear": {"variant": "fast"}, "lowshot-svm": {"num_samples": 2}, "semisup": {"epochs": 1, "decay_epochs": [1]},
+           "fewshot": {"episodes": 200},
+           "detection": {"max_iter": 13, "steps": [9], "warmup_iters": 5, "precise_bn_iters": 5}}),
+    (0.25, {"linear": {"variant": "fast", "max_per_class": 50}, "knn": {"max_per_class": 50},
+            "lowshot-svm": {"num_samples": 2}, "semisup": {"epochs": 1, "decay_epochs": [1]}, "fewshot": {"episodes": 50},
+            "detection": {"max_iter": 4, "steps": [3], "warmup_iters": 2, "precise_bn_iters": 4}}),
+    (2.0, {"linear": {"variant": "fast"}, "lowshot-svm": {"num_samples": 3}, "semisup": {"epochs": 1, "decay_epochs": [1]},
+           "fewshot": {"episodes": 400},
+           "detection": {"max_iter": 27, "steps": [20], "warmup_iters": 5, "precise_bn_iters": 5}}),
+    (3.0, {}),
+])
+def test_the_demo_shrinks_each_protocol_by_its_own_embedded_sizes(budget, expected):
+    """The sizes the demo passes below the full suite, as each protocol states them (the values the demo's
+    own table gave before the protocols owned them)."""
+    assert demo_transfer.transfer_sizes(budget) == expected
 
 
 def test_comparison_pairs_hexa_with_its_baseline_beside_the_untrained_trunk(tmp_path):

@@ -127,6 +127,16 @@ def protocol_imports(root: Path, protocols) -> list[str]:
             for imp in imports_of("transfer.cli", modules["transfer.cli"], modules) if imp.target in set(protocols)]
 
 
+def protocols_importing_protocols(root: Path, protocols) -> list[str]:
+    """Each import of one protocol module by another, as a sentence: what two protocols share lives in a shared
+    piece of transfer/ (features, heads, probe, metrics, readers, ...), so each protocol reads on its own."""
+    modules, protocols = module_files(root), set(protocols)
+    return [f"{_file(modules, imp.source, root)}:{imp.line} imports {', '.join(imp.names)} from "
+            f"{_file(modules, imp.target, root)} (another protocol; move what they share to a shared piece)"
+            for source in sorted(protocols) for imp in imports_of(source, modules[source], modules)
+            if imp.target in protocols and imp.target != source]
+
+
 def _file(modules: dict[str, Path], name: str, root: Path) -> str:
     return modules[name].relative_to(root).as_posix()
 
@@ -231,6 +241,15 @@ def test_the_transfer_command_line_imports_no_protocol():
     assert not bad, "\n".join(bad)
 
 
+def test_no_protocol_imports_another_and_each_lives_in_the_protocols_room():
+    from transfer.suite import PROTOCOLS
+
+    bad = protocols_importing_protocols(REPO, PROTOCOLS.values())
+    assert not bad, "\n".join(bad)
+    room = {m for m in module_files(REPO) if m.startswith("transfer.protocols.")}
+    assert room == set(PROTOCOLS.values()), "transfer/protocols/ holds the protocols and nothing else"
+
+
 # ------------------------------------------------------------------------------------ the checker fails when it must
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -307,8 +326,16 @@ def test_upward_and_sideways_imports_fail_naming_the_files(tmp_path):
     ]
 
 
+def test_a_protocol_importing_another_fails_naming_both(tmp_path):
+    root = _tree(tmp_path, {"transfer/protocols/robustness.py": "from .linear import fast_head\n",
+                            "transfer/protocols/linear.py": "from ..probe import fit\n", "transfer/probe.py": ""})
+    assert protocols_importing_protocols(root, ["transfer.protocols.linear", "transfer.protocols.robustness"]) == [
+        "transfer/protocols/robustness.py:1 imports fast_head from transfer/protocols/linear.py "
+        "(another protocol; move what they share to a shared piece)"]
+
+
 def test_a_protocol_imported_by_the_transfer_command_line_fails_naming_it(tmp_path):
-    root = _tree(tmp_path, {"transfer/cli.py": "from . import suite\ndef main():\n    from .knn import run\n",
-                            "transfer/suite.py": "", "transfer/knn.py": "", "transfer/linear.py": ""})
-    assert protocol_imports(root, ["transfer.knn", "transfer.linear"]) == [
-        "transfer/cli.py:3 imports run from transfer/knn.py (a protocol; go through transfer.suite)"]
+    root = _tree(tmp_path, {"transfer/cli.py": "from . import suite\ndef main():\n    from .protocols.knn import run\n",
+                            "transfer/suite.py": "", "transfer/protocols/knn.py": "", "transfer/protocols/linear.py": ""})
+    assert protocol_imports(root, ["transfer.protocols.knn", "transfer.protocols.linear"]) == [
+        "transfer/cli.py:3 imports run from transfer/protocols/knn.py (a protocol; go through transfer.suite)"]

@@ -15,10 +15,13 @@ import timm
 import torch
 
 from hexa_zoo.errors import ConfigError
-from transfer import detection, detection_d2
+from transfer.protocols import detection
+from transfer.detection import batches, evaluation, training
+from transfer.detection import d2 as detection_d2
+from transfer.readers.detection import load_detection_data
 from transfer.common import resolve_config
-from transfer.detection_eval import Detection, coco_metrics, voc_ap, voc_detection_metrics
-from transfer.detection_model import build_detector, trunk_parameters
+from transfer.detection.evaluation import Detection, coco_metrics, voc_ap, voc_detection_metrics
+from transfer.detection.model import build_detector, trunk_parameters
 
 Obj = namedtuple("Obj", "name bbox difficult")
 
@@ -142,7 +145,7 @@ def test_c4_mask_head_reuses_the_box_heads_res5_features_as_detectron2():
     behaviour before): with res5 deterministic (BatchNorm in eval mode) the mask loss and its gradient in
     res5 are the same, while res5 runs once instead of twice.
     """
-    from transfer.detection_model import RoIAlignC4
+    from transfer.detection.model import RoIAlignC4
 
     torch.manual_seed(0)
     trunk = timm.create_model("resnet18", num_classes=0)
@@ -208,11 +211,11 @@ def test_detector_refuses_non_resnet():
 
 def test_lr_schedule_is_detectron2_warmup_multistep():
     cfg = detection.PRESETS["paper"]
-    assert detection.lr_factor(0, cfg) == pytest.approx(0.001)
-    assert detection.lr_factor(50, cfg) == pytest.approx(0.001 * 0.5 + 0.5)
-    assert detection.lr_factor(100, cfg) == 1.0 and detection.lr_factor(17999, cfg) == 1.0
-    assert detection.lr_factor(18000, cfg) == pytest.approx(0.1)
-    assert detection.lr_factor(22000, cfg) == pytest.approx(0.01)
+    assert training.lr_factor(0, cfg) == pytest.approx(0.001)
+    assert training.lr_factor(50, cfg) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert training.lr_factor(100, cfg) == 1.0 and training.lr_factor(17999, cfg) == 1.0
+    assert training.lr_factor(18000, cfg) == pytest.approx(0.1)
+    assert training.lr_factor(22000, cfg) == pytest.approx(0.01)
 
 
 # ---------------------------------------------------------------------------------- end to end (tiny)
@@ -323,9 +326,9 @@ def test_coco_path_scores_ground_truth_outputs_as_perfect():
 
     cfg = resolve_config(detection.DetectionConfig, detection.PRESETS, "embedded",
                                    ["format=coco", "masks=true", "coco_train=train", "coco_test=val"])
-    data = detection.load_detection_data(embedded_root(), cfg)
+    data = load_detection_data(embedded_root(), cfg)
     assert data.format == "coco" and len(data.classes) == len(data.coco_category_ids)
-    test_set = detection.DetectionDataset(data.test[:5], train=False, masks_from=data.coco_gt)
+    test_set = batches.DetectionDataset(data.test[:5], train=False, masks_from=data.coco_gt)
     outputs = []
     for i in range(len(test_set)):
         _, target, _ = test_set[i]
@@ -334,7 +337,7 @@ def test_coco_path_scores_ground_truth_outputs_as_perfect():
                         "masks": target["masks"][:, None].float()})
     keep = {d.image_id for d in data.test[:5]}
     data.coco_gt.imgs = {k: v for k, v in data.coco_gt.imgs.items() if k in keep}  # COCOeval: these five only
-    metrics, _ = detection.evaluate(outputs, data, masks=True)
+    metrics, _ = evaluation.evaluate(outputs, data, masks=True)
     assert metrics["APbb"] == pytest.approx(100) and metrics["APmk"] == pytest.approx(100)
 
 
@@ -350,7 +353,7 @@ def test_precise_bn_sets_statistics_to_the_average_over_batches():
     torch.manual_seed(0)
     batches = [([torch.randn(3, 4, 4) + k for _ in range(2)], [{}, {}], None) for k in range(3)]
     net = Net()
-    detection.precise_bn(net, iter(batches), 3, torch.device("cpu"))
+    training.precise_bn(net, iter(batches), 3, torch.device("cpu"))
     expected = torch.stack([torch.stack(b[0]).mean(dim=(0, 2, 3)) for b in batches]).mean(0)
     assert torch.allclose(net.bn.running_mean, expected, atol=1e-6)
     assert net.bn.momentum == 0.1  # restored
@@ -358,7 +361,7 @@ def test_precise_bn_sets_statistics_to_the_average_over_batches():
 
 def test_optimizer_has_no_weight_decay_on_norms_and_each_parameter_once():
     model = build_detector(timm.create_model("resnet18", num_classes=0), "resnet18", 3, masks=True)
-    decay, no_decay = detection.build_optimizer(model, detection.PRESETS["paper"]).param_groups
+    decay, no_decay = training.build_optimizer(model, detection.PRESETS["paper"]).param_groups
     assert (decay["weight_decay"], no_decay["weight_decay"], decay["lr"]) == (1e-4, 0.0, 0.02)
     norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     assert {id(p) for p in no_decay["params"]} == norms

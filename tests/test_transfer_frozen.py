@@ -18,10 +18,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer import cli, fewshot, knn, linear, lowshot_sampling, lowshot_svm, suite, svm_solver
-from transfer.common import load_model, read_image_split, resolve_config
+from transfer import cli, lowshot_sampling, suite, svm_solver
+from transfer.protocols import fewshot, knn, linear, lowshot_svm
+from transfer.common import load_model, resolve_config
+from transfer.readers.images import read_image_split
 from transfer.features import EvalTransform, extract_features
 from transfer.metrics import topk_accuracy, voc07_ap, voc07_ap_columns
+from transfer.probe import stratified_holdout
 
 # Small and fast: a random resnet18 at 32 px, a few images per class.
 TINY = ["resize=32", "crop=32"]
@@ -284,7 +287,7 @@ def test_linear_fast_end_to_end(tmp_path, model_file):
                         overrides=TINY + ["max_per_class=20", "fast_weight_decays=[0.01,0.0001]", "fast_max_iter=30"])
     _check_record(record, "linear", "embedded_linear_fast", ["top1", "top5"])
     assert record["config"]["variant"] == "fast" and any("not MoCo's protocol" in n for n in record["notes"])
-    fit, held = linear.stratified_holdout(np.repeat(np.arange(3), 10), 0.1, 0)
+    fit, held = stratified_holdout(np.repeat(np.arange(3), 10), 0.1, 0)
     assert len(held) == 3 and not set(fit) & set(held) and len(fit) + len(held) == 30
 
 
@@ -335,8 +338,8 @@ def test_cli_suite_routes_overrides_and_reports_missing_data(tmp_path, model_fil
 
 def test_cli_dataset_choices_are_the_readers_names():
     """`--dataset` offers exactly what the readers read: the many-shot layouts and the robustness sets."""
-    from transfer import robustness
-    from transfer.manyshot_data import LAYOUTS
+    from transfer.protocols import robustness
+    from transfer.readers.manyshot import LAYOUTS
 
     parser = cli._parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

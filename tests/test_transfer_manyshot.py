@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from hexa_zoo.errors import DataError
-from transfer import manyshot
+from transfer import metrics
+from transfer.protocols import manyshot
 from transfer.logreg_sweep import fast_sweep, sklearn_sweep, ssl_transfer_costs
-from transfer.manyshot_data import read_manyshot, split_validation
+from transfer.readers.manyshot import read_manyshot, split_validation
 
 
 def _jpg(path: Path, rng, size=(40, 48)):
@@ -134,13 +135,13 @@ def test_metrics_against_independent_computations():
 
     rng = np.random.default_rng(0)
     labels, decision = rng.integers(0, 5, 200), rng.normal(size=(200, 5))
-    assert manyshot.mean_per_class_accuracy(labels, decision) == pytest.approx(
+    assert metrics.mean_per_class_accuracy(labels, decision) == pytest.approx(
         100 * balanced_accuracy_score(labels, decision.argmax(1)))
     # 11-point AP by hand: ranked scores give precision/recall; P = 2 positives among 4.
     y, s = np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.1])
     # ranks: TP (p=1, r=.5), FP (p=.5, r=.5), TP (p=2/3, r=1), FP: best precision at recall >= t:
     # t <= 0.5 -> 1, t > 0.5 -> 2/3 (6 thresholds 0..0.5 and 5 thresholds 0.6..1)
-    assert manyshot.eleven_point_ap(y, s) == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+    assert metrics.eleven_point_ap(y, s) == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
 
 
 def test_fast_sweep_chooses_the_c_of_the_serial_scikit_learn_sweep():
@@ -150,16 +151,16 @@ def test_fast_sweep_chooses_the_c_of_the_serial_scikit_learn_sweep():
     x_train = centres[y_train] + 1.5 * rng.normal(size=(120, 16))
     x_val = centres[y_val] + 1.5 * rng.normal(size=(80, 16))
     costs = ssl_transfer_costs(45)[18:34:3]  # C from ~100 down to ~0.004: where the fits converge
-    ours, best = fast_sweep(x_train, y_train, x_val, y_val, costs, manyshot.top1_accuracy, 4)
-    ref, ref_best = sklearn_sweep(x_train, y_train, x_val, y_val, costs, manyshot.top1_accuracy)
+    ours, best = fast_sweep(x_train, y_train, x_val, y_val, costs, metrics.top1_accuracy, 4)
+    ref, ref_best = sklearn_sweep(x_train, y_train, x_val, y_val, costs, metrics.top1_accuracy)
     assert best == ref_best
     np.testing.assert_allclose(ours, ref, atol=1.3)  # at most one of 80 images apart
     # VOC2007's per-class binary fits: the same check with a multi-label target.
     Y_train = (rng.random((120, 3)) < 0.4).astype(np.int64)
     Y_val = (rng.random((80, 3)) < 0.4).astype(np.int64)
     xt, xv = Y_train @ rng.normal(size=(3, 16)) + rng.normal(size=(120, 16)), Y_val @ rng.normal(size=(3, 16))
-    ours, best = fast_sweep(xt, Y_train, xv, Y_val, costs, manyshot.mean_ap, 3, multilabel=True)
-    ref, ref_best = sklearn_sweep(xt, Y_train, xv, Y_val, costs, manyshot.mean_ap, multilabel=True)
+    ours, best = fast_sweep(xt, Y_train, xv, Y_val, costs, metrics.mean_ap, 3, multilabel=True)
+    ref, ref_best = sklearn_sweep(xt, Y_train, xv, Y_val, costs, metrics.mean_ap, multilabel=True)
     np.testing.assert_allclose(ours, ref, atol=1e-3)
 
 
@@ -183,7 +184,7 @@ def test_manyshot_end_to_end_on_dtd(dtd_root, r18_file, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------ cross-domain few-shot
 
 def test_prototype_classifier_against_a_hand_computation():
-    from transfer import fewshot
+    from transfer.protocols import fewshot
 
     feats = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0], [1.2, 0.0], [10.0, 9.0], [6.5, 5.0]])
     ep = fewshot.Episode(support=np.array([0, 1, 2, 3]), support_labels=np.array([0, 0, 1, 1]),
@@ -197,8 +198,8 @@ def test_prototype_classifier_against_a_hand_computation():
 
 
 def test_cdfsl_layouts_are_recognised_and_run_end_to_end(r18_file, tmp_path, monkeypatch):
-    from transfer import fewshot
-    from transfer.cdfsl_data import read_cdfsl
+    from transfer.protocols import fewshot
+    from transfer.readers.cdfsl import read_cdfsl
 
     rng = np.random.default_rng(0)
     eurosat = tmp_path / "EuroSAT"
@@ -249,7 +250,7 @@ def test_cdfsl_layouts_are_recognised_and_run_end_to_end(r18_file, tmp_path, mon
 
 
 def test_finetune_grid_is_ssl_transfers():
-    from transfer.finetune import PRESETS, grid
+    from transfer.protocols.finetune import PRESETS, grid
 
     pairs = grid(PRESETS["paper"])
     assert len(pairs) == 20 and pairs[0] == (pytest.approx(0.1), 0.0)

@@ -7,9 +7,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from transfer import detection, knn, lowshot_svm, semisup
+from transfer.detection.batches import AspectGroupedBatches
+from transfer.protocols import detection, knn, lowshot_svm, semisup
 from transfer.features import pooled
-from transfer.lowshot_svm import LowShotResult, result_metrics
+from transfer.protocols.lowshot_svm import LowShotResult, result_metrics
 from transfer.randomness import EpochSampler
 
 
@@ -54,7 +55,7 @@ def test_semisup_paper_reports_the_best_epoch_as_swav_prints():
 
 def test_detection_batches_are_grouped_by_aspect_ratio_like_detectron2():
     wide = [i % 3 == 0 for i in range(30)]
-    batches = detection.AspectGroupedBatches(EpochSampler(30, 0, "order"), 4, wide)
+    batches = AspectGroupedBatches(EpochSampler(30, 0, "order"), 4, wide)
     seen = []
     for batch, _ in zip(batches, range(15)):  # two epochs' worth
         assert len(batch) == 4 and len({wide[c % 30] for c in batch}) == 1

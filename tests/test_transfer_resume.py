@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_image_folders
-from transfer import detection, finetune, linear, semisup
+from transfer.protocols import detection, finetune, linear, semisup
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import write_image_folders
-from transfer import fewshot, knn, linear, lowshot_svm, semisup
+from transfer.protocols import fewshot, knn, linear, lowshot_svm, semisup
 from transfer.randomness import EpochSampler, SeededItems, stream_seed
 
 TINY = ["resize=32", "crop=32"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hexa_zoo.errors import ConfigError
-from transfer import adversarial, linear
+from transfer.protocols import adversarial, linear
 from transfer.heads import load_head
 
 
@@ -41,7 +41,8 @@ def test_linear_saves_its_head_and_adversarial_reuses_it(r18_file, tmp_path, mon
     head, meta = load_head(rec["_path"], trunk_sha256=rec["model"]["weights_sha256"])
     assert meta["protocol"] == "linear_fast" and len(meta["classes"]) == head.out_features == 10
     # The saved head on raw features gives the record's top-1 on the same cached features.
-    from transfer.common import load_model, read_image_split
+    from transfer.common import load_model
+    from transfer.readers.images import read_image_split
     from transfer.features import EvalTransform, extract_features
 
     trunk, info = load_model(str(r18_file))
@@ -71,7 +72,7 @@ def test_linear_saves_its_head_and_adversarial_reuses_it(r18_file, tmp_path, mon
 # ----------------------------------------------------------------------------------------- robustness
 
 def test_mce_is_normalised_by_alexnets_published_errors():
-    from transfer.robustness import ALEXNET_ERRORS, mce
+    from transfer.protocols.robustness import ALEXNET_ERRORS, mce
 
     as_alexnet = {name: [100 * err] * 5 for name, err in ALEXNET_ERRORS.items()}
     assert mce(as_alexnet)["mCE"] == pytest.approx(100.0)
@@ -82,7 +83,7 @@ def test_mce_is_normalised_by_alexnets_published_errors():
 
 
 def test_corruptions_follow_hendrycks_formulas():
-    from transfer.robustness import corrupt
+    from transfer.protocols.robustness import corrupt
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
@@ -100,7 +101,7 @@ def test_corruptions_follow_hendrycks_formulas():
 def test_imagenet_r_maps_wnids_and_restricts_the_logits(r18_file, tmp_path, monkeypatch):
     from PIL import Image
 
-    from transfer import robustness
+    from transfer.protocols import robustness
     from transfer.common import load_model
     from transfer.features import EvalTransform, extract_features
     from transfer.heads import save_head
@@ -136,7 +137,7 @@ def test_imagenet_r_maps_wnids_and_restricts_the_logits(r18_file, tmp_path, monk
 
 
 def test_embedded_c_end_to_end(r18_file, tmp_path, monkeypatch):
-    from transfer import robustness
+    from transfer.protocols import robustness
 
     monkeypatch.setenv("HEXA_FEATURE_CACHE", str(tmp_path / "cache"))
     record = robustness.run(str(r18_file), "embedded", tmp_path, preset="embedded", overrides=[

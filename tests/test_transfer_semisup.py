@@ -11,7 +11,8 @@ import timm
 import torch
 from PIL import Image
 
-from transfer import datasets, semisup
+from transfer.readers import imagenet_subsets
+from transfer.protocols import semisup
 from transfer.common import resolve_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
@@ -83,7 +84,7 @@ def test_finetuning_on_a_verified_subset_list_beats_chance(colour_folders, r18_f
     listing = tmp_path / "10percent.txt"
     listing.write_text("\n".join(names) + "\n")
     # Stand-in for SimCLR's recorded line count and checksum, so the verification path runs on a tiny list.
-    monkeypatch.setitem(datasets.SUBSET_LISTS, "10percent",
+    monkeypatch.setitem(imagenet_subsets.SUBSET_LISTS, "10percent",
                         {"lines": len(names), "sha256": hashlib.sha256(listing.read_bytes()).hexdigest()})
     rec = semisup.run(str(r18_file), str(colour_folders), tmp_path / "out", preset="embedded", seed=0,
                       overrides=[f"subset_list={listing}", "epochs=6", "batch_size=8", "decay_epochs=[5]",

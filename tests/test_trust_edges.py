@@ -325,7 +325,7 @@ def test_robustness_trains_its_fast_head_on_the_whole_train_split(r18_file, tmp_
     """It trained on max_per_class (10) images a class: the weight decay was chosen on one held-out image
     a class (0.00 at every value) and the head was far weaker than `linear --preset embedded_fast`'s."""
     from hexa_zoo.embedded import resolve_data
-    from transfer import robustness
+    from transfer.protocols import robustness
 
     seen = []
 
@@ -344,7 +344,7 @@ def test_robustness_trains_its_fast_head_on_the_whole_train_split(r18_file, tmp_
 
 
 def test_eurosat_is_read_from_its_parent_or_from_2750_itself(tmp_path):
-    from transfer.cdfsl_data import read_cdfsl
+    from transfer.readers.cdfsl import read_cdfsl
 
     for c in range(3):
         good_images(tmp_path / "EuroSAT" / "2750" / f"Class{c}", 2, seed=c, size=8)
@@ -354,7 +354,8 @@ def test_eurosat_is_read_from_its_parent_or_from_2750_itself(tmp_path):
 
 
 def test_manyshot_names_the_layout_of_a_missing_folder_before_loading_the_model(tmp_path, monkeypatch):
-    from transfer import manyshot, runner
+    from transfer.protocols import manyshot
+    from transfer import runner
 
     monkeypatch.setattr(runner.ProtocolRun, "start", lambda *a, **k: pytest.fail("the model was loaded first"))
     with pytest.raises(DataError, match=r"cifar10: /nonexistent is not a folder; expected .*cifar-10-batches-py"):
@@ -460,7 +461,7 @@ def test_a_period_of_zero_steps_is_refused_with_the_fix(protocol, key):
 
     from transfer.common import resolve_config
 
-    module = importlib.import_module(f"transfer.{protocol}")
+    module = importlib.import_module(f"transfer.protocols.{protocol}")
     cfg_type = type(module.PRESETS["embedded"])
     with pytest.raises(HexaError, match=rf"{key}=0: a period in steps must be at least 1"):
         resolve_config(cfg_type, module.PRESETS, "embedded", [f"{key}=0"])

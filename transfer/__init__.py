@@ -1,1 +1,2 @@
-"""Transfer evaluation of pre-trained trunks: one module per protocol, plus shared readers and features."""
+"""Transfer evaluation of pre-trained trunks, in rooms by kind: `protocols/` (one module per protocol),
+`readers/` (every dataset layout), `detection/` (the detector's pieces), and the shared pieces beside them."""

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +27,7 @@ T = TypeVar("T")
 # relative paths and sizes only, so fingerprinting ImageNet costs a directory walk, not a full read.
 CONTENT_HASH_LIMIT_BYTES = 512 * 2**20
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -85,12 +84,6 @@ def dataset_name(spec: str | os.PathLike, root: Path | None = None) -> str:
     return (root or Path(spec)).resolve().name.lower() or "data"
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under `root`, sorted (the order every protocol uses)."""
-    root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def dataset_fingerprint(paths: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None,
                         content: bool | None = None) -> str:
     """A sha256 identifying a set of files: their relative paths, sizes and (if small enough) contents.
@@ -118,65 +111,15 @@ def dataset_fingerprint(paths: Iterable[str | os.PathLike], *, root: str | os.Pa
     return ("sha256:" if content else "sha256-meta:") + digest.hexdigest()
 
 
-def classification_root(spec: str | os.PathLike, root: Path) -> Path:
-    """The folder holding `train/`, `val/` (and maybe `test/`) ImageFolder splits.
-
-    The embedded dataset keeps them under `classify/`; a user's path is that folder itself
-    (ImageNet's layout: `train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`).
-    """
-    return root / "classify" if str(spec) == "embedded" else root
-
-
-@dataclass(frozen=True)
-class LabeledImages:
-    """Image paths with integer labels, the class names indexing them, and where they came from."""
-
-    paths: list[Path]
-    labels: np.ndarray  # (N,) int64
-    classes: list[str]
-    root: Path
-
-
-def read_image_split(root: Path, split: str, classes: Sequence[str] | None = None, *,
-                     max_per_class: int = 0) -> LabeledImages:
-    """The ImageFolder tree `root/split`, labelled by `classes` (default: its own sorted class folders).
-
-    Passing the training split's classes keeps labels aligned when another split lacks a class;
-    a class folder that is not among `classes` is a DataError, never silently relabelled.
-    `max_per_class > 0` keeps the first that many images of each class (sorted order): a
-    deterministic reduced run, recorded in the config of the protocol that asks for it.
-    """
-    from hexa_zoo.data import ImageFolderDataset
-
-    folder = root / split
-    if not folder.is_dir():
-        have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise DataError(f"split folder {folder} does not exist (found: {have or 'nothing'})",
-                        f"give a dataset with {split}/<class>/<image> folders, or choose the split with --set")
-    data = ImageFolderDataset(folder)
-    if classes is None:
-        classes = list(data.classes)
-    index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted(set(data.classes) - set(index))
-    if unknown:
-        raise DataError(f"{folder} has class folders {unknown[:5]} that the training split lacks",
-                        "make both splits hold the same class folders")
-    samples = data.samples
-    if max_per_class > 0:
-        kept, taken = [], np.zeros(len(data.classes), dtype=np.int64)
-        for p, t in samples:
-            if taken[t] < max_per_class:
-                kept.append((p, t))
-                taken[t] += 1
-        samples = kept
-    paths = [Path(p) for p, _ in samples]
-    labels = np.array([index[data.classes[t]] for _, t in samples], dtype=np.int64)
-    return LabeledImages(paths, labels, list(classes), folder)
-
-
 def dataset_record(spec: str | os.PathLike, root: Path, fingerprint: str, **extra: Any) -> dict:
     """The `dataset` block of a result record (name, path, fingerprint, plus e.g. split sizes)."""
     return {"name": dataset_name(spec, root), "path": str(root), "fingerprint": fingerprint, **extra}
+
+
+def embedded_images_per_class(share: float) -> int:
+    """Images per class of the embedded classify splits at `share` (0-1) of their full size (200 at a third,
+    never below 20): what linear and kNN keep when a caller shrinks them, the same for both."""
+    return max(20, round(600 * share))
 
 
 def benchmark_name(dataset: str, protocol: str) -> str:
@@ -236,13 +179,3 @@ def finish_record(*, protocol: str, benchmark: str, out: str | os.PathLike, mode
     path = records.write_record(out, record)
     record["_path"] = str(path)
     return record
-
-
-def read_classification_splits(data: str, train_split: str, eval_split: str, max_per_class: int = 0
-                               ) -> tuple[Path, LabeledImages, LabeledImages]:
-    """`data`'s root and its train and evaluation ImageFolder splits, labelled by the train classes."""
-    root = resolve_data(data)
-    split_root = classification_root(data, root)
-    train = read_image_split(split_root, train_split, max_per_class=max_per_class)
-    evaluation = read_image_split(split_root, eval_split, classes=train.classes, max_per_class=max_per_class)
-    return root, train, evaluation

@@ -4,7 +4,7 @@ ssl-transfer fits scikit-learn's `LogisticRegression(solver="lbfgs", multinomial
 frozen features once for each wd in logspace(-6, 5, 45), one after another, scores each on the validation
 split and keeps the first best. scikit-learn's objective is C * sum_i loss_i + |W|^2 / 2 (intercept not
 penalised), the same minimiser as mean_i loss_i + wd' / 2 * |W|^2 with wd' = 1 / (C n), which is what
-`linear.fit_logistic` (multinomial) and `fit_binary_logistic` (VOC2007's one-vs-rest binary fits) solve
+`probe.fit_logistic` (multinomial) and `fit_binary_logistic` (VOC2007's one-vs-rest binary fits) solve
 with torch's L-BFGS, in float64 (at float32's resolution the weakly regularised fits stop far from their
 minimum). The problems are strictly convex, so both reach the same solution up to tolerance.
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear import fit_logistic
+from .probe import fit_logistic
 from .progress import progress
 
 

@@ -1,6 +1,6 @@
-"""Metrics shared by the transfer protocols: VOC average precision and top-k accuracy.
+"""Metrics shared by the transfer protocols: VOC average precision, top-k accuracy and the many-shot scores.
 
-VOC labels follow the VOCdevkit convention (what `transfer.datasets.voc_image_labels` returns):
+VOC labels follow the VOCdevkit convention (what `transfer.readers.voc.voc_image_labels` returns):
 1 = the class is present, -1 = absent, 0 = present only as "difficult" objects, which VOC07
 evaluation ignores (neither a hit nor a miss).
 """
@@ -94,3 +94,32 @@ def topk_accuracy(logits: torch.Tensor | np.ndarray, targets: torch.Tensor | np.
     top = logits.topk(kmax, dim=1).indices
     hit = top == targets[:, None]
     return {k: 100.0 * hit[:, :min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
+
+
+# ------------------------------------------------------------------- many-shot scores (ssl-transfer's)
+
+def top1_accuracy(labels: np.ndarray, decision: np.ndarray) -> float:
+    return float(100.0 * np.mean(np.asarray(decision).argmax(axis=1) == labels))
+
+
+def mean_per_class_accuracy(labels: np.ndarray, decision: np.ndarray) -> float:
+    """The mean over the classes present in `labels` of the fraction of their images predicted right."""
+    pred = np.asarray(decision).argmax(axis=1)
+    return float(100.0 * np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)]))
+
+
+def eleven_point_ap(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ssl-transfer's `voc_ap` over scikit-learn's precision_recall_curve: mean over t in 0, 0.1, ..., 1 of
+    the best precision at recall >= t (the curve's closing point, recall 0 and precision 1, included)."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
+                          for t in np.linspace(0, 1, 11)]))
+
+
+def mean_ap(labels: np.ndarray, decision: np.ndarray) -> float:
+    return float(100.0 * np.mean([eleven_point_ap(labels[:, k], decision[:, k]) for k in range(labels.shape[1])]))
+
+
+MANYSHOT_SCORES = {"top1": top1_accuracy, "mean_per_class": mean_per_class_accuracy, "mAP": mean_ap}

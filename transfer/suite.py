@@ -1,6 +1,6 @@
 """The transfer protocols as a library: which exist, the suites, and running one protocol or a suite.
 
-Each protocol lives in its own module (`transfer/<name>.py`) with `run(model, data, out, preset=...,
+Each protocol lives in its own module (`transfer/protocols/<name>.py`) with `run(model, data, out, preset=...,
 overrides=..., seed=...) -> record`, imported only when it is asked for. `hexa transfer` (transfer/cli.py)
 parses its arguments into these calls; the demo and the study call them directly.
 """
@@ -18,16 +18,16 @@ log = logging.getLogger(__name__)
 
 # CLI name -> module
 PROTOCOLS = {
-    "linear": "transfer.linear",
-    "knn": "transfer.knn",
-    "lowshot-svm": "transfer.lowshot_svm",
-    "semisup": "transfer.semisup",
-    "fewshot": "transfer.fewshot",
-    "detection": "transfer.detection",
-    "manyshot": "transfer.manyshot",
-    "adversarial": "transfer.adversarial",
-    "robustness": "transfer.robustness",
-    "finetune": "transfer.finetune",
+    "linear": "transfer.protocols.linear",
+    "knn": "transfer.protocols.knn",
+    "lowshot-svm": "transfer.protocols.lowshot_svm",
+    "semisup": "transfer.protocols.semisup",
+    "fewshot": "transfer.protocols.fewshot",
+    "detection": "transfer.protocols.detection",
+    "manyshot": "transfer.protocols.manyshot",
+    "adversarial": "transfer.protocols.adversarial",
+    "robustness": "transfer.protocols.robustness",
+    "finetune": "transfer.protocols.finetune",
 }
 
 # Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
@@ -59,10 +59,21 @@ def protocol_module(name: str):
                           f"run another protocol: {', '.join(p for p in PROTOCOLS if p != name)}") from None
 
 
+def embedded_sizes(share: float) -> dict[str, dict]:
+    """Per protocol that can shrink (its module's `embedded_sizes`), its embedded preset's settings at `share`
+    (0-1) of their full size: what a caller short of time (the demo) passes as `--set` overrides."""
+    sizes = {}
+    for name in PROTOCOLS:
+        shrink = getattr(protocol_module(name), "embedded_sizes", None)
+        if shrink is not None and shrink(share):
+            sizes[name] = shrink(share)
+    return sizes
+
+
 def dataset_choices() -> dict[str, tuple[str, ...]]:
     """The protocols that read one of several named datasets (`--dataset NAME` is `--set dataset=NAME`), with
     the names their readers know: the many-shot layouts for manyshot and finetune, the robustness sets."""
-    from .manyshot_data import LAYOUTS
+    from .readers.manyshot import LAYOUTS
 
     return {"manyshot": tuple(LAYOUTS), "finetune": tuple(LAYOUTS),
             "robustness": tuple(protocol_module("robustness").DATASETS)}

@@ -29,11 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from hexa_zoo.data import load_rgb
 from hexa_zoo.errors import ConfigError
 
-from .common import benchmark_name, read_classification_splits
-from .heads import load_head
-from .linear import fast_head
-from .randomness import quiet_loader_generator, torch_generator
-from .runner import ProtocolRun
+from ..common import benchmark_name
+from ..readers.images import read_classification_splits
+from ..heads import load_head
+from ..probe import fast_head
+from ..randomness import quiet_loader_generator, torch_generator
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 

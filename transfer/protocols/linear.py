@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,13 +33,14 @@ from tqdm import tqdm
 from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import DataError
 
-from .common import LabeledImages, benchmark_name, feature_dim, read_classification_splits
-from .checkpoints import RunCheckpoint
-from .heads import fold_standardisation, save_head
-from .metrics import topk_accuracy
-from .progress import progress
-from .randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
-from .runner import ProtocolRun
+from ..common import benchmark_name, embedded_images_per_class, feature_dim
+from ..readers.images import LabeledImages, read_classification_splits
+from ..checkpoints import RunCheckpoint
+from ..heads import save_head
+from ..metrics import topk_accuracy
+from ..probe import FastProbe, train_fast_probe
+from ..randomness import EpochSampler, SeededItems, quiet_loader_generator, torch_generator
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,10 @@ class LinearConfig:
     num_workers: int | None = None
     amp: bool = False           # bfloat16 trunk forward on CUDA
     resume: str = ""            # "auto": checkpoint every epoch and continue a killed run (variant sgd)
-    # fast variant
-    fast_weight_decays: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-    fast_holdout: float = 0.1
-    fast_max_iter: int = 200
+    # fast variant (transfer/probe.py)
+    fast_weight_decays: tuple[float, ...] = FastProbe.weight_decays
+    fast_holdout: float = FastProbe.holdout
+    fast_max_iter: int = FastProbe.max_iter
     # data
     train_split: str = "train"
     eval_split: str = "val"
@@ -79,6 +79,15 @@ PRESETS: dict[str, LinearConfig] = {
     "embedded": LinearConfig(epochs=10, milestones=(6, 8), train_crop=64, resize=64, crop=64),
     "embedded_fast": LinearConfig(variant="fast", resize=64, crop=64),
 }
+
+
+def embedded_sizes(share: float) -> dict:
+    """The embedded preset's settings at `share` (0-1) of its full size, for a caller short of time (the demo):
+    the fast variant, and below a third fewer images per class (as kNN, so one feature cache serves both)."""
+    sizes: dict = {"variant": "fast"}
+    if share < 1 / 3:
+        sizes["max_per_class"] = embedded_images_per_class(share)
+    return sizes
 
 
 # --------------------------------------------------------------------------------- main_lincls
@@ -176,82 +185,6 @@ def train_linear_sgd(trunk: nn.Module, info: dict, train: LabeledImages, val_fea
     return {"top1": final[1], "top5": final[5], "top1_best": max(h[1] for h in history)}, notes, fc
 
 
-# ---------------------------------------------------------------------------------- fast variant
-
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-                 max_iter: int = 200, init: nn.Linear | None = None) -> nn.Linear:
-    """Full-batch multinomial logistic regression, mean cross-entropy + weight_decay / 2 * |W|^2, by L-BFGS.
-
-    `init` warm-starts from another solution (the previous point of a weight-decay path).
-    """
-    fc = nn.Linear(x.shape[1], num_classes).to(x.device, x.dtype)
-    with torch.no_grad():
-        fc.weight.copy_(init.weight if init is not None else torch.zeros_like(fc.weight))
-        fc.bias.copy_(init.bias if init is not None else torch.zeros_like(fc.bias))
-    opt = torch.optim.LBFGS(fc.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-10)
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(fc(x), y) + 0.5 * weight_decay * fc.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return fc
-
-
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit indices, held-out indices): `fraction` of each class (at least one, if it has two or more)."""
-    rng = np.random.default_rng(seed)
-    fit, held = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_held = int(round(fraction * len(idx))) if len(idx) > 1 else 0
-        n_held = max(n_held, 1) if len(idx) > 1 else 0
-        held.append(idx[:n_held])
-        fit.append(idx[n_held:])
-    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
-
-
-def train_linear_fast(train_feats: torch.Tensor, train_labels: np.ndarray, val_feats: torch.Tensor,
-                      val_labels: np.ndarray, num_classes: int, cfg: LinearConfig, device: torch.device,
-                      seed: int) -> tuple[dict[str, float], list[str], nn.Linear]:
-    """The fast variant: weight decay picked on a held-out split of train, refit on all of train.
-
-    Returns (metrics, notes, the head on raw features: the standardisation folded into it)."""
-    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
-    xtr = ((train_feats - mean) / std).to(device)
-    xva = ((val_feats - mean) / std).to(device)
-    ytr = torch.from_numpy(train_labels).to(device)
-    fit_idx, held_idx = stratified_holdout(train_labels, cfg.fast_holdout, seed)
-    fit_t, held_t = torch.from_numpy(fit_idx).to(device), torch.from_numpy(held_idx).to(device)
-    scores, fits, previous = {}, {}, None
-    decays = sorted(cfg.fast_weight_decays, reverse=True)
-    for wd in progress(decays, desc="fast linear head: weight decays", unit="fit"):  # strong to weak, warm-started
-        fits[wd] = previous = fit_logistic(xtr[fit_t], ytr[fit_t], num_classes, wd, cfg.fast_max_iter, previous)
-        with torch.no_grad():
-            scores[wd] = topk_accuracy(previous(xtr[held_t]).cpu(), ytr[held_t].cpu(), ks=(1,))[1]
-    best = max(cfg.fast_weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger regulariser
-    fc = fit_logistic(xtr, ytr, num_classes, best, cfg.fast_max_iter, fits[best])
-    with torch.no_grad():
-        acc = topk_accuracy(fc(xva).cpu(), torch.from_numpy(val_labels), ks=(1, 5))
-    notes = [f"fast variant (not MoCo's protocol): weight decay {best} chosen on a held-out "
-             f"{cfg.fast_holdout:.0%} of train; held-out top-1 per weight decay: "
-             + ", ".join(f"{wd}: {s:.2f}" for wd, s in scores.items())]
-    return {"top1": acc[1], "top5": acc[5]}, notes, fold_standardisation(fc, mean, std)
-
-
-def fast_head(run: ProtocolRun, train: LabeledImages, val: LabeledImages, transform) -> tuple[nn.Linear, list[str]]:
-    """The fast linear head (preset paper_fast's constants) on cached features of `train`, for the protocols that
-    need a head and were given none; returns (head on raw features, notes with its held-out top-1 per wd)."""
-    train_f = run.features(train.paths, transform, desc="head train")
-    val_f = run.features(val.paths, transform, desc="head eval")
-    _, notes, head = train_linear_fast(train_f, train.labels, val_f, val.labels, len(train.classes),
-                                       PRESETS["paper_fast"], run.device, run.seed)
-    return head, notes
-
-
 # ------------------------------------------------------------------------------------------- run
 
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
@@ -275,8 +208,9 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         protocol_name = "linear"
     else:
         train_feats = run.features(train.paths, tf, desc="linear train")
-        metrics, notes, head = train_linear_fast(train_feats, train.labels, val_feats, val.labels, len(train.classes),
-                                           cfg, run.device, seed)
+        probe = FastProbe(cfg.fast_weight_decays, cfg.fast_holdout, cfg.fast_max_iter)
+        metrics, notes, head = train_fast_probe(train_feats, train.labels, val_feats, val.labels, len(train.classes),
+                                                probe, run.device, seed)
         protocol_name = "linear_fast"
     log.info("linear (%s): %s", cfg.variant, ", ".join(f"{n}={v:.2f}" for n, v in metrics.items()))
     saved = save_head(out, head, classes=train.classes, info=run.info, transform=tf, protocol=protocol_name)

@@ -33,12 +33,13 @@ import torch
 
 from hexa_zoo.errors import ConfigError, DataError
 
-from .common import IMAGE_SUFFIXES, benchmark_name, read_classification_splits, resolve_data
-from .features import ArrayImages, EvalTransform
-from .heads import load_head
-from .linear import fast_head
-from .randomness import numpy_rng
-from .runner import ProtocolRun
+from ..common import benchmark_name, resolve_data
+from ..readers.images import IMAGE_SUFFIXES, read_classification_splits
+from ..features import ArrayImages, EvalTransform
+from ..heads import load_head
+from ..probe import fast_head
+from ..randomness import numpy_rng
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from hexa_zoo.convert import to_detectron2
 from hexa_zoo.errors import ConfigError, DataError
 from hexa_zoo.fileio import atomic_write_bytes, atomic_write_text
 
-from .detection_data import benchmark_for, find_devkit, load_detection_data
+from ..readers.detection import benchmark_for, find_devkit, load_detection_data
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Detection metrics: Pascal VOC AP as detectron2 reports it, and COCO AP through pycocotools.
+"""Detection evaluation: the detector's test predictions, Pascal VOC AP as detectron2 reports it, and COCO AP
+through pycocotools.
 
 VOC follows detectron2's `PascalVOCDetectionEvaluator` (itself py-faster-rcnn's `voc_eval.py`), which is
 what the MoCo detection numbers were measured with:
@@ -23,6 +24,17 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hexa_zoo.data import ignore_interrupt
+
+from ..readers.detection import DetectionData
+from .batches import DetectionDataset, collate
+from .config import DetectionConfig
+from .model import eval_resolution
 
 VOC_IOU_THRESHOLDS = tuple(t / 100 for t in range(50, 100, 5))
 
@@ -165,3 +177,55 @@ def coco_metrics(coco_gt, results: list[dict], iou_type: str = "bbox") -> dict:
         evaluator.summarize()
     stats = evaluator.stats[: len(names)]
     return {n: (float(s) * 100.0 if s >= 0 else float("nan")) for n, s in zip(names, stats)}
+
+
+# ----------------------------------------------------------------------------- the detector's outputs
+
+@torch.no_grad()
+def predict(model: nn.Module, data: DetectionData, cfg: DetectionConfig, device: torch.device) -> list[dict]:
+    """The model's detections on every test image, in original image coordinates."""
+    loader = DataLoader(DetectionDataset(data.test, train=False), batch_size=max(1, min(cfg.batch_size, 8)),
+                        num_workers=cfg.workers, collate_fn=collate, worker_init_fn=ignore_interrupt)
+    model.eval()
+    outputs: list[dict] = []
+    with eval_resolution(model, cfg.min_size_test):
+        for images, _, indices in tqdm(loader, desc="detection eval", leave=False):
+            for out, i in zip(model([im.to(device) for im in images]), indices):
+                out = {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()}
+                outputs.append({"index": i, **out})
+    return outputs
+
+
+def evaluate(outputs: list[dict], data: DetectionData, *, masks: bool = False) -> tuple[dict[str, float], list[str]]:
+    """VOC: AP50, AP, AP75. COCO: APbb (+ APbb50, APbb75) and APmk with masks. Percentages."""
+    notes = []
+    if data.format == "voc":
+        dets = []
+        for out in outputs:
+            image_id = data.test[out["index"]].image_id
+            for box, score, label in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()):
+                # Back to VOC's 1-based pixels, as detectron2's evaluator does.
+                dets.append(Detection(image_id, data.classes[label - 1], score,
+                                      (box[0] + 1, box[1] + 1, box[2], box[3])))
+        m = voc_detection_metrics(dets, data.voc_ground_truth, data.classes, use_07_metric=True)
+        if m["skipped_classes"]:
+            notes.append(f"classes without test ground truth, left out of the means: {m['skipped_classes']}")
+        return {"AP50": m["AP50"], "AP": m["AP"], "AP75": m["AP75"]}, notes
+    from pycocotools import mask as mask_utils
+
+    boxes, segms = [], []
+    for out in outputs:
+        image_id = data.test[out["index"]].image_id
+        for j, (box, score, label) in enumerate(zip(out["boxes"].tolist(), out["scores"].tolist(),
+                                                    out["labels"].tolist())):
+            entry = {"image_id": image_id, "category_id": data.coco_category_ids[label - 1], "score": score}
+            boxes.append({**entry, "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+            if masks:
+                rle = mask_utils.encode(np.asfortranarray((out["masks"][j, 0] > 0.5).numpy().astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode("ascii")
+                segms.append({**entry, "segmentation": rle})
+    bb = coco_metrics(data.coco_gt, boxes, "bbox")
+    metrics = {"APbb": bb["AP"], "APbb50": bb["AP50"], "APbb75": bb["AP75"]}
+    if masks:
+        metrics["APmk"] = coco_metrics(data.coco_gt, segms, "segm")["AP"]
+    return metrics, notes

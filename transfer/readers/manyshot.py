@@ -26,7 +26,7 @@ import numpy as np
 
 from hexa_zoo.errors import ConfigError, DataError
 
-from .features import ArrayImages
+from ..features import ArrayImages
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def read_sun397(root: Path, train_list: str = "", test_list: str = ""):
 
 def read_voc2007(root: Path):
     """VOC2007 train / val / test from the per-class lists; positive = label 1 (difficult counts as absent)."""
-    from .datasets import read_voc_imageset_labels, voc_classes, voc_year_dir
+    from .voc import read_voc_imageset_labels, voc_classes, voc_year_dir
 
     devkit = root / "VOCdevkit" if (root / "VOCdevkit").is_dir() else root
     try:
@@ -279,7 +279,7 @@ def read_voc2007(root: Path):
 
 
 def read_embedded(root: Path):
-    from .common import read_image_split
+    from .images import read_image_split
 
     base = root / "classify"
     train = read_image_split(base, "train")

@@ -11,7 +11,7 @@ Data: the embedded dataset's `fewshot/` folder (held-out classes), or a path to 
 of held-out classes (`<class>/<image>`). Metric names: `acc_5w1s_logreg`, `acc_5w5s_centroid`, ...
 
 Cross-domain few-shot (`--preset cdfsl`, ssl-transfer's `few_shot.py` on CD-FSL): `--data` is one of
-CropDiseases, EuroSAT, ISIC or ChestX in its released layout (`transfer/cdfsl_data.py`); 5-way 5-, 20- and
+CropDiseases, EuroSAT, ISIC or ChestX in its released layout (`transfer/readers/cdfsl.py`); 5-way 5-, 20- and
 50-shot, 15 queries, 600 episodes; prototypes (class means) of unnormalised features, squared Euclidean
 distance; Resize((257, 257)) + CenterCrop(224) (CD-FSL's `Scale` of 1.15 x 224); the interval
 1.96 * std / sqrt(600) with the population std. `cdfsl_embedded` runs the same on the embedded held-out
@@ -34,9 +34,10 @@ import numpy as np
 from hexa_zoo.errors import DataError
 from hexa_zoo.records import metric
 
-from .cdfsl_data import read_cdfsl
-from .common import benchmark_name, read_image_split, resolve_data
-from .runner import ProtocolRun
+from ..readers.cdfsl import read_cdfsl
+from ..common import benchmark_name, resolve_data
+from ..readers.images import read_image_split
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ PRESETS: dict[str, FewShotConfig] = {
     "cdfsl_embedded": FewShotConfig(**{**_CDFSL, "shots": (5, 20), "episodes": 100, "resize": 73, "crop": 64,
                                        "data_layout": "folders", "batch_size": 100}),
 }
+
+
+def embedded_sizes(share: float) -> dict:
+    """The embedded preset's settings at `share` (0-1) of its full size: fewer episodes (at least 20)."""
+    return {"episodes": max(20, round(600 * share))}
 
 
 @dataclass(frozen=True)

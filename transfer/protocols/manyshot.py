@@ -22,10 +22,11 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .common import benchmark_name, resolve_config, resolve_data
-from .logreg_sweep import fast_sweep, fit_once, sklearn_sweep, ssl_transfer_costs
-from .manyshot_data import LAYOUTS, WITH_VALIDATION, ManyShotData, read_manyshot, split_validation
-from .runner import ProtocolRun
+from ..common import benchmark_name, resolve_config, resolve_data
+from ..metrics import MANYSHOT_SCORES
+from ..logreg_sweep import fast_sweep, fit_once, sklearn_sweep, ssl_transfer_costs
+from ..readers.manyshot import LAYOUTS, WITH_VALIDATION, ManyShotData, read_manyshot, split_validation
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -57,42 +58,13 @@ PRESETS: dict[str, ManyShotConfig] = {
 }
 
 
-# --------------------------------------------------------------------------------------------- metrics
-
-def top1_accuracy(labels: np.ndarray, decision: np.ndarray) -> float:
-    return float(100.0 * np.mean(np.asarray(decision).argmax(axis=1) == labels))
-
-
-def mean_per_class_accuracy(labels: np.ndarray, decision: np.ndarray) -> float:
-    """The mean over the classes present in `labels` of the fraction of their images predicted right."""
-    pred = np.asarray(decision).argmax(axis=1)
-    return float(100.0 * np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)]))
-
-
-def eleven_point_ap(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ssl-transfer's `voc_ap` over scikit-learn's precision_recall_curve: mean over t in 0, 0.1, ..., 1 of
-    the best precision at recall >= t (the curve's closing point, recall 0 and precision 1, included)."""
-    from sklearn.metrics import precision_recall_curve
-
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
-                          for t in np.linspace(0, 1, 11)]))
-
-
-def mean_ap(labels: np.ndarray, decision: np.ndarray) -> float:
-    return float(100.0 * np.mean([eleven_point_ap(labels[:, k], decision[:, k]) for k in range(labels.shape[1])]))
-
-
-METRICS = {"top1": top1_accuracy, "mean_per_class": mean_per_class_accuracy, "mAP": mean_ap}
-
-
 # -------------------------------------------------------------------------------------------- protocol
 
 def sweep_and_test(train_x, train_y, val_x, val_y, test_x, test_y, data: ManyShotData, cfg: ManyShotConfig,
                    device) -> tuple[float, float, list[float]]:
     """(test score at the chosen C, the chosen C, validation score per C)."""
     costs = ssl_transfer_costs(cfg.wd_values)
-    score = METRICS[data.metric]
+    score = MANYSHOT_SCORES[data.metric]
     multilabel = data.metric == "mAP"
     if cfg.solver == "sklearn":
         scores, best = sklearn_sweep(train_x, train_y, val_x, val_y, costs, score, multilabel=multilabel)

@@ -19,7 +19,7 @@ import numpy as np
 
 from hexa_zoo.errors import DataError
 
-from .common import LabeledImages, read_image_split
+from .images import LabeledImages, read_image_split
 
 CHESTX_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumothorax")
 ISIC_GROUND_TRUTH = "ISIC2018_Task3_Training_GroundTruth/ISIC2018_Task3_Training_GroundTruth.csv"

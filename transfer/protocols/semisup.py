@@ -34,12 +34,12 @@ from tqdm import tqdm
 from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import ConfigError, DataError
 
-from . import datasets
-from .common import benchmark_name, feature_dim, resolve_data
-from .checkpoints import RunCheckpoint
-from .metrics import topk_accuracy
-from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
-from .runner import ProtocolRun
+from ..readers import imagenet_subsets
+from ..common import benchmark_name, feature_dim, resolve_data
+from ..checkpoints import RunCheckpoint
+from ..metrics import topk_accuracy
+from ..randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ PRESETS: dict[str, SemisupConfig] = {
 }
 
 
+def embedded_sizes(share: float) -> dict:
+    """The embedded preset's settings at `share` (0-1) of its full size: one epoch, the step after it."""
+    return {"epochs": 1, "decay_epochs": [1]}
+
+
 class FineTuneClassifier(nn.Module):
     """The pre-trained trunk with a new linear head (swav: `projection_head = Linear(2048, 1000)`)."""
 
@@ -125,11 +130,11 @@ def transforms(cfg: SemisupConfig, mean: Sequence[float], std: Sequence[float]):
 def select_subset(samples: Sequence[tuple[str, int]], cfg: SemisupConfig, seed: int) -> tuple[list[int], dict]:
     """Indices of the labelled subset within `samples`, and a description of where it came from."""
     if cfg.subset_list:
-        names = datasets.read_subset_list(cfg.subset_list, which=cfg.labels, check_sha256=cfg.subset_check_sha256)
-        indices = datasets.subset_indices(names, samples, cfg.subset_list)
+        names = imagenet_subsets.read_subset_list(cfg.subset_list, which=cfg.labels, check_sha256=cfg.subset_check_sha256)
+        indices = imagenet_subsets.subset_indices(names, samples, cfg.subset_list)
         return indices, {"which": "simclr_list", "path": str(cfg.subset_list), "labels": cfg.labels,
                          "size": len(indices), "sha256_checked": cfg.subset_check_sha256}
-    indices = datasets.balanced_subset(samples, FRACTION[cfg.labels], seed)
+    indices = imagenet_subsets.balanced_subset(samples, FRACTION[cfg.labels], seed)
     return indices, {"which": "balanced_sampler", "labels": cfg.labels, "fraction": FRACTION[cfg.labels],
                      "seed": seed, "size": len(indices)}
 

@@ -1,8 +1,8 @@
 """Detection data for `hexa transfer detection` (both backends): VOC and COCO read into one shape.
 
-`load_detection_data(root, cfg)` reads VOC (`transfer.datasets.read_voc`, boxes converted to detectron2's
+`load_detection_data(root, cfg)` reads VOC (`transfer.readers.voc.read_voc`, boxes converted to detectron2's
 continuous 0-based pixels) or COCO instances JSON (pycocotools) into `DetectionData`; `benchmark_for` names
-the leaderboard table a run belongs to. `cfg` is a `transfer.detection.DetectionConfig` (only its data
+the leaderboard table a run belongs to. `cfg` is a `transfer.detection.config.DetectionConfig` (only its data
 fields are read here).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from hexa_zoo.errors import ConfigError, DataError
 
-from . import datasets
+from . import voc
 
 
 @dataclass
@@ -66,20 +66,20 @@ def _split_spec(spec: str) -> tuple[str, str]:
 
 
 def load_voc(root: Path, cfg) -> DetectionData:
-    """VOC train sets (concatenated) and the test set, via transfer.datasets.read_voc."""
+    """VOC train sets (concatenated) and the test set, via transfer.readers.voc.read_voc."""
     devkit = find_devkit(root)
     if devkit is None:
         raise DataError(f"no VOCdevkit (VOC2007/, VOC2012/) found at {root}",
                         "pass --data the folder that holds VOCdevkit/ or VOC2007/")
     test_year, test_split = _split_spec(cfg.voc_test)
-    classes = list(datasets.voc_classes(devkit, test_year))
+    classes = list(voc.voc_classes(devkit, test_year))
     index = {name: i + 1 for i, name in enumerate(classes)}
 
     def convert(year: str, split: str) -> tuple[list[DetectionImage], list]:
         if not (devkit / f"VOC{year}").is_dir():
             raise DataError(f"{devkit / f'VOC{year}'} does not exist (needed for VOC{year} {split})",
                             "add that year, or choose the sets with --set voc_train=[2007:trainval]")
-        images = datasets.read_voc(devkit, year, split)
+        images = voc.read_voc(devkit, year, split)
         out = []
         for im in images:
             unknown = sorted({o.name for o in im.objects} - set(index))

@@ -28,9 +28,10 @@ import torch
 
 from hexa_zoo.knn import knn_predict
 
-from .common import benchmark_name, read_classification_splits
-from .metrics import topk_accuracy
-from .runner import ProtocolRun
+from ..common import benchmark_name, embedded_images_per_class
+from ..readers.images import read_classification_splits
+from ..metrics import topk_accuracy
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ PRESETS: dict[str, KnnConfig] = {
     # Unchanged from before the presets above (the committed embedded leaderboard rows): bilinear.
     "embedded": KnnConfig(resize=64, crop=64, batch_size=100, interpolation="bilinear"),
 }
+
+
+def embedded_sizes(share: float) -> dict:
+    """The embedded preset's settings at `share` (0-1) of its full size: below a third, fewer images per class
+    (as linear, so one feature cache serves both)."""
+    return {"max_per_class": embedded_images_per_class(share)} if share < 1 / 3 else {}
 
 
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),

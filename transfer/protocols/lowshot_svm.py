@@ -48,13 +48,13 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .common import benchmark_name, resolve_data
-from .datasets import read_voc, voc_classes, voc_image_labels
-from .lowshot_sampling import sample_lowshot, sample_rng
-from .lowshot_svm_reference import reference_aps
-from .metrics import voc07_ap_columns
-from .runner import ProtocolRun
-from .svm_solver import add_bias, l2_normalize, solve_path
+from ..common import benchmark_name, resolve_data
+from ..readers.voc import read_voc, voc_classes, voc_image_labels
+from ..lowshot_sampling import sample_lowshot, sample_rng
+from ..lowshot_svm_reference import reference_aps
+from ..metrics import voc07_ap_columns
+from ..runner import ProtocolRun
+from ..svm_solver import add_bias, l2_normalize, solve_path
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,11 @@ PRESETS: dict[str, LowShotSvmConfig] = {
     # The embedded VOC scenes: 400 trainval, 10 classes (~100 positives each), so k stops at 32.
     "embedded": LowShotSvmConfig(ks=(1, 2, 4, 8, 16, 32), resize=128, crop=128),
 }
+
+
+def embedded_sizes(share: float) -> dict:
+    """The embedded preset's settings at `share` (0-1) of its full size: fewer samples per k (at least 2)."""
+    return {"num_samples": max(2, round(5 * share))}
 
 
 # ------------------------------------------------------------------------------------------ plan

@@ -28,13 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from hexa_zoo.data import ignore_interrupt, load_rgb
 
-from .checkpoints import RunCheckpoint
-from .common import benchmark_name, feature_dim, resolve_data
-from .features import ArrayImages
-from .manyshot import METRICS
-from .manyshot_data import Split, read_manyshot, split_validation
-from .randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
-from .runner import ProtocolRun
+from ..checkpoints import RunCheckpoint
+from ..common import benchmark_name, feature_dim, resolve_data
+from ..features import ArrayImages
+from ..metrics import MANYSHOT_SCORES
+from ..readers.manyshot import Split, read_manyshot, split_validation
+from ..randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
+from ..runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         fit, val = _Images(ds.train, fit_rows, train_tf), _Images(ds.train, val_rows, test_tf)
         trainval = _Images(ds.train, everything, train_tf)
     test = _Images(ds.test, np.arange(len(ds.test.labels)), test_tf)
-    score, multilabel = METRICS[ds.metric], ds.metric == "mAP"
+    score, multilabel = MANYSHOT_SCORES[ds.metric], ds.metric == "mAP"
     pairs = grid(cfg)
     checkpoint = RunCheckpoint.for_run(run, out)
     state = checkpoint.load() or {"scores": [], "train": None}

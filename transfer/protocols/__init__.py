@@ -1,0 +1,1 @@
+"""The transfer protocols, one module each: its config, its presets and `run()`; none imports another."""
