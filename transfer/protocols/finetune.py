@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    dataset: str = ""             # one of manyshot_data.LAYOUTS (--dataset NAME); the embedded preset: embedded
+    dataset: str = ""             # one of readers.manyshot.LAYOUTS (--dataset NAME); the embedded preset: embedded
     steps: int = 5000
     batch_size: int = 64
     momentum: float = 0.9

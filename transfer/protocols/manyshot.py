@@ -35,7 +35,7 @@ DATASETS = tuple(name for name in LAYOUTS if name != "embedded")
 
 @dataclass(frozen=True)
 class ManyShotConfig:
-    dataset: str = ""             # one of manyshot_data.LAYOUTS (--dataset NAME); the embedded preset: embedded
+    dataset: str = ""             # one of readers.manyshot.LAYOUTS (--dataset NAME); the embedded preset: embedded
     resize: int = 224             # ssl-transfer: Resize(224, bicubic) + CenterCrop(224)
     crop: int = 224
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
