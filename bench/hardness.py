@@ -32,7 +32,7 @@ from pretrain.config import load_recipe
 from pretrain.device_augment import finish_views
 from pretrain.hard_views import adversarial_view, cutmix, frozen_bn_stats
 from pretrain.sampling import build_dataset
-from pretrain.trainer import adapt_config, build_method
+from pretrain.method_build import adapt_config, build_method
 
 
 def load_run(run: Path):

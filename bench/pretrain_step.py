@@ -52,7 +52,7 @@ from pretrain.config import load_recipe
 from pretrain.cost import ideal_step_cost
 from pretrain.method import compile_trunks
 from pretrain.optim import make_optimizer
-from pretrain.trainer import adapt_config, build_method
+from pretrain.method_build import adapt_config, build_method
 
 from hexa_zoo.catalog import METHODS, hexa_pairs
 

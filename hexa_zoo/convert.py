@@ -13,32 +13,24 @@ Understood inputs (detected from their keys, or named with `layout=`):
 - ``timm``: a bare trunk state dict (timm and torchvision ResNets share their key names),
   including ``.safetensors`` files.
 
-Whatever the layout, the trunk is found the same way: strip DDP's ``module.`` wrapper, then look
-for the key prefix under which the checkpoint holds every tensor of the timm architecture with the
-right shapes (``encoder_q.``, ``trunk.``, ``encoder.0.`` ...). Key-encoder/momentum copies rank last,
-so MoCo's ``encoder_k`` is never taken for the query encoder.
-
-Loading is safe by construction: pickles load with ``torch.load(weights_only=True)``, and one that
-would import a Python object is refused before anything in it runs.
+Whatever the layout, DDP's ``module.`` wrapper is stripped and the trunk found by its keys and shapes
+(`trunk_finding`); files are read without running code (`checkpoint_files`).
 """
 
 from __future__ import annotations
 
-import functools
 import pickle
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from .errors import CheckpointFormatError, UnsafeCheckpointError, WeightsNotFoundError
+from .checkpoint_files import read_checkpoint
+from .errors import CheckpointFormatError
 from .fileio import atomic_path, atomic_torch_save, atomic_write_bytes
+from .trunk_finding import TRUNK_ARCHS, dropped_groups, find_trunk, trunk_template
 
-# Architectures tried, in order, when a checkpoint does not say which one it holds.
-TRUNK_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 LAYOUTS = ("moco", "swav", "dcluster_v2", "hexa", "timm")
 # What `--from` accepts, and the detected layouts each choice admits.
 FROM_CHOICES = {
@@ -58,7 +50,6 @@ _LAYOUT_NAMES = {
     "timm": "bare trunk state dict (timm/torchvision key names)",
 }
 _WRAPPERS = ("module.", "_orig_mod.")  # DDP and torch.compile
-_SECONDARY = re.compile(r"(^|\.)(encoder_k|key_encoder|momentum\w*|teacher|target\w*|\w*ema)(\.|$)")
 
 
 @dataclass
@@ -79,88 +70,7 @@ class Converted:
                 f"left out: {dropped}")
 
 
-# ----------------------------------------------------------------------------------------- reading
-
-def read_checkpoint(path: str | Path) -> Any:
-    """Load a checkpoint without running code: safetensors, or a pickle with `weights_only=True`.
-
-    What the file is comes from its bytes first (`filekind.sniff`), so an empty, text, truncated or random
-    file is named as such, whatever its suffix; only a pickle that imports code is called unsafe.
-    """
-    from .filekind import pickle_globals, safetensors_problem, sniff
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"no checkpoint file at {path}", "check the path (and that the download finished)")
-    kind, what = sniff(path)
-    if kind not in ("safetensors", "zip", "pickle"):
-        raise CheckpointFormatError(f"{path} is {what}, not model weights",
-                                    "pass a checkpoint saved by torch.save (.pth, .pth.tar, .pt) or a .safetensors file")
-    if kind == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        problem = safetensors_problem(path)
-        try:
-            if problem is None:
-                return load_file(path)
-        except (SafetensorError, OSError, ValueError) as err:
-            problem = str(err).splitlines()[0][:200]
-        raise CheckpointFormatError(f"{path} is a damaged safetensors file: {problem}", _REFETCH)
-    refuse_unsafe_pickle(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # legacy (non-zip) files are judged here, while unpickling
-        names = pickle_globals(path) if kind == "pickle" else None
-        if names:  # a whole pickle that imports something torch's safe loader does not allow
-            shown = [n for n in names if not n.startswith(("torch.", "collections.OrderedDict"))] or names
-            raise _unsafe(path, sorted(set(shown))) from None
-        detail = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:120] if str(err) else ""
-        raise CheckpointFormatError(f"{path} is {what} that is damaged, truncated or not a checkpoint"
-                                    + (f" ({detail})" if detail else ""), _REFETCH) from None
-    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError... for broken files
-        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
-        raise CheckpointFormatError(f"{path} is {what} that is damaged or truncated ({type(err).__name__}: {first})",
-                                    _REFETCH) from None
-
-
-def check_safetensors(path: str | Path) -> None:
-    """Raise the same clear errors as `read_checkpoint` for a safetensors file that is not whole, without loading it."""
-    from .filekind import safetensors_problem, sniff
-
-    path = Path(path)
-    kind, what = sniff(path)
-    if kind != "safetensors":
-        raise CheckpointFormatError(f"{path} is {what}, not a safetensors file", _REFETCH)
-    problem = safetensors_problem(path)
-    if problem:
-        raise CheckpointFormatError(f"{path} is a damaged safetensors file: {problem}", _REFETCH)
-
-
-_REFETCH = "download or export it again (a copy cut short is the usual cause), or pass another file"
-
-
-def refuse_unsafe_pickle(path: str | Path) -> None:
-    """Raise UnsafeCheckpointError if unpickling `path` would import anything but tensor machinery.
-
-    `torch.serialization.get_unsafe_globals_in_checkpoint` only reads the pickle's opcodes; nothing in
-    the file is executed.
-    """
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # not a zip checkpoint (legacy format): torch.load(weights_only=True) will judge
-        return
-    if unsafe:
-        raise _unsafe(path, unsafe)
-
-
-def _unsafe(path: Path, names: list[str]) -> UnsafeCheckpointError:
-    return UnsafeCheckpointError(
-        f"refusing to load {path}: unpickling it would import and call {', '.join(sorted(names))}, "
-        "which can run arbitrary code (nothing from it was executed)",
-        "if you trust the file, re-save just its tensors elsewhere, e.g. "
-        "torch.save(torch.load(SRC, weights_only=False)['state_dict'], 'clean.pth'), then convert clean.pth")
-
+# ----------------------------------------------------------------------------------------- layouts
 
 def flatten_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str, dict]:
     """The tensors of a checkpoint with wrapper prefixes stripped, its layout, and its metadata."""
@@ -199,133 +109,6 @@ def detect_layout(tensors: Mapping[str, torch.Tensor]) -> str:
     return "timm"
 
 
-# ------------------------------------------------------------------------------ finding the trunk
-
-@functools.lru_cache(maxsize=None)
-def trunk_template(arch: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of timm `arch` with no classifier, built on the meta device (no memory, no init)."""
-    import timm
-
-    if not timm.is_model(arch):
-        raise CheckpointFormatError(f"unknown timm architecture {arch!r}", f"use one of {', '.join(TRUNK_ARCHS)}")
-    with torch.device("meta"):
-        model = timm.create_model(arch, num_classes=0)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-@dataclass
-class _Match:
-    prefix: str
-    missing: list[str]
-    mismatched: list[str]
-    unexpected: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.mismatched or self.unexpected)
-
-    @property
-    def problems(self) -> int:
-        return len(self.missing) + len(self.mismatched) + len(self.unexpected)
-
-
-def _candidate_prefixes(keys, template) -> set[str]:
-    prefixes = set()
-    for key in keys:
-        if key in template:
-            prefixes.add("")
-        for i, ch in enumerate(key):
-            if ch == "." and key[i + 1:] in template:
-                prefixes.add(key[: i + 1])
-    return prefixes
-
-
-def _match(tensors, template, prefix) -> _Match:
-    sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    roots = {k.split(".", 1)[0] for k in template}
-    missing = [k for k in template if k not in sub and not k.endswith("num_batches_tracked")]
-    mismatched = [f"{k}: checkpoint {tuple(sub[k].shape)} vs model {template[k]}"
-                  for k in template if k in sub and tuple(sub[k].shape) != template[k]]
-    # Keys inside the trunk's own modules that the architecture lacks mean a different depth/width.
-    unexpected = [k for k in sub if k not in template and k.split(".", 1)[0] in roots]
-    return _Match(prefix, missing, mismatched, unexpected)
-
-
-def _prefix_rank(prefix: str) -> int:
-    if _SECONDARY.search(prefix.rstrip(".")):
-        return 9  # a momentum/key copy: only if nothing else fits
-    if prefix.startswith("trunk."):
-        return 0
-    if "encoder_q" in prefix:
-        return 1
-    if prefix.startswith(("encoder.", "backbone.", "model.")):
-        return 2
-    return 3 if prefix == "" else 4
-
-
-def find_trunk(tensors: Mapping[str, torch.Tensor], template: Mapping[str, tuple[int, ...]],
-               arch: str, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
-    """Extract the tensors matching `template` (timm keys, in template order) and the prefix they sat under.
-
-    Raises CheckpointFormatError naming missing, mismatched and unexpected keys when no prefix fits.
-    """
-    matches = [_match(tensors, template, p) for p in _candidate_prefixes(tensors, template)]
-    # A momentum/key copy is taken only when the checkpoint has no other trunk at all: a broken query
-    # encoder must be reported, not silently replaced by MoCo's encoder_k.
-    primary = [m for m in matches if _prefix_rank(m.prefix) < 9 and len(m.missing) < len(template) / 2]
-    matches = primary or matches
-    good = sorted((m for m in matches if m.ok), key=lambda m: (_prefix_rank(m.prefix), len(m.prefix)))
-    if not good:
-        raise _no_trunk_error(tensors, matches, arch, source)
-    best = good[0]
-    rivals = [m for m in good[1:] if _prefix_rank(m.prefix) == _prefix_rank(best.prefix)]
-    for rival in rivals:  # e.g. `trunk.*` and `encoder.0.*` both present: fine if they are the same weights
-        if not all(torch.equal(tensors[best.prefix + k], tensors[rival.prefix + k])
-                   for k in template if best.prefix + k in tensors):
-            raise CheckpointFormatError(
-                f"{source} holds several different {arch} trunks (under '{best.prefix}' and '{rival.prefix}')",
-                "extract the one you want into its own state dict and convert that")
-    out = {}
-    for key, shape in template.items():
-        value = tensors.get(best.prefix + key)
-        if value is None:  # only num_batches_tracked may be absent (older checkpoints); eval ignores it
-            value = torch.zeros(shape, dtype=torch.long)
-        out[key] = value
-    return out, best.prefix
-
-
-def _no_trunk_error(tensors, matches, arch, source) -> CheckpointFormatError:
-    def names(items, n=8):
-        return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
-
-    if not matches:
-        sample = names(sorted(tensors), 6)
-        return CheckpointFormatError(
-            f"no {arch} trunk in {source}: none of its keys end in a {arch} parameter name (its keys: {sample})",
-            "check that this is a ResNet checkpoint of a supported layout (MoCo, SwAV, DeepCluster-v2, hexa-zoo, "
-            "timm/torchvision) and pass the right --arch")
-    best = min(matches, key=lambda m: m.problems)
-    where = f"under '{best.prefix}'" if best.prefix else "at the top level"
-    parts = [f"missing: {names(best.missing)}" if best.missing else "",
-             f"shape mismatch: {names(best.mismatched, 4)}" if best.mismatched else "",
-             f"unexpected: {names(best.unexpected)}" if best.unexpected else ""]
-    return CheckpointFormatError(
-        f"{source} does not hold a {arch} trunk (closest match {where}; " + "; ".join(p for p in parts if p) + ")",
-        "pass the architecture the checkpoint was trained with (--arch resnet18, resnet50, ...)")
-
-
-def _dropped_groups(tensors, prefix, kept) -> dict[str, int]:
-    """Summarise what was left out, by key group (encoder_k, queue, encoder_q.fc, projection_head ...)."""
-    counts = Counter()
-    for key in tensors:
-        inside = key.startswith(prefix)
-        if inside and key[len(prefix):] in kept:
-            continue
-        rest = key[len(prefix):] if inside else key
-        counts[(prefix if inside else "") + rest.split(".", 1)[0]] += 1
-    return dict(counts)
-
-
 # ------------------------------------------------------------------------------------- converting
 
 def to_timm(checkpoint: Any, *, layout: str = "auto", arch: str | None = None,
@@ -357,7 +140,7 @@ def to_timm(checkpoint: Any, *, layout: str = "auto", arch: str | None = None,
             first_error = first_error or err
             continue
         return Converted(state_dict, candidate, detected, prefix,
-                         _dropped_groups(tensors, prefix, state_dict), meta)
+                         dropped_groups(tensors, prefix, state_dict), meta)
     if arch is None:
         raise CheckpointFormatError(
             f"{source}: no ResNet trunk of a known depth ({', '.join(TRUNK_ARCHS)}) found; "

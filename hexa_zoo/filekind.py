@@ -1,7 +1,7 @@
 """What a weights file is, judged from its bytes before anything loads it.
 
 Every weights file `hexa` reads (`transfer --model`, `zoo convert`, `zoo publish`, `load_trunk`, a zoo
-folder's `model.safetensors`) goes through `hexa_zoo.convert.read_checkpoint`, which asks `sniff` first, so
+folder's `model.safetensors`) goes through `hexa_zoo.checkpoint_files.read_checkpoint`, which asks `sniff` first, so
 an empty, text, truncated or random file gets one clear answer naming the file and what it is, and the
 arbitrary-code refusal is kept for a real pickle that references code (`pickle_globals`: the opcodes are
 read with `pickletools`, nothing is executed).

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import convert
+from . import checkpoint_files, convert
 from .errors import CheckpointFormatError, ConfigError, HexaError, OfflineError, WeightsNotFoundError
 from .fileio import atomic_path
 
@@ -314,10 +314,10 @@ def build_model(name: str, model_args: dict, pretrained: bool = False, *, pretra
     if pretrained:
         source = _explicit_source(overlay) or find_weights(name, cfg.tag or "", cfg.url)
         if source.file is not None and source.file.suffix == ".safetensors":
-            convert.check_safetensors(source.file)
+            checkpoint_files.check_safetensors(source.file)
             overlay["file"] = str(source.file)
         elif source.file is not None:  # a pickle: we load it (safely) ourselves, timm gets the tensors
-            overlay["state_dict"] = convert.read_checkpoint(source.file)
+            overlay["state_dict"] = checkpoint_files.read_checkpoint(source.file)
         overlay = {**source.data_cfg, **overlay}
     model = build_model_with_cfg(
         ResNet, name, pretrained, pretrained_cfg=dataclasses.asdict(cfg), pretrained_cfg_overlay=overlay,
@@ -380,7 +380,7 @@ def _load_folder(path: Path):
     if not (path / WEIGHTS_FILE).is_file():
         raise WeightsNotFoundError(f"zoo folder {path} has no {WEIGHTS_FILE}", "re-publish it with hexa zoo publish")
     config = _read_config(config_path)
-    convert.check_safetensors(path / WEIGHTS_FILE)
+    checkpoint_files.check_safetensors(path / WEIGHTS_FILE)
     try:
         model = timm.create_model(f"local-dir:{path}", pretrained=True, num_classes=0)
     except RuntimeError as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import PretrainConfig
 from .hard_views import attack_passes
-from .trainer import method_class
+from .method_build import method_class
 
 
 def multicrop_pixels(cfg: PretrainConfig) -> float:

@@ -10,7 +10,7 @@ sizes to the data, saying so in one line per change; trains with the method's `t
 LARC, warm-up then cosine: `optim`), on CUDA with `augment.pipeline=auto` timing both augmentation
 paths over the first steps and keeping the faster (`pipeline_choice`); checkpoints atomically every
 `checkpoint_every_steps` steps and at each epoch end (`checkpoint`); logs CSV rows and TensorBoard
-events (`runlog`); finally publishes the trunk to the local zoo.
+events (`runlog`); finally publishes the trunk to the local zoo (`publishing`).
 
 Exact resume: the data order and every sample's augmentation are seeded by position (`sampling`), and
 a checkpoint records the position inside the epoch and every RNG state (`checkpoint`). So on CPU, in
@@ -34,12 +34,10 @@ unless `tag` names one; `TrainResult.load_hint` is the line that loads it.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
-import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +46,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hexa_zoo.catalog import zoo_model_name
 from hexa_zoo.config import save_config
 from hexa_zoo.errors import ConfigError, HexaError
 from hexa_zoo.fileio import atomic_write_text
@@ -58,22 +55,22 @@ from .augment import resolve_pipeline
 from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
                          save_checkpoint, save_rank_state, set_rng_state)
 from .config import PretrainConfig
+from .divergence import stop_if_diverged
+from .epoch_tally import EpochTally, epoch_summary, report_bad_images
 from .hard_views import attack_passes, free_step_note
 from .method import compile_trunks
+from .method_build import adapt_config, build_method
 from .monitor import KnnMonitor, monitor_splits
 from .optim import learning_rate, make_optimizer
 from .processes import Processes, cpu_threads, init_processes
 from .device_augment import finish_views
 from .pipeline_choice import DeviceTime, PipelineChoice, broadcast_from_rank0, synchronized_clock
+from .publishing import check_publish_target, load_hint, publish_trunk
 from .runlog import DataWait, RunLog
 from .sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, require_a_batch,
                        sample_seed, set_pipeline)
 
 log = logging.getLogger("pretrain")
-
-
-class TrainingDivergedError(HexaError):
-    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
 @dataclass
@@ -83,47 +80,6 @@ class TrainResult:
     final_logs: dict              # last step's logs plus run totals (steps, bad_images, notes, ...)
     model: str | None = None      # the published `name.tag`
     load_hint: str | None = None  # the line that loads it
-
-
-def method_class(cfg: PretrainConfig) -> type:
-    """The class implementing `cfg.method`: `METHOD` of pretrain/<catalog module>.py."""
-    return importlib.import_module(f"{__package__}.{cfg.family}").METHOD
-
-
-def adapt_config(cfg: PretrainConfig, dataset_size: int, world_size: int,
-                 steps_per_epoch: int) -> tuple[PretrainConfig, list[str]]:
-    """`cfg` with the method's sizes fitted to the data (what config.yaml then records), one note per change."""
-    section, notes = method_class(cfg).adapt(cfg.method_config(), dataset_size=dataset_size,
-                                             batch_size=cfg.batch_size, world_size=world_size,
-                                             steps_per_epoch=steps_per_epoch)
-    return dataclasses.replace(cfg, **{cfg.family: section}), notes
-
-
-def build_method(cfg: PretrainConfig, dataset_size: int) -> nn.Module:
-    """The method object of `cfg.method`, with hard views exactly for the HEXA methods."""
-    return method_class(cfg)(cfg.method_config(), cfg.hard_views, cfg.arch, dataset_size)
-
-
-def load_hint(model: str, zoo_dir: Path) -> str:
-    """The Python line that loads a published `name.tag`: by name where the name is registered, else the folder."""
-    from hexa_zoo.catalog import MODELS
-
-    if model.split(".", 1)[0] in MODELS:
-        return f"import hexa_zoo, timm; timm.create_model('{model}', pretrained=True)"
-    return f"import hexa_zoo; hexa_zoo.load_trunk('{zoo_dir}')"
-
-
-_VIEW_NAMES = {"clean": "clean", "adv": "adversarial", "cutmix": "CutMix"}
-
-
-def epoch_summary(means: dict[str, float]) -> str:
-    """'loss 16.1; clean 5.21; adversarial 5.24 (hardness +0.025); CutMix ...' from the epoch's means."""
-    parts = [f"loss {means['loss']:.4f}"] if "loss" in means else []
-    for key, name in _VIEW_NAMES.items():
-        if f"loss_{key}" in means:
-            hard = means.get(f"hardness_{key}")
-            parts.append(f"{name} {means[f'loss_{key}']:.4f}" + (f" (hardness {hard:+.4f})" if hard is not None else ""))
-    return "; ".join(parts)
 
 
 def autocast_dtype(name: str) -> torch.dtype:
@@ -158,21 +114,6 @@ def train(cfg: PretrainConfig, *, resume: str | None = None,
             dist.destroy_process_group()
 
 
-@dataclass
-class _EpochTally:
-    """What an epoch's loop carries from batch to batch: its logs, sums and the open log window."""
-    runlog: RunLog
-    waits: DataWait
-    bar: object
-    t0: float
-    logs: dict
-    bad: list = field(default_factory=list)
-    sums: dict = field(default_factory=dict)
-    seen: int = 0
-    stepped: int = 0
-    tick: float = field(default_factory=time.perf_counter)
-
-
 class _Run:
     """One training run; `fit()` holds the loop, the other methods its steps."""
 
@@ -183,7 +124,7 @@ class _Run:
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # crop sizes are fixed: let cuDNN pick its fastest kernels, as MoCo
         log.setLevel(logging.INFO if procs.is_main else logging.WARNING)
-        self.overwrite = self._check_publish_target(cfg, resume)
+        self.overwrite = check_publish_target(cfg, self.out, resume)
         seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
         self.data, self.data_root, notes = build_dataset(cfg, on_cuda=self.cuda)
         per_rank, batch_notes = fit_batch(cfg.batch_size, len(self.data), procs.world_size)
@@ -222,28 +163,6 @@ class _Run:
         self.augment_time = DeviceTime(procs.device)  # finish_views: the device side of the augmentation
         self.last_checkpoint: Path | None = None
         self._resume(resume)
-
-    def _check_publish_target(self, cfg: PretrainConfig, resume: str | None) -> bool:
-        """Refuse, before any work, a run whose end would replace another run's zoo folder; returns
-        whether publishing may replace what is there (`overwrite`, or the folder this run itself published)."""
-        if not cfg.publish:
-            return False
-        from hexa_zoo.publish import published_identity
-        from hexa_zoo.weights import zoo_folder
-
-        name, tag = zoo_model_name(cfg.method, cfg.arch), cfg.resolved_tag()
-        folder = zoo_folder(name, tag, Path(cfg.zoo) if cfg.zoo else None)
-        there = published_identity(folder)
-        if there is None or cfg.overwrite:
-            return True
-        own = resume is not None and there["out"] and Path(there["out"]).resolve() == self.out.resolve()
-        if own:
-            return True
-        raise ConfigError(f"the zoo already holds {name}.{tag} at {folder} (weights sha256 "
-                          f"{there['weights_sha256'][:12]}..., from {there['source']}), and this run would "
-                          "publish under the same name at its end; nothing was trained",
-                          "choose another tag (--set tag=NAME), pass --overwrite to replace it, or continue the "
-                          f"run that published it with --resume auto --out {there['out'] or 'ITS_OUT'}")
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _resume(self, resume: str | None) -> None:
@@ -305,7 +224,8 @@ class _Run:
         with autocast:
             logs = self.method.training_step(views, index, backward)
         logs = {k: float(v) for k, v in logs.items()}
-        self._stop_if_diverged(logs, lr)
+        stop_if_diverged(logs, lr, self.procs, epoch=self.epoch + 1,
+                         step=self.epoch * self.steps_per_epoch + self.batch + 1, last_checkpoint=self.last_checkpoint)
         # DeepCluster's first epoch only fills its memory bank: no gradients, nothing to step (and
         # GradScaler refuses to step an optimizer that saw no gradients).
         if any(p.grad is not None for group in self.optimizer.param_groups for p in group["params"]):
@@ -313,23 +233,6 @@ class _Run:
             self.scaler.update()
         self.method.on_step_end()
         return logs
-
-    def _stop_if_diverged(self, logs: dict, lr: float) -> None:
-        bad = [k for k, v in logs.items() if k.startswith("loss") and not math.isfinite(v)]
-        flag = torch.tensor([float(bool(bad))], device=self.procs.device)
-        if self.procs.distributed:  # every rank must stop together, or the others hang
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() == 0:
-            return
-        step = self.epoch * self.steps_per_epoch + self.batch + 1
-        where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
-                 else "no checkpoint was written yet")
-        values = ", ".join(f"{k}={logs[k]}" for k in bad) if bad else "on another process"
-        raise TrainingDivergedError(
-            f"loss is not finite ({values}) at epoch {self.epoch + 1}, step {step}, lr {lr:.4g}; "
-            f"training stopped before the optimizer step, {where}",
-            "lower the learning rate (--set lr=...), lengthen warm-up (--set warmup_epochs=...) or turn "
-            "amp off (--set amp=false), then continue with --resume auto")
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -367,7 +270,9 @@ class _Run:
                             "check the images with PIL, replace the broken ones, then run again")
         final = dict(logs, steps=self.epoch * self.steps_per_epoch, epochs=cfg.epochs, bad_images=bad_total,
                      notes=list(self.notes), wall_time_s=time.perf_counter() - t0)
-        zoo_dir, model = self._publish(final) if main and cfg.publish else (None, None)
+        zoo_dir, model = (publish_trunk(cfg, _unwrap(self.method.trunk), final, images=len(self.data),
+                                        data_root=self.data_root, overwrite=self.overwrite)
+                          if main and cfg.publish else (None, None))
         if procs.distributed:
             dist.barrier()
         return TrainResult(self.out, zoo_dir, final, model, load_hint(model, zoo_dir) if model else None)
@@ -383,7 +288,7 @@ class _Run:
 
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (main and cfg.progress), dynamic_ncols=True, leave=False)
-        tally = _EpochTally(runlog, DataWait(), bar, t0, logs)
+        tally = EpochTally(runlog, DataWait(), bar, t0, logs)
         while self.batch < self.steps_per_epoch:
             # Loader workers hold a copy of the dataset: a pipeline switch (auto's trial) restarts them here.
             pipeline = self.pipeline.pipeline_at(self.epoch * self.steps_per_epoch + self.batch)
@@ -404,7 +309,7 @@ class _Run:
             losses = epoch_summary({k: v / stepped for k, v in sums.items()}) if stepped else ""
             log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [losses, waits.summary(
                 workers=cfg.workers, pipeline=self.data.base.transform.pipeline, on_cuda=self.cuda)])))
-        count = self._report_bad_images(bad)
+        count = report_bad_images(bad, self.epoch, self.procs)
         if self.monitor is not None and ((self.epoch + 1) % cfg.monitor.every == 0 or self.epoch + 1 == cfg.epochs):
             step = (self.epoch + 1) * self.steps_per_epoch
             found = self.monitor.evaluate(_unwrap(self.method.trunk), self.method.normalize, self.procs.device)
@@ -415,7 +320,7 @@ class _Run:
         self._save()
         return logs, bad, count
 
-    def _train_on(self, views, index: torch.Tensor, tally: _EpochTally) -> None:
+    def _train_on(self, views, index: torch.Tensor, tally: EpochTally) -> None:
         """One loader batch: the step (unless the batch is skipped), auto's trial, the log row, the checkpoint."""
         cfg = self.cfg
         step = self.epoch * self.steps_per_epoch + self.batch
@@ -461,33 +366,3 @@ class _Run:
             return None
         size = cfg.augment.crop_sizes[0] if cfg.method_config().multicrop else cfg.augment.image_size
         return KnnMonitor(*splits, cfg.monitor, image_size=size)
-
-    def _report_bad_images(self, bad: list[str]) -> int:
-        """Log the epoch's unreadable images (counted over all processes); returns the count."""
-        count = torch.tensor([len(bad)], device=self.procs.device)
-        if self.procs.distributed:
-            dist.all_reduce(count)
-        if count.item() and self.procs.is_main:
-            shown = "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
-            log.warning("epoch %d: skipped %d unreadable image(s)%s", self.epoch + 1, int(count.item()),
-                        f": {shown}" if bad else "")
-        return int(count.item())
-
-    def _publish(self, final: dict) -> tuple[Path, str]:
-        from hexa_zoo.publish import publish
-
-        cfg = self.cfg
-        trunk = _unwrap(self.method.trunk)
-        weights = {k: v.detach().cpu().contiguous() for k, v in trunk.state_dict().items()}
-        name = zoo_model_name(cfg.method, cfg.arch)
-        card = {
-            "description": cfg.description or (f"{cfg.method} pre-training of {cfg.arch} for {cfg.epochs} epoch(s) "
-                                               f"on {cfg.data}, global batch {cfg.batch_size}."),
-            "recipe": cfg.to_dict(),
-            "data": f"{cfg.data} ({len(self.data)} images from {self.data_root})",
-            "metrics": {"final_pretrain_loss": final.get("loss")},
-        }
-        zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card,
-                          overwrite=self.overwrite)
-        log.info("published %s.%s to %s", name, cfg.resolved_tag(), zoo_dir)
-        return zoo_dir, f"{name}.{cfg.resolved_tag()}"

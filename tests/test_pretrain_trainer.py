@@ -19,9 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS
+from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS, zoo_model_name
 from hexa_zoo.errors import HexaError
 from pretrain import trainer
+from pretrain.divergence import TrainingDivergedError
+from pretrain.method_build import build_method
 from pretrain.checkpoint import checkpoint_name, list_checkpoints
 from pretrain.config import PretrainConfig, load_recipe, recipe_names
 from pretrain.optim import LARC
@@ -130,9 +132,9 @@ def test_method_sections_are_the_catalog_families():
 
 
 def test_zoo_model_name_rule():
-    assert trainer.zoo_model_name("hexa_moco", "resnet18") == "hexa_moco_r18"
-    assert trainer.zoo_model_name("dcluster_v2", "resnet50") == "dcluster_v2_r50"
-    assert trainer.zoo_model_name("moco_v2", "resnet10t") == "moco_v2_resnet10t"
+    assert zoo_model_name("hexa_moco", "resnet18") == "hexa_moco_r18"
+    assert zoo_model_name("dcluster_v2", "resnet50") == "dcluster_v2_r50"
+    assert zoo_model_name("moco_v2", "resnet10t") == "moco_v2_resnet10t"
 
 
 # -------------------------------------------------------------------------------- schedule and LARC
@@ -315,7 +317,7 @@ def test_deepcluster_crash_mid_epoch_resumes_exactly(tmp_path):
     reference = trainer.train(cfg_for(tmp_path / "ref"))  # epoch 1 fills the bank, epochs 2-3 train
 
     def crashing(cfg, size):  # dies on the 4th step: epoch 2, after its k-means, one batch in
-        method, calls = trainer.build_method(cfg, size), []
+        method, calls = build_method(cfg, size), []
         step = method.training_step
 
         def training_step(*args):
@@ -374,7 +376,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     made = []
 
     def poisoned(cfg, size):
-        method = trainer.build_method(cfg, size)
+        method = build_method(cfg, size)
         clean_step, calls = method.training_step, []
 
         def step(views, index, backward):
@@ -387,7 +389,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         return method
 
     cfg = tiny_cfg(data, tmp_path / "run", checkpoint_every_steps=1)
-    with pytest.raises(trainer.TrainingDivergedError, match=r"loss is not finite \(loss=nan\) at epoch 2, step 4") as err:
+    with pytest.raises(TrainingDivergedError, match=r"loss is not finite \(loss=nan\) at epoch 2, step 4") as err:
         trainer.train(cfg, method_factory=poisoned)
     assert "checkpoint_e00001_b0000000.pt" in str(err.value) and "--resume auto" in str(err.value)
     kept = list_checkpoints(tmp_path / "run")
@@ -444,7 +446,7 @@ def test_two_processes_on_gloo_stay_in_sync(tmp_path):
 def _slow_run(data: str, out: str, pipeline: str) -> None:
     """The resume test's run, slowed so the parent can kill it mid-epoch."""
     def slow(cfg, size):
-        method = trainer.build_method(cfg, size)
+        method = build_method(cfg, size)
         end = method.on_step_end
         method.on_step_end = lambda: (end(), time.sleep(0.4))
         return method
@@ -457,7 +459,7 @@ def _ddp_run(data: str, out: str) -> None:
     initial = {}
 
     def remember(cfg, size):
-        method = trainer.build_method(cfg, size)
+        method = build_method(cfg, size)
         initial.update({k: v.clone() for k, v in method.state_dict().items()})
         return method
 

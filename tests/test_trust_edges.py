@@ -277,7 +277,7 @@ def test_a_damaged_zoo_folder_is_named_by_timm_and_load_trunk(tv18, tmp_path):
 def test_the_arbitrary_code_refusal_is_kept_for_a_pickle_that_references_code(tmp_path):
     import pickle
 
-    from hexa_zoo.convert import read_checkpoint
+    from hexa_zoo.checkpoint_files import read_checkpoint
     from hexa_zoo.errors import UnsafeCheckpointError
 
     class Payload:
