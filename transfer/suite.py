@@ -65,8 +65,9 @@ def embedded_sizes(share: float) -> dict[str, dict]:
     sizes = {}
     for name in PROTOCOLS:
         shrink = getattr(protocol_module(name), "embedded_sizes", None)
-        if shrink is not None and shrink(share):
-            sizes[name] = shrink(share)
+        shrunk = shrink(share) if shrink is not None else {}
+        if shrunk:
+            sizes[name] = shrunk
     return sizes
 
 

@@ -18,7 +18,6 @@ where detectron2 is installed, and otherwise prints the command to run elsewhere
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -38,8 +37,6 @@ from ..detection.training import distributed_setup, for_distributed, precise_bn,
 from ..randomness import seeded
 from ..readers.detection import benchmark_for, load_detection_data
 from ..runner import ProtocolRun
-
-log = logging.getLogger(__name__)
 
 __all__ = ["PRESETS", "DetectionConfig", "embedded_sizes", "run"]
 
