@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint_files import read_checkpoint
 from .errors import CheckpointFormatError
-from .fileio import atomic_path, atomic_torch_save, atomic_write_bytes
+from .fileio import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes
 from .trunk_finding import TRUNK_ARCHS, dropped_groups, find_trunk, trunk_template
 
 LAYOUTS = ("moco", "swav", "dcluster_v2", "hexa", "timm")
@@ -212,11 +212,8 @@ def convert(src: str | Path, out: str | Path, *, layout: str = "auto", to: str =
                                     "use --to timm")
     out = Path(out)
     if to == "timm":
-        from safetensors.torch import save_file
-
-        with atomic_path(out) as tmp:
-            save_file({k: v.contiguous() for k, v in converted.state_dict.items()}, tmp,
-                      metadata={"format": "pt", "arch": converted.arch, "converted_from": converted.layout})
+        atomic_save_safetensors({k: v.contiguous() for k, v in converted.state_dict.items()}, out,
+                                {"format": "pt", "arch": converted.arch, "converted_from": converted.layout})
     elif to == "detectron2":
         atomic_write_bytes(out, pickle.dumps(to_detectron2(converted.state_dict), protocol=4))
     else:

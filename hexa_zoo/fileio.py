@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,6 +65,29 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+    return Path(path)
+
+
+def atomic_save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """`safetensors.torch.save_file`, atomic and byte-reproducible.
+
+    safetensors writes `__metadata__` in a random order in every call (safetensors issue #584), so the
+    same head or cache saved twice hashed differently. The header is rewritten in place with its keys
+    sorted: the same JSON, padded to the same length, so the tensor offsets stay valid.
+    """
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "r+b") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+            canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            if len(canonical) > length:  # serde_json and Python escape alike, so this would be a safetensors change
+                raise RuntimeError(f"safetensors header of {path} grew from {length} to {len(canonical)} bytes "
+                                   "when its keys were sorted")
+            f.seek(8)
+            f.write(canonical.ljust(length, b" "))
     return Path(path)
 
 

@@ -26,15 +26,12 @@ def untrained_trunk(arch: str, seed: int, out: Path) -> Path:
     path = out / "untrained" / f"{arch}_untrained_seed{seed}.safetensors"
     if not path.is_file():
         import timm
-        from safetensors.torch import save_file
-
-        from hexa_zoo.fileio import atomic_path
+        from hexa_zoo.fileio import atomic_save_safetensors
         from hexa_zoo.seeding import seed_everything
 
         seed_everything(seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            save_file(timm.create_model(arch, num_classes=0).state_dict(), str(tmp))
+        atomic_save_safetensors(timm.create_model(arch, num_classes=0).state_dict(), path)
     return path
 
 

@@ -10,7 +10,7 @@ import pytest
 from hexa_zoo import records
 from hexa_zoo.config import load_config, save_config
 from hexa_zoo.errors import ConfigError
-from hexa_zoo.fileio import atomic_path, atomic_write_json
+from hexa_zoo.fileio import atomic_path, atomic_save_safetensors, atomic_write_json, sha256_file
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,22 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"step": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json"]
+
+
+def test_safetensors_with_metadata_are_byte_reproducible(tmp_path):
+    """safetensors alone orders `__metadata__` at random per save (its issue #584); ours hash the same every time."""
+    import torch
+    from safetensors import safe_open
+
+    tensors = {"weight": torch.arange(6.0).reshape(2, 3), "bias": torch.ones(2, dtype=torch.float16)}
+    metadata = {key: f"{key} é \"quoted\"\n" for key in "hgfedcba"}
+    digests = {sha256_file(atomic_save_safetensors(tensors, tmp_path / f"head{i}.safetensors", metadata))
+               for i in range(5)}
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "head0.safetensors"), framework="pt") as f:
+        assert f.metadata() == metadata
+        assert all(torch.equal(f.get_tensor(name), t) for name, t in tensors.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"head{i}.safetensors" for i in range(5)]
 
 
 def test_records_roundtrip_and_skip_corrupt(tmp_path):

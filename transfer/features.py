@@ -31,9 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from hexa_zoo.data import ignore_interrupt, load_rgb, load_rgb_array, loader_workers
+from hexa_zoo.data import ignore_interrupt, load_rgb_array, loader_workers
 from hexa_zoo.errors import DataError
-from hexa_zoo.fileio import atomic_path
+from hexa_zoo.fileio import atomic_save_safetensors
 
 from .common import dataset_fingerprint, feature_dim, select_device
 from .progress import progress
@@ -299,11 +299,8 @@ def _read_cache(path: Path, expected_rows: int) -> torch.Tensor | None:
 
 
 def _write_cache(path: Path, feats: torch.Tensor, weights_sha256: str, transform: EvalTransform) -> None:
-    from safetensors.torch import save_file
-
     meta = {"format": CACHE_VERSION, "weights_sha256": weights_sha256, "transform": transform.describe()}
     try:
-        with atomic_path(path) as tmp:
-            save_file({"features": feats.contiguous()}, str(tmp), metadata=meta)
+        atomic_save_safetensors({"features": feats.contiguous()}, path, meta)
     except OSError as err:  # a full or read-only disk costs a recomputation later, not this run
         log.warning("could not write feature cache %s: %s", path, err)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hexa_zoo.errors import ConfigError, DataError
-from hexa_zoo.fileio import atomic_path, sha256_file
+from hexa_zoo.fileio import atomic_save_safetensors, sha256_file
 
 
 def fold_standardisation(fc: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
@@ -34,17 +34,13 @@ def fold_standardisation(fc: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -
 def save_head(out: str | os.PathLike, fc: nn.Linear, *, classes: Sequence[str], info: dict, transform: Any,
               protocol: str) -> dict:
     """Write the head atomically under `out/heads/`; returns the record's `artifacts.head` entry."""
-    from safetensors.torch import save_file
-
     meta = {"format": "hexa-linear-head/1", "protocol": protocol, "classes": json.dumps(list(classes)),
             "trunk_weights_sha256": str(info.get("weights_sha256") or ""), "transform": transform.describe()}
     tensors = {"weight": fc.weight.detach().float().cpu().contiguous(), "bias": fc.bias.detach().float().cpu()}
     folder = Path(out) / "heads"
     digest = hashlib.sha256(tensors["weight"].numpy().tobytes() + tensors["bias"].numpy().tobytes()).hexdigest()
     name = f"linear-{str(info.get('name') or 'model').replace('/', '_')}-{digest[:12]}.safetensors"
-    with atomic_path(folder / name) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-    path = folder / name
+    path = atomic_save_safetensors(tensors, folder / name, meta)
     return {"path": f"heads/{name}", "sha256": sha256_file(path)}
 
 
