@@ -167,9 +167,6 @@ def compile_trunks(method: PseudoLabelMethod, mode: str = "default", backend: st
     and data-dependent. The first forwards compile (tens of seconds for a ResNet-50 with inductor), and the
     hard views' frozen or swapped BatchNorm may add a graph each.
     """
-    if not hasattr(nn.Module, "compile"):
-        raise ConfigError(f"compile=true needs torch >= 2.2 (nn.Module.compile); this is torch {torch.__version__}",
-                          "upgrade torch or set compile=false")
     if mode not in COMPILE_MODES:
         raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}",
                           "set compile_mode=default (or compile=false)")
