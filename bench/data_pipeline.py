@@ -9,7 +9,7 @@ nothing downloaded), then times on one thread, from the file to the views:
   for JPEGs), and `decode_pil`, PIL's (hexa_zoo.data.load_rgb: the candidate it replaced);
 - `official_moco_v2`: MoCo-v2's aug-plus as facebookresearch/moco writes it (torchvision transforms on
   PIL images, its PIL GaussianBlur, ToTensor, Normalize; two crops), written out below as the reference;
-- `ours_cpu` / `ours_gpu_path_cpu_side`: pretrain/augment.py's two views with `augment.pipeline`
+- `ours_cpu` / `ours_gpu_path_cpu_side`: pretrain/data/augment.py's two views with `augment.pipeline`
   cpu (everything in the worker) and gpu (what stays in the worker: decode, crop, resize, flip);
 - the same three for multi-crop (2x224 + 6x96, DeepCluster-v2 / SwAV) against swav's
   MultiCropDataset (crop, flip, get_color_distortion, PILRandomGaussianBlur, ToTensor, Normalize).
@@ -43,7 +43,7 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
 from hexa_zoo.data import load_rgb, load_rgb_array
-from pretrain.augment import AugmentConfig, multicrop_transform, two_view_transform
+from pretrain.data.augment import AugmentConfig, multicrop_transform, two_view_transform
 from pretrain.config import load_recipe
 
 IMAGENET_SIZE = (500, 375)  # the most common ImageNet train image size (width, height)
@@ -134,7 +134,7 @@ def ours(transform):
 
 def draft_applicable(views, draws: int = 4000) -> float:
     """Fraction of crops whose box, decoded at half size, still covers the output (where `draft` could act)."""
-    from pretrain.augment import draw_view
+    from pretrain.data.augment import draw_view
 
     width, height = IMAGENET_SIZE
     rng, hits = random.Random(0), 0
@@ -148,12 +148,12 @@ def draft_applicable(views, draws: int = 4000) -> float:
 
 def device_side(aug: AugmentConfig, paths, batch: int, device: torch.device, rounds: int) -> dict[str, float]:
     """Images per second of the gpu path's device side (jitter, grayscale, blur) on a batch of two views:
-    pretrain/device_augment.py (`device_side`) and the implementation before it (`device_side_v1`,
+    pretrain/data/device_augment.py (`device_side`) and the implementation before it (`device_side_v1`,
     bench/device_augment_v1.py), taking turns on the same batch."""
     from torch.utils.data import default_collate
 
     from device_augment_v1 import finish_views_v1
-    from pretrain.device_augment import finish_views
+    from pretrain.data.device_augment import finish_views
 
     transform = two_view_transform(aug, "gpu")
     items = [ours(transform)(paths[i % len(paths)]) for i in range(batch)]

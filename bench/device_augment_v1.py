@@ -1,16 +1,16 @@
 """The device side of the gpu pipeline as it was before issue 19, kept as bench/data_pipeline.py's baseline.
 
 Not used by training: every op at every jitter position (`torch.where` keeps the drawn one), float32 blur,
-one call per view. bench/data_pipeline.py --device times pretrain/device_augment.py against it in one run.
+one call per view. bench/data_pipeline.py --device times pretrain/data/device_augment.py against it in one run.
 """
 
 from __future__ import annotations
 
 import torch
 
-from pretrain.augment import BRIGHTNESS, CONTRAST, GRAYSCALE, HUE, JITTER_ON, ORDER, SATURATION, SIGMA, PendingViews
+from pretrain.data.augment import BRIGHTNESS, CONTRAST, GRAYSCALE, HUE, JITTER_ON, ORDER, SATURATION, SIGMA, PendingViews
 # The blur in float32, as it was (the current one computes in its input's dtype, float32 here).
-from pretrain.device_augment import _gray, _hue, _per_view, gaussian_blur, kernel_radius
+from pretrain.data.device_augment import _gray, _hue, _per_view, gaussian_blur, kernel_radius
 
 def _brightness(x, f):
     return (x * _per_view(f)).clamp_(0, 1)

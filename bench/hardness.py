@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain.checkpoint import list_checkpoints
+from pretrain.loop.checkpoint import list_checkpoints
 from pretrain.config import load_recipe
-from pretrain.device_augment import finish_views
-from pretrain.hard_views import adversarial_view, cutmix, frozen_bn_stats
-from pretrain.sampling import build_dataset
+from pretrain.data.device_augment import finish_views
+from pretrain.methods.hard_views import adversarial_view, cutmix, frozen_bn_stats
+from pretrain.data.sampling import build_dataset
 from pretrain.method_build import adapt_config, build_method
 
 

@@ -22,10 +22,10 @@ ResNet-50 ImageNet recipes instead of the embedded ones (use `--size 224`).
 The step against its ideal (issue 11): a supervised reference step (the same timm trunk with a linear
 classifier over 1000 classes, cross-entropy, the MoCo-v2 recipe's optimizer, the same batch at one
 crop of `--size`) is timed in the same rounds, and each method's `<method>_vs_ideal` is its step time
-over `pretrain.cost.ideal_step_cost` x the reference's (medians of per-round ratios). Goal (issue 19): within 1.10x.
+over `pretrain.methods.cost.ideal_step_cost` x the reference's (medians of per-round ratios). Goal (issue 19): within 1.10x.
 
 `--compile [MODE]` adds each method with its trunks under torch.compile (the recipes' `compile=true`, as
-pretrain/method.py's compile_trunks) next to the eager one, built from the same weights and views; the
+pretrain/methods/method.py's compile_trunks) next to the eager one, built from the same weights and views; the
 first round (where it compiles) is not timed. It reports `compiled_over_eager_speed` (> 1: compiling pays)
 and `compiled_first_loss_rel_diff`, the first step's loss of the pair, with the same random draws (HEXA's
 adversarial view steps by the sign of the input gradient, which rounding flips for a few pixels: expect
@@ -49,9 +49,9 @@ import time
 import torch
 
 from pretrain.config import load_recipe
-from pretrain.cost import ideal_step_cost
-from pretrain.method import compile_trunks
-from pretrain.optim import make_optimizer
+from pretrain.methods.cost import ideal_step_cost
+from pretrain.methods.method import compile_trunks
+from pretrain.loop.optim import make_optimizer
 from pretrain.method_build import adapt_config, build_method
 
 from hexa_zoo.catalog import METHODS, hexa_pairs

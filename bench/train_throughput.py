@@ -5,7 +5,7 @@
 
 DIR is an ImageFolder of JPEGs (`bench/data_pipeline.py --write-images DIR`). It trains the recipe for
 about `--steps` steps (whole epochs over DIR) with `augment.pipeline` as the recipe says (auto: timed both
-ways over the first steps on CUDA, the faster kept: pretrain/pipeline_choice.py), logging every step, and
+ways over the first steps on CUDA, the faster kept: pretrain/data/pipeline_choice.py), logging every step, and
 reports the median img/s, data-wait fraction and device-side augmentation ms of the steps after the first
 fifth (warm-up) and after auto's trial, and which pipeline auto chose with both its figures. With
 `--step-rate` (the random-tensor step rate of bench/pretrain_step.py, same recipe and batch) it adds
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pretrain.config import load_recipe
-from pretrain.trainer import train
+from pretrain.loop.trainer import train
 
 
 def main() -> None:

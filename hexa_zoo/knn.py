@@ -1,5 +1,5 @@
 """The weighted k-nearest-neighbour vote on frozen features (InstDisc / DINO), shared by the kNN protocol
-(`transfer/protocols/knn.py`) and pre-training's online monitor (`pretrain/monitor.py`).
+(`transfer/protocols/knn.py`) and pre-training's online monitor (`pretrain/loop/monitor.py`).
 
 Features are L2-normalised, so the similarity is the cosine; each query's k most similar training
 features vote for their class with weight exp(sim / T). Memory stays bounded on large sets: queries go in

@@ -37,7 +37,7 @@ def published_dir(cell: Cell, data: str, out: Path, extra: Sequence[str] = ()) -
 def pretrain_cell(cell: Cell, data: str, out: Path, extra: Sequence[str] = ()) -> Path:
     """Pre-train one cell in this process (resuming its checkpoint if any) into out/zoo; returns the folder."""
     from pretrain.config import load_recipe
-    from pretrain.trainer import train
+    from pretrain.loop.trainer import train
 
     return train(load_recipe(cell_recipe(cell), pretrain_overrides(cell, data, out, extra)), resume="auto").zoo_dir
 

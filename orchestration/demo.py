@@ -149,7 +149,7 @@ def run_pretrain(step: PretrainStep, force: bool = False) -> None:
     """Train and publish in this process (resume "auto": an interrupted demo continues where it stopped).
 
     A zoo folder of the same name from another run is replaced only under `--force`, else refused now."""
-    from pretrain.trainer import train
+    from pretrain.loop.trainer import train
 
     if not force and zoo_folder(step).exists():
         raise ConfigError(f"the zoo already holds {step.model} at {zoo_folder(step)}, published by another run "

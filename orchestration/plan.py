@@ -5,7 +5,7 @@ Recipes: `--recipes embedded|paper` picks each method's embedded or paper recipe
 `in1k_ep200`, for every method or for one family: moco, deepcluster, swav) overrides it, the same for a HEXA
 method and its baseline. Epochs: `--epochs N`, else `budget x EPOCHS_AT_BUDGET_1` for an embedded recipe (the
 demo's count) and `budget x` the recipe's own epochs otherwise; under equal compute a baseline trains the HEXA
-epochs x cost(HEXA) / cost(baseline), in `pretrain.cost.ideal_step_cost` units.
+epochs x cost(HEXA) / cost(baseline), in `pretrain.methods.cost.ideal_step_cost` units.
 
 GPU-hours of a cell's pre-training: epochs x images / (its method's img/s on the table's GPU) / 3600, from the
 committed step rates (`orchestration/step_rates.py`). The paper suite adds its protocols' passes over their data
@@ -35,7 +35,7 @@ class Cell:
     method: str
     seed: int
     epochs: int
-    cost_per_step: float   # pretrain.cost.ideal_step_cost of its recipe, in supervised steps
+    cost_per_step: float   # pretrain.methods.cost.ideal_step_cost of its recipe, in supervised steps
     recipe: str = ""       # empty in cells written before recipes were chosen (the embedded one)
 
     @property
@@ -86,7 +86,7 @@ def plan_cells(methods: Sequence[str], seeds: Sequence[int], mode: str, budget: 
     """Every (method, seed) cell with its recipe and epochs, HEXA methods first so an equal-compute baseline
     follows them."""
     from pretrain.config import load_recipe
-    from pretrain.cost import ideal_step_cost
+    from pretrain.methods.cost import ideal_step_cost
 
     if mode not in MODES:
         raise ConfigError(f"unknown --mode {mode!r}", f"use one of {', '.join(MODES)}")

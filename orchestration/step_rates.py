@@ -57,7 +57,7 @@ def read_rates(path: str | Path = TABLE) -> list[Rate]:
 def per_image_cost(recipe: str) -> float:
     """A recipe's step per image, in supervised 224-px steps: the ideal cost x its global crop's pixels."""
     from pretrain.config import load_recipe
-    from pretrain.cost import ideal_step_cost
+    from pretrain.methods.cost import ideal_step_cost
 
     cfg = load_recipe(recipe)
     size = cfg.augment.crop_sizes[0] if cfg.method_config().multicrop else cfg.augment.image_size

@@ -9,7 +9,7 @@ each HEXA method; `--recipes paper` and `--recipe [FAMILY=]SCALE` choose other r
 which also prints a plan's GPU-hours with `--plan`). Modes:
 - `equal-epochs` (what the paper compares): every method trains those epochs.
 - `equal-compute`: a baseline trains as long as its HEXA variant did, in the step-ideal units of
-  `pretrain.cost.ideal_step_cost` (the units `bench/pretrain_step.py` measures against): its epochs are the
+  `pretrain.methods.cost.ideal_step_cost` (the units `bench/pretrain_step.py` measures against): its epochs are the
   HEXA epochs x cost(HEXA) / cost(baseline), rounded. The summary records the unit and each cell's cost.
 
 Layout of `--out`: `runs/<method>_s<seed>/` (the pre-training run), `zoo/` (its published trunk),
@@ -152,7 +152,7 @@ def summarise(out: Path, methods: Sequence[str], seeds: Sequence[int], mode: str
     compute = {name: {"epochs": c["epochs"], "cost_per_step": c["cost_per_step"],
                       "pretrain_wall_s": c["pretrain_wall_s"]} for name, c in cells.items()}
     return {"study": out.name, "mode": mode, "budget": budget, "methods": list(methods), "seeds": list(seeds),
-            "compute_unit": "ideal step cost in supervised steps (pretrain.cost.ideal_step_cost) x steps; "
+            "compute_unit": "ideal step cost in supervised steps (pretrain.methods.cost.ideal_step_cost) x steps; "
                             "equal-compute baselines train epochs x cost(HEXA) / cost(baseline)",
             "cells": compute, "comparisons": comparisons,
             "cells_done": len(cells), "cells_planned": len(methods) * len(seeds),

@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     log = logging.getLogger("pretrain")
     log.info("recipe %s -> %s %s on %s, out %s", recipe, cfg.method, cfg.arch, cfg.data, cfg.out)
 
-    from .trainer import train
+    from .loop.trainer import train
 
     result = train(cfg, resume=args.resume)
     if result.zoo_dir is not None:

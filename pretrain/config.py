@@ -37,12 +37,12 @@ from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS, Method
 from hexa_zoo.config import from_dict, merge, parse_overrides, to_dict
 from hexa_zoo.errors import ConfigError
 
-from .augment import AugmentConfig
-from .deepcluster import DeepClusterConfig
-from .hard_views import HardViewConfig
-from .moco import MocoConfig
-from .monitor import MonitorConfig
-from .swav import SwavConfig
+from .data.augment import AugmentConfig
+from .methods.deepcluster import DeepClusterConfig
+from .methods.hard_views import HardViewConfig
+from .methods.moco import MocoConfig
+from .loop.monitor import MonitorConfig
+from .methods.swav import SwavConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "configs"
 log = logging.getLogger("pretrain")
@@ -75,7 +75,7 @@ class PretrainConfig:
     final_lr: float = 0.0                  # cosine ends here (DeepCluster-v2: 0.0048); scaled like lr
 
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)  # online kNN every N epochs (pretrain/monitor.py)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)  # online kNN every N epochs (pretrain/loop/monitor.py)
 
     # Machinery
     workers: int = 4                       # DataLoader worker processes per training process
@@ -85,7 +85,7 @@ class PretrainConfig:
     amp_dtype: str = "float16"             # float16 (with GradScaler) or bfloat16 (no loss scale; CPU too); a
                                            # switch for the GPU check to measure (bench/pretrain_step.py --precision)
     channels_last: bool = True             # CUDA only
-    compile: bool = False                  # torch.compile of the trunk(s) (pretrain/method.py: compile_trunks); off
+    compile: bool = False                  # torch.compile of the trunk(s) (pretrain/methods/method.py: compile_trunks); off
                                            # until bench/pretrain_step.py --compile measures it faster on a GPU
     compile_mode: str = "default"          # torch.compile's mode: default, reduce-overhead (CUDA graphs), max-autotune
     compile_backend: str = "inductor"      # torch.compile's backend; aot_eager traces without compiling (fast, CPU)

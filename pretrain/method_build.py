@@ -12,7 +12,7 @@ from .config import PretrainConfig
 
 def method_class(cfg: PretrainConfig) -> type:
     """The class implementing `cfg.method`: `METHOD` of pretrain/<catalog module>.py."""
-    return importlib.import_module(f"{__package__}.{cfg.family}").METHOD
+    return importlib.import_module(f"{__package__}.methods.{cfg.family}").METHOD
 
 
 def adapt_config(cfg: PretrainConfig, dataset_size: int, world_size: int,

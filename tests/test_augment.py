@@ -22,10 +22,10 @@ from scipy import stats
 from torch.utils.data import default_collate
 from torchvision import transforms
 
-from pretrain.augment import (BRIGHTNESS, CONTRAST, GRAYSCALE, HUE, JITTER_ON, ORDER, SATURATION, SIGMA, AugmentConfig,
+from pretrain.data.augment import (BRIGHTNESS, CONTRAST, GRAYSCALE, HUE, JITTER_ON, ORDER, SATURATION, SIGMA, AugmentConfig,
                               PendingViews, apply_crop, as_chw, colour_on_cpu, crop_box, draw_view, multicrop_recipes,
                               multicrop_transform, resolve_pipeline, two_view_recipes, two_view_transform)
-from pretrain.device_augment import finish_views
+from pretrain.data.device_augment import finish_views
 
 MEAN_LEVELS, P99_LEVELS = 2.5, 16
 
@@ -103,7 +103,7 @@ def official_view(img: Image.Image, box, flip: bool, colour: torch.Tensor, size:
 
 def test_cpu_path_matches_the_official_ops_given_the_same_parameters():
     recipe = two_view_recipes(AugmentConfig(image_size=64))[0]
-    from pretrain.augment import apply_on_cpu
+    from pretrain.data.augment import apply_on_cpu
 
     for i in range(30):
         img = photo(100 + i)

@@ -191,8 +191,8 @@ def test_gpu_augmentation_on_cuda_matches_its_cpu_run():
     """The device side of augment.pipeline=gpu computes on the GPU what it computes on the CPU."""
     from torch.utils.data import default_collate
 
-    from pretrain.augment import AugmentConfig, two_view_transform
-    from pretrain.device_augment import finish_views
+    from pretrain.data.augment import AugmentConfig, two_view_transform
+    from pretrain.data.device_augment import finish_views
     from PIL import Image
 
     rng = np.random.default_rng(0)

@@ -84,9 +84,9 @@ def _dry(monkeypatch) -> None:
     """Stub what runs long, keeping what checks the arguments (recipes, presets, --set keys)."""
     import orchestration.demo
     import orchestration.study
-    import pretrain.trainer
+    import pretrain.loop.trainer
     import transfer.suite
-    from pretrain.trainer import TrainResult
+    from pretrain.loop.trainer import TrainResult
     from transfer.common import resolve_config
 
     def resolve_only(name, model, data, out, *, preset, overrides=(), seed=0):
@@ -97,7 +97,7 @@ def _dry(monkeypatch) -> None:
 
     monkeypatch.setattr(transfer.suite, "run_protocol", resolve_only)
     monkeypatch.setattr(transfer.suite, "run_suite", lambda *a, **k: ([], {}))
-    monkeypatch.setattr(pretrain.trainer, "train", lambda cfg, resume=None: TrainResult(Path(cfg.out), None, {}))
+    monkeypatch.setattr(pretrain.loop.trainer, "train", lambda cfg, resume=None: TrainResult(Path(cfg.out), None, {}))
     monkeypatch.setattr(orchestration.demo, "_run", lambda args, methods, out: 0)
     monkeypatch.setattr(orchestration.study, "run_study",
                         lambda *a, **k: {"comparisons": {}, "mode": "", "seeds": [], "cells_done": 0,

@@ -311,17 +311,17 @@ def test_a_longer_ring_is_spelled_out_in_order(tmp_path):
 
 def test_upward_and_sideways_imports_fail_naming_the_files(tmp_path):
     root = _tree(tmp_path, {
-        "hexa_zoo/demo.py": "def run():\n    from pretrain.trainer import train\n",      # the bottom reaching up
-        "pretrain/trainer.py": "import transfer.cli\n",                                    # across one floor
+        "hexa_zoo/demo.py": "def run():\n    from pretrain.loop.trainer import train\n",      # the bottom reaching up
+        "pretrain/loop/trainer.py": "import transfer.cli\n",                                    # across one floor
         "pretrain/launch.py": "from hexa_zoo.errors import HexaError\n",                   # down: fine
         "transfer/cli.py": "from leaderboards import compiler\n",                          # up
         "leaderboards/compiler.py": "from orchestration.demo import main\n",               # up
-        "orchestration/demo.py": "from leaderboards.compiler import run\nimport pretrain.trainer\n",  # down: fine
+        "orchestration/demo.py": "from leaderboards.compiler import run\nimport pretrain.loop.trainer\n",  # down: fine
     })
     assert upward_imports(root) == [
-        "hexa_zoo/demo.py:2 imports train from pretrain/trainer.py (a floor above)",
+        "hexa_zoo/demo.py:2 imports train from pretrain/loop/trainer.py (a floor above)",
         "leaderboards/compiler.py:1 imports main from orchestration/demo.py (a floor above)",
-        "pretrain/trainer.py:1 imports transfer.cli from transfer/cli.py (the other package on its floor)",
+        "pretrain/loop/trainer.py:1 imports transfer.cli from transfer/cli.py (the other package on its floor)",
         "transfer/cli.py:1 imports compiler from leaderboards/compiler.py (a floor above)",
     ]
 

@@ -10,7 +10,7 @@ import torch
 
 from hexa_zoo.errors import HexaError
 from pretrain import trainer
-from pretrain.checkpoint import list_checkpoints
+from pretrain.loop.checkpoint import list_checkpoints
 from test_pretrain_trainer import make_images, tiny_cfg
 
 

@@ -41,7 +41,7 @@ def _spread(t):
 
 def _moco_steps(rank, hexa):
     """MoCo: different initial weights per rank; DDP and setup_distributed must make them one model."""
-    from pretrain.moco import MoCo, MocoConfig
+    from pretrain.methods.moco import MoCo, MocoConfig
 
     torch.manual_seed(rank)
     moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32), hexa, "resnet18", 64)
@@ -62,7 +62,7 @@ def _moco_steps(rank, hexa):
 
 def _deepcluster_steps(rank, hexa):
     """DeepCluster: epoch 0 fills the per-rank banks, epoch 1 clusters them together and trains."""
-    from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
+    from pretrain.methods.deepcluster import DeepClusterConfig, DeepClusterV2
 
     torch.manual_seed(rank)
     dc = DeepClusterV2(DeepClusterConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=(3, 4), freeze_prototypes_epochs=0),
@@ -92,8 +92,8 @@ def swav_scores() -> torch.Tensor:
 
 def _swav_steps(rank):
     """HEXA_SwAV under DDP with a queue: the ranks' networks stay one model."""
-    from pretrain.hard_views import HardViewConfig
-    from pretrain.swav import SwAV, SwavConfig
+    from pretrain.methods.hard_views import HardViewConfig
+    from pretrain.methods.swav import SwAV, SwavConfig
 
     torch.manual_seed(rank)
     cfg = SwavConfig(hidden_mlp=32, feat_dim=16, nmb_prototypes=6, queue_length=16, queue_start_epoch=0)
@@ -114,9 +114,9 @@ def _worker(rank, init_file, out_dir):
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    from pretrain.hard_views import HardViewConfig
-    from pretrain.kmeans import cluster_memory
-    from pretrain.moco import batch_shuffle_ddp, batch_unshuffle_ddp, concat_all_gather
+    from pretrain.methods.hard_views import HardViewConfig
+    from pretrain.methods.kmeans import cluster_memory
+    from pretrain.methods.moco import batch_shuffle_ddp, batch_unshuffle_ddp, concat_all_gather
 
     res = {}
     # shuffle BN across ranks
@@ -137,14 +137,14 @@ def _worker(rank, init_file, out_dir):
     res["kmeans_centroids"] = [c.tolist() for c in cents]
 
     # SwAV's Sinkhorn codes on this rank's half of the scores, sums all-reduced
-    from pretrain.swav import sinkhorn
+    from pretrain.methods.swav import sinkhorn
 
     scores = swav_scores()
     res["sinkhorn"] = sinkhorn(scores[rank * 6:(rank + 1) * 6], 0.05, 3).tolist()
     res.update(_swav_steps(rank))
 
     # augment.pipeline=auto: rank 0 measures gpu faster, rank 1 cpu; rank 0's figures decide for both
-    from pretrain.pipeline_choice import PipelineChoice, broadcast_from_rank0
+    from pretrain.data.pipeline_choice import PipelineChoice, broadcast_from_rank0
 
     readings = iter((0.0, 4.0, 10.0, 11.0) if rank == 0 else (0.0, 1.0, 10.0, 20.0))
     choice = PipelineChoice(None, 4, clock=lambda: next(readings), broadcast=broadcast_from_rank0(torch.device("cpu")))
@@ -181,7 +181,7 @@ def test_auto_pipeline_decision_is_rank0s_on_every_rank(ranks):
 
 
 def test_distributed_kmeans_equals_single_process(ranks):
-    from pretrain.kmeans import spherical_kmeans
+    from pretrain.methods.kmeans import spherical_kmeans
 
     bank, index = make_bank()
     torch.manual_seed(7)  # rank 0 drew the initial centroids from its own half, head after head
@@ -215,7 +215,7 @@ def test_deepcluster_ddp_clusters_all_ranks_and_keeps_them_in_sync(ranks, aux):
 
 
 def test_distributed_sinkhorn_equals_one_process_and_swav_ranks_stay_in_sync(ranks):
-    from pretrain.swav import sinkhorn
+    from pretrain.methods.swav import sinkhorn
 
     expected = sinkhorn(swav_scores(), 0.05, 3)
     got = torch.cat([torch.tensor(r["sinkhorn"]) for r in ranks])

@@ -17,11 +17,11 @@ from hexa_zoo import catalog
 from hexa_zoo.errors import ConfigError, HexaError
 from pretrain import hard_views, trainer
 from pretrain.config import load_recipe
-from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
-from pretrain.hard_views import HardViewConfig, adversarial_view, free_step_note, hexa_step
-from pretrain.losses import soft_cross_entropy
-from pretrain.method import PseudoLabelMethod
-from pretrain.moco import MoCo, MocoConfig
+from pretrain.methods.deepcluster import DeepClusterConfig, DeepClusterV2
+from pretrain.methods.hard_views import HardViewConfig, adversarial_view, free_step_note, hexa_step
+from pretrain.methods.losses import soft_cross_entropy
+from pretrain.methods.method import PseudoLabelMethod
+from pretrain.methods.moco import MoCo, MocoConfig
 
 from test_pretrain_trainer import make_images, tiny_cfg
 
@@ -259,7 +259,7 @@ def test_a_tag_cannot_leave_the_zoo(tmp_path, r18_file):
 
 
 def test_ideal_step_costs_follow_the_documented_counts():
-    from pretrain.cost import ideal_step_cost
+    from pretrain.methods.cost import ideal_step_cost
 
     cost = lambda recipe, *sets: ideal_step_cost(load_recipe(recipe, list(sets)))  # noqa: E731
     assert cost("moco_v2_r50_200ep") == pytest.approx(4 / 3)

@@ -11,11 +11,11 @@ from torch import nn
 
 from hexa_zoo.errors import ConfigError
 from pretrain import losses
-from pretrain.aux_bn import AuxBatchNorm
-from pretrain.deepcluster import DeepClusterConfig, DeepClusterV2
-from pretrain.hard_views import HardViewConfig, adversarial_view, cutmix, frozen_bn_stats
-from pretrain.kmeans import cluster_memory, spherical_kmeans
-from pretrain.moco import MoCo, MocoConfig, batch_shuffle_ddp, batch_unshuffle_ddp, shuffled_forward
+from pretrain.methods.aux_bn import AuxBatchNorm
+from pretrain.methods.deepcluster import DeepClusterConfig, DeepClusterV2
+from pretrain.methods.hard_views import HardViewConfig, adversarial_view, cutmix, frozen_bn_stats
+from pretrain.methods.kmeans import cluster_memory, spherical_kmeans
+from pretrain.methods.moco import MoCo, MocoConfig, batch_shuffle_ddp, batch_unshuffle_ddp, shuffled_forward
 
 HEXA = HardViewConfig(enabled=True)
 

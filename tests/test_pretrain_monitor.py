@@ -13,7 +13,7 @@ import torch
 
 from hexa_zoo.errors import ConfigError
 from pretrain import trainer
-from pretrain.monitor import KnnMonitor, MonitorConfig, monitor_splits
+from pretrain.loop.monitor import KnnMonitor, MonitorConfig, monitor_splits
 
 from test_pretrain_trainer import make_images, tiny_cfg
 

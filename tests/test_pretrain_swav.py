@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from hexa_zoo.convert import to_timm
 from pretrain import trainer
-from pretrain.hard_views import HardViewConfig
-from pretrain.swav import SwAV, SwavConfig, sinkhorn, swapped_prediction_loss, swav_release
+from pretrain.methods.hard_views import HardViewConfig
+from pretrain.methods.swav import SwAV, SwavConfig, sinkhorn, swapped_prediction_loss, swav_release
 
 from test_pretrain_trainer import make_images, tiny_cfg
 
@@ -85,7 +85,7 @@ def test_a_tiny_run_learns_and_keeps_the_prototypes_normalised_and_frozen(hexa):
 
 
 def test_the_queue_fills_and_joins_the_codes(monkeypatch):
-    import pretrain.swav as swav_module
+    import pretrain.methods.swav as swav_module
 
     method, seen = tiny_swav(queue_length=8, queue_start_epoch=0), []
     monkeypatch.setattr(swav_module, "sinkhorn", lambda out, eps, its: (seen.append(out.shape[0]), sinkhorn(out, eps, its))[1])

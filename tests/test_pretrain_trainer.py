@@ -22,12 +22,12 @@ from PIL import Image
 from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS, zoo_model_name
 from hexa_zoo.errors import HexaError
 from pretrain import trainer
-from pretrain.divergence import TrainingDivergedError
+from pretrain.loop.divergence import TrainingDivergedError
 from pretrain.method_build import build_method
-from pretrain.checkpoint import checkpoint_name, list_checkpoints
+from pretrain.loop.checkpoint import checkpoint_name, list_checkpoints
 from pretrain.config import PretrainConfig, load_recipe, recipe_names
-from pretrain.optim import LARC
-from pretrain.sampling import SeededViews
+from pretrain.loop.optim import LARC
+from pretrain.data.sampling import SeededViews
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -176,7 +176,7 @@ def test_larc_step_matches_the_apex_formula():
 
 # ---------------------------------------------------------------------------------------- the data
 def test_views_are_seeded_per_sample_and_stay_in_pixel_space(tmp_path):
-    from pretrain.augment import multicrop_transform, two_view_transform
+    from pretrain.data.augment import multicrop_transform, two_view_transform
     from hexa_zoo.data import ImageFolderDataset
 
     data = make_images(tmp_path / "imgs", 4)
@@ -188,7 +188,7 @@ def test_views_are_seeded_per_sample_and_stay_in_pixel_space(tmp_path):
     assert [v.shape[-1] for v in first] == [s for s, c in zip(cfg.augment.crop_sizes, cfg.augment.crop_counts)
                                             for _ in range(c)]
     assert all(v.dtype == torch.uint8 for v in first)  # uint8 through the loader; float [0, 1] on the device:
-    from pretrain.device_augment import finish_views
+    from pretrain.data.device_augment import finish_views
 
     assert all(v.dtype == torch.float32 and v.min() >= 0 and v.max() <= 1
                for v in finish_views([v[None] for v in first], torch.device("cpu")))
@@ -237,8 +237,8 @@ def test_a_one_process_launch_joins_a_process_group(monkeypatch):
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
-    from pretrain.hard_views import HardViewConfig
-    from pretrain.moco import MoCo, MocoConfig
+    from pretrain.methods.hard_views import HardViewConfig
+    from pretrain.methods.moco import MoCo, MocoConfig
 
     torch.manual_seed(0)
     moco = MoCo(MocoConfig(queue_size=16, hidden_dim=32), HardViewConfig(), "resnet10t", 64)

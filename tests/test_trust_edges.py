@@ -57,7 +57,7 @@ def test_a_folder_of_unreadable_images_fails_before_training_and_publishes_nothi
 
 def test_fewer_readable_images_than_a_batch_is_an_error_naming_the_count(tmp_path):
     from pretrain.config import load_recipe
-    from pretrain.trainer import train
+    from pretrain.loop.trainer import train
 
     data = good_images(random_bytes_images(tmp_path / "data", 4), 2)
     cfg = load_recipe("moco_v2_r18_embedded", [f"data={data}", f"out={tmp_path / 'run'}", "arch=resnet10t",

@@ -67,7 +67,7 @@ class AugmentConfig:
     multicrop_color_jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2)
     # Where colour jitter, grayscale and blur run: "cpu" (loader workers), "gpu" (batched on the training
     # device just before the step; runs on the CPU too), "auto" (on CUDA both are timed over the first
-    # `pipeline_trial_steps` steps each and the faster kept: pretrain/pipeline_choice.py; cpu otherwise).
+    # `pipeline_trial_steps` steps each and the faster kept: pretrain/data/pipeline_choice.py; cpu otherwise).
     pipeline: Literal["auto", "cpu", "gpu"] = "auto"
     pipeline_trial_steps: int = 10
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from hexa_zoo.errors import ConfigError
 
 from .augment import multicrop_transform, resolve_pipeline, two_view_transform
-from .config import PretrainConfig
+from ..config import PretrainConfig
 from .device_augment import select
 
 

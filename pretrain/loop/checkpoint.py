@@ -21,7 +21,7 @@ from torch import nn
 from hexa_zoo.errors import ConfigError
 from hexa_zoo.fileio import atomic_torch_save
 
-from .config import PretrainConfig
+from ..config import PretrainConfig
 
 log = logging.getLogger("pretrain")
 

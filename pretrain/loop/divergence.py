@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from hexa_zoo.errors import HexaError
 
-from .processes import Processes
+from ..processes import Processes
 
 
 class TrainingDivergedError(HexaError):

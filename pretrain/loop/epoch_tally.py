@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .processes import Processes
+from ..processes import Processes
 from .runlog import DataWait, RunLog
 
 log = logging.getLogger("pretrain")

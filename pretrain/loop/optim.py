@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import PretrainConfig
+from ..config import PretrainConfig
 
 
 class LARC(torch.optim.SGD):

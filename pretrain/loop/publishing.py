@@ -14,7 +14,7 @@ from torch import nn
 from hexa_zoo.catalog import zoo_model_name
 from hexa_zoo.errors import ConfigError
 
-from .config import PretrainConfig
+from ..config import PretrainConfig
 
 log = logging.getLogger("pretrain")
 

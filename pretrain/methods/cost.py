@@ -10,9 +10,9 @@ forward-backward of the anchor per hard view, and one per attack step that canno
 
 from __future__ import annotations
 
-from .config import PretrainConfig
+from ..config import PretrainConfig
 from .hard_views import attack_passes
-from .method_build import method_class
+from ..method_build import method_class
 
 
 def multicrop_pixels(cfg: PretrainConfig) -> float:

@@ -4,7 +4,7 @@ DeepCluster-v2 alternates clustering and classification. An online network (a ti
 head Linear-BN-ReLU-Linear whose output is L2-normalised, and 3 heads of 3000 prototypes) embeds every
 crop of a multi-crop batch (2 global crops and several small ones). A per-rank memory bank keeps the
 embeddings of crops 0 and 1 of every image from the last epoch. At the start of each epoch spherical
-k-means (pretrain/kmeans.py, 10 iterations, distributed) clusters the bank once per head; the centroids
+k-means (pretrain/methods/kmeans.py, 10 iterations, distributed) clusters the bank once per head; the centroids
 are copied into that head's prototypes and each image gets a hard cluster assignment. During the epoch
 every crop of an image is trained to predict its assignment: the loss is the cross-entropy of the
 prototype scores / T (T = 0.1) against the assignment, averaged over heads. The prototypes are frozen
@@ -13,13 +13,13 @@ prototype scores / T (T = 0.1) against the assignment, averaged over heads. The 
 swav fills the memory bank with a forward pass over the data before training (`init_memory`); here the
 first epoch does that pass: with no assignments yet, `clean_step` only fills the bank and has no loss.
 
-As a pseudo-label method (pretrain/method.py) the targets of a batch are its images' assignments; a
+As a pseudo-label method (pretrain/methods/method.py) the targets of a batch are its images' assignments; a
 hard view of crop 0 predicts them too, and a CutMix view lambda * onehot(a_i) + (1 - lambda) *
 onehot(a_perm(i)).
 
 State dict keys mirror swav's: `trunk.*` (timm keys), `projection_head.{0,1,3}.*`,
 `prototypes.prototypes{h}.weight`; plus the memory bank, assignments and counters as buffers; with
-`hard_views.aux_bn`, also the hard views' BN twins `aux_bn.twins.*` (pretrain/aux_bn.py).
+`hard_views.aux_bn`, also the hard views' BN twins `aux_bn.twins.*` (pretrain/methods/aux_bn.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .hard_views import HardViewConfig
 from .kmeans import cluster_memory
 from .losses import IGNORE_INDEX, mixed_targets, prototype_cross_entropy
 from .method import MultiCropNetwork, PseudoLabelMethod, create_trunk, frozen_steps, projection_head, trunk_output_size
-from .processes import distributed
+from ..processes import distributed
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ space [0, 1] (before normalisation, so the L-infinity ball is measured in pixels
   perm(i)'s (`method.mix_targets`).
 
 `hexa_step(method, views, index, backward)` is the whole step, for any method with the interface of
-`pretrain.method.PseudoLabelMethod`: the clean views (the method's own loss), then the adversarial view,
+`pretrain.methods.method.PseudoLabelMethod`: the clean views (the method's own loss), then the adversarial view,
 then the CutMix view, each with its own backward; DDP synchronises gradients only on the last one; with
-`aux_bn` both hard views run on the auxiliary BatchNorm twins (pretrain/aux_bn.py).
+`aux_bn` both hard views run on the auxiliary BatchNorm twins (pretrain/methods/aux_bn.py).
 
 The paper's exact values are not all known: every default below (HardViewConfig) is our reconstruction,
 recorded in each model card, and can be overridden, e.g. `--set hard_views.eps=0.0078`.
@@ -58,7 +58,7 @@ class HardViewConfig:
     random_start: bool = True      # start from a uniform point in the ball (Wong et al. 2020 / Madry PGD)
     free: bool = True              # first step reuses the clean view's input gradient where that is the
                                    # attack's own (see the module doc); taken at x, not at the random start
-    aux_bn: bool = False           # AdvProp-style separate BN for hard views (pretrain/aux_bn.py)
+    aux_bn: bool = False           # AdvProp-style separate BN for hard views (pretrain/methods/aux_bn.py)
     cutmix: bool = True            # add the CutMix view (when enabled)
     cutmix_alpha: float = 1.0      # lambda ~ Beta(cutmix_alpha, cutmix_alpha), then area-corrected
     w_adv: float = 1.0             # weight of the adversarial view's loss

@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .processes import distributed
+from ..processes import distributed
 
 IGNORE_INDEX = -100
 

@@ -4,7 +4,7 @@ HEXA's framework (arXiv 2012.13493) reads a self-supervised method as *learning 
 for a batch the method makes targets (MoCo: the own key among [keys of the batch; queue]; DeepCluster-v2:
 last epoch's k-means assignment; SwAV: the Sinkhorn codes of the other views) and scores each view's
 prediction against them. HEXA adds harder views of the same images and scores them against the same
-targets; `pretrain.hard_views.hexa_step` does that for any method written against this class.
+targets; `pretrain.methods.hard_views.hexa_step` does that for any method written against this class.
 
 A method provides:
 - `network`: the module that is trained (what DDP wraps) and `trunk`, the backbone that gets published;

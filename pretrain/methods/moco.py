@@ -10,14 +10,14 @@ step the batch's keys replace the oldest ones in the queue. Keys are computed wi
 key batch is permuted across GPUs (or, in one process, split into shuffled sub-batches) before the key
 encoder, so BatchNorm's batch statistics cannot leak which key belongs to which query.
 
-As a pseudo-label method (pretrain/method.py): the targets of a batch are its keys with the queue
+As a pseudo-label method (pretrain/methods/method.py): the targets of a batch are its keys with the queue
 (`MocoTargets`): the pseudo-label of a query is "my own key". The clean loss is exactly `view_loss` of
 the query view, so HEXA's adversarial step reuses its gradient (free). A CutMix query is scored against
 [keys of the batch ; queue] with the soft target lambda on key i and 1 - lambda on key perm(i).
 
 State dict keys: `encoder_q.trunk.*` (timm keys), `encoder_q.head.{0,2}.*` (official `fc.{0,2}`),
 `encoder_k.*` likewise, `queue` (dim, K) and `queue_ptr`, as in the official checkpoint; with
-`hard_views.aux_bn`, also the hard views' BN twins `encoder_q.aux_bn.twins.*` (pretrain/aux_bn.py).
+`hard_views.aux_bn`, also the hard views' BN twins `encoder_q.aux_bn.twins.*` (pretrain/methods/aux_bn.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from hexa_zoo.errors import ConfigError
 from .hard_views import HardViewConfig
 from .losses import batch_queue_logits, info_nce, mixed_targets, moco_logits
 from .method import PseudoLabelMethod, create_trunk, projection_head, trunk_output_size
-from .processes import distributed
+from ..processes import distributed
 
 
 @dataclass(frozen=True)

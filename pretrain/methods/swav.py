@@ -11,7 +11,7 @@ prediction: for each assigned crop, the cross-entropy between its codes and the 
 crop's scores / T (T = 0.1), averaged. The prototypes get no gradient for the first iterations (swav: 313,
 one epoch at batch 4096; here counted in epochs, `freeze_prototypes_epochs`).
 
-As a pseudo-label method (pretrain/method.py) the targets of a batch are the codes of its assigned crops.
+As a pseudo-label method (pretrain/methods/method.py) the targets of a batch are the codes of its assigned crops.
 A hard view of crop 0 is another view of the same image, so it predicts every assigned crop's codes, as
 the small crops do; a CutMix view predicts lambda * q_i + (1 - lambda) * q_perm(i).
 
@@ -33,7 +33,7 @@ from hexa_zoo.errors import ConfigError
 from .hard_views import HardViewConfig
 from .losses import soft_cross_entropy
 from .method import MultiCropNetwork, PseudoLabelMethod, create_trunk, frozen_steps, projection_head, trunk_output_size
-from .processes import distributed
+from ..processes import distributed
 
 
 @dataclass(frozen=True)
