@@ -32,17 +32,17 @@ from pretrain.config import load_recipe
 from pretrain.data.device_augment import finish_views
 from pretrain.methods.hard_views import adversarial_view, cutmix, frozen_bn_stats
 from pretrain.data.sampling import build_dataset
-from pretrain.method_build import adapt_config, build_method
+from pretrain.config import build_method
 
 
 def load_run(run: Path):
     cfg = load_recipe(run / "config.yaml", ["workers=0"])
     data, _, _ = build_dataset(cfg)
-    cfg, _ = adapt_config(cfg, len(data), world_size=1, steps_per_epoch=max(1, len(data) // cfg.batch_size))
-    method = build_method(cfg, len(data))
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    cfg, _ = cfg.fitted(len(data), world_size=1, steps_per_epoch=steps_per_epoch)
+    method = build_method(cfg, len(data), steps_per_epoch)
     ckpt = torch.load(list_checkpoints(run)[-1], map_location="cpu", weights_only=True)
     method.load_state_dict(ckpt["model"])
-    method.steps_per_epoch = max(1, len(data) // cfg.batch_size)
     data.set_epoch(max(0, ckpt["epoch"] - 1))
     return cfg, method, data
 

@@ -48,11 +48,10 @@ import time
 
 import torch
 
-from pretrain.config import load_recipe
+from pretrain.config import build_method, load_recipe
 from pretrain.methods.cost import ideal_step_cost
 from pretrain.methods.method import compile_trunks
 from pretrain.loop.optim import make_optimizer
-from pretrain.method_build import adapt_config, build_method
 
 from hexa_zoo.catalog import METHODS, hexa_pairs
 
@@ -107,10 +106,9 @@ class MethodStep:
                  compile_backend: str = "inductor"):
         cfg = load_recipe(recipe, [f"batch_size={batch}", f"augment.image_size={size}"])
         dataset = 4 * batch if cfg.family == "deepcluster" else 1 << 20
-        cfg, self.notes = adapt_config(cfg, dataset, world_size=1, steps_per_epoch=dataset // batch)
+        cfg, self.notes = cfg.fitted(dataset, world_size=1, steps_per_epoch=dataset // batch)
         self.amp = amp
-        self.method = build_method(cfg, dataset).to(device)
-        self.method.steps_per_epoch = dataset // batch
+        self.method = build_method(cfg, dataset, dataset // batch).to(device)
         fmt = torch.channels_last if amp else torch.contiguous_format
         self.method.to(memory_format=fmt)
         if compile_mode:  # as the trainer's compile=true: the trunks, in place

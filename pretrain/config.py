@@ -38,13 +38,17 @@ from hexa_zoo.config import from_dict, merge, parse_overrides, to_dict
 from hexa_zoo.errors import ConfigError
 
 from .data.augment import AugmentConfig
-from .methods.deepcluster import DeepClusterConfig
-from .methods.hard_views import HardViewConfig
-from .methods.moco import MocoConfig
 from .loop.monitor import MonitorConfig
-from .methods.swav import SwavConfig
+from .methods.deepcluster import DeepClusterConfig, DeepClusterV2
+from .methods.hard_views import HardViewConfig
+from .methods.method import PseudoLabelMethod
+from .methods.moco import MoCo, MocoConfig
+from .methods.swav import SwAV, SwavConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "configs"
+# Each family of the catalog (hexa_zoo.catalog.FAMILIES, a test holds them equal) and the class that implements
+# it; its settings are PretrainConfig's section of the same name.
+METHOD_CLASSES: dict[str, type[PseudoLabelMethod]] = {"moco": MoCo, "deepcluster": DeepClusterV2, "swav": SwAV}
 log = logging.getLogger("pretrain")
 
 
@@ -112,6 +116,10 @@ class PretrainConfig:
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
     swav: SwavConfig = field(default_factory=SwavConfig)
 
+    # Not a setting (never saved): the epochs of the method's embedded recipe, read once by `load_recipe`, so
+    # that `resolved_tag` claims "embedded" only for that recipe as it is. 0 (a config built by hand): no claim.
+    embedded_recipe_epochs: int = 0
+
     def __post_init__(self) -> None:
         if self.hard_views.enabled != catalog_entry(self.method).is_hexa:  # the method decides: HEXA variants have the views
             object.__setattr__(self, "hard_views", dataclasses.replace(self.hard_views, enabled=self.entry.is_hexa))
@@ -123,8 +131,13 @@ class PretrainConfig:
 
     @property
     def family(self) -> str:
-        """The module implementing the method (pretrain/<family>.py), also its config section's name."""
+        """The method's family (pretrain/methods/<family>.py), also its config section's name."""
         return self.entry.module
+
+    @property
+    def method_class(self) -> type[PseudoLabelMethod]:
+        """The class implementing `method` (METHOD_CLASSES)."""
+        return METHOD_CLASSES[self.family]
 
     @property
     def is_hexa(self) -> bool:
@@ -146,20 +159,34 @@ class PretrainConfig:
         subset = f"_img{self.limit_images}" if self.limit_images > 0 else ""
         if self.data != EMBEDDED_TAG:
             return f"{data_name(self.data)}_ep{self.epochs}{subset}"
-        recipe_epochs = read_recipe(self.entry.recipes[EMBEDDED_TAG]).get("epochs")
-        return EMBEDDED_TAG if self.epochs == recipe_epochs and not subset else f"{EMBEDDED_TAG}_ep{self.epochs}{subset}"
+        as_recipe = self.epochs == self.embedded_recipe_epochs and not subset
+        return EMBEDDED_TAG if as_recipe else f"{EMBEDDED_TAG}_ep{self.epochs}{subset}"
 
     def scaled(self, lr: float) -> float:
         """A learning rate of the recipe, scaled linearly to this run's global batch."""
         return lr * self.batch_size / self.lr_reference_batch
 
     def to_dict(self) -> dict:
-        """The configuration as saved: every field, and of the method sections only this method's."""
+        """The configuration as saved: every setting, and of the method sections only this method's."""
         data = to_dict(self)
         for section in FAMILIES:
             if section != self.family:
                 data.pop(section)
+        data.pop("embedded_recipe_epochs")  # what load_recipe read, not a setting
         return data
+
+    def fitted(self, dataset_size: int, world_size: int, steps_per_epoch: int) -> tuple[PretrainConfig, list[str]]:
+        """This config with the method's sizes fitted to the data (what config.yaml then records), one note per change."""
+        section, notes = self.method_class.adapt(self.method_config(), dataset_size=dataset_size,
+                                                 batch_size=self.batch_size, world_size=world_size,
+                                                 steps_per_epoch=steps_per_epoch)
+        return dataclasses.replace(self, **{self.family: section}), notes
+
+
+def build_method(cfg: PretrainConfig, dataset_size: int, steps_per_epoch: int = 1) -> PseudoLabelMethod:
+    """The method object of `cfg.method`, with hard views exactly for the HEXA methods."""
+    return cfg.method_class(cfg.method_config(), cfg.hard_views, cfg.arch, dataset_size=dataset_size,
+                            steps_per_epoch=steps_per_epoch)
 
 
 def catalog_entry(method: str) -> Method:
@@ -225,15 +252,25 @@ SCHEDULE_IN_EPOCHS = ("warmup_epochs", "deepcluster.freeze_prototypes_epochs", "
 
 
 def load_recipe(name_or_path: str | Path | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
-    """Defaults, then the recipe (a name in pretrain/configs/ or a YAML path), then `key=value` overrides."""
+    """Defaults, then the recipe (a name in pretrain/configs/ or a YAML path), then `key=value` overrides.
+
+    Every recipe file it needs is read here, once: the recipe along its `base:` chain and, where the
+    method's embedded recipe is another file, that one's epochs (what the zoo tag compares with).
+    """
     data = to_dict(PretrainConfig())
     recipe = read_recipe(name_or_path) if name_or_path is not None else {}
     data = merge(data, recipe)
     recipe_epochs = data["epochs"]
     given = parse_overrides(overrides)
+    if "embedded_recipe_epochs" in given:
+        raise ConfigError("embedded_recipe_epochs is not a setting: it is read from the method's embedded recipe",
+                          "drop it; set tag=NAME to choose the zoo tag")
     data = merge(data, given)
     _refuse_contradiction(data, given)
     notes = _scale_schedule(data, given, recipe_epochs)
+    embedded = catalog_entry(data["method"]).recipes[EMBEDDED_TAG]
+    same_file = name_or_path is not None and recipe_path(name_or_path).resolve() == recipe_path(embedded).resolve()
+    data["embedded_recipe_epochs"] = (recipe if same_file else read_recipe(embedded)).get("epochs", 0)
     cfg = from_dict(PretrainConfig, data)
     validate(cfg)
     for note in notes:

@@ -19,9 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain import trainer
-from pretrain.method_build import adapt_config, build_method
-from pretrain.config import load_recipe
+from pretrain.loop import trainer
+from pretrain.config import build_method, load_recipe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -40,8 +39,8 @@ def make_step(method: str):
     torch.manual_seed(0)
     cfg = recipe(method)
     dataset = 64
-    cfg, _ = adapt_config(dataclasses.replace(cfg, batch_size=32), dataset, world_size=1, steps_per_epoch=2)
-    model = build_method(cfg, dataset).cuda()
+    cfg, _ = dataclasses.replace(cfg, batch_size=32).fitted(dataset, world_size=1, steps_per_epoch=2)
+    model = build_method(cfg, dataset, steps_per_epoch=2).cuda()
     model.train()
     g = torch.Generator().manual_seed(1)
     if not cfg.method_config().multicrop:
@@ -167,9 +166,9 @@ def _torchrun_driver(method: str, out: str) -> None:
 
     holder = {}
 
-    def keep(cfg, size):  # called inside the run, while its process group exists
+    def keep(cfg, size, steps_per_epoch):  # called inside the run, while its process group exists
         holder["backend"] = dist.get_backend() if dist.is_initialized() else None
-        holder["method"] = build_method(cfg, size)
+        holder["method"] = build_method(cfg, size, steps_per_epoch)
         return holder["method"]
 
     result = trainer.train(recipe(method, Path(out), "epochs=2", "deepcluster.sync_bn=true"), method_factory=keep)

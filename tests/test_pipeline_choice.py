@@ -7,7 +7,8 @@ import logging
 import pytest
 import torch
 
-from pretrain import pipeline_choice, trainer
+from pretrain.data import pipeline_choice
+from pretrain.loop import trainer
 from pretrain.loop.checkpoint import checkpoint_name
 from pretrain.data.pipeline_choice import WARMUP_STEPS, PipelineChoice
 from test_pretrain_trainer import csv_rows, make_images, newest_model, tiny_cfg

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hexa_zoo.errors import HexaError
-from pretrain import trainer
+from pretrain.loop import trainer
 from pretrain.loop.checkpoint import list_checkpoints
 from test_pretrain_trainer import make_images, tiny_cfg
 

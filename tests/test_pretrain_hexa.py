@@ -15,7 +15,8 @@ from torch import nn
 
 from hexa_zoo import catalog
 from hexa_zoo.errors import ConfigError, HexaError
-from pretrain import hard_views, trainer
+from pretrain.loop import trainer
+from pretrain.methods import hard_views
 from pretrain.config import load_recipe
 from pretrain.methods.deepcluster import DeepClusterConfig, DeepClusterV2
 from pretrain.methods.hard_views import HardViewConfig, adversarial_view, free_step_note, hexa_step
@@ -161,11 +162,7 @@ def test_hexa_step_gives_the_attack_the_loss_scale(monkeypatch):
     method, views = Toy(dataclasses.replace(HEXA, free=False, steps=2)), toy_views()
     attacks = spy_on_attacks(monkeypatch)
 
-    def backward(loss):
-        loss.backward()
-
-    backward.scale = 1024.0
-    hexa_step(method, views, torch.arange(16), backward)
+    hexa_step(method, views, torch.arange(16), lambda loss: loss.backward(), loss_scale=1024.0)
     assert attacks[0]["loss_scale"] == 1024.0 and attacks[0]["input_grad"] is None
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hexa_zoo.errors import ConfigError
-from pretrain import losses
+from pretrain.methods import losses
 from pretrain.methods.aux_bn import AuxBatchNorm
 from pretrain.methods.deepcluster import DeepClusterConfig, DeepClusterV2
 from pretrain.methods.hard_views import HardViewConfig, adversarial_view, cutmix, frozen_bn_stats
@@ -326,8 +326,7 @@ def tiny_dcluster(hard=HEXA, n=16, **kw):
     torch.manual_seed(0)
     cfg = DeepClusterConfig(hidden_mlp=64, feat_dim=32, nmb_prototypes=kw.pop("nmb", (4, 3)),
                             freeze_prototypes_epochs=kw.pop("freeze", 0), **kw)
-    method = DeepClusterV2(cfg, hard, "resnet18", n)
-    method.steps_per_epoch = 1  # freeze counted in steps
+    method = DeepClusterV2(cfg, hard, "resnet18", n, steps_per_epoch=1)  # freeze counted in steps
     return method
 
 

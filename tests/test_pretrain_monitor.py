@@ -12,7 +12,7 @@ import timm
 import torch
 
 from hexa_zoo.errors import ConfigError
-from pretrain import trainer
+from pretrain.loop import trainer
 from pretrain.loop.monitor import KnnMonitor, MonitorConfig, monitor_splits
 
 from test_pretrain_trainer import make_images, tiny_cfg

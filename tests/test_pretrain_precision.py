@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from hexa_zoo.errors import HexaError
-from pretrain import trainer
+from pretrain.loop import trainer
 from test_pretrain_trainer import make_images, tiny_cfg
 
 

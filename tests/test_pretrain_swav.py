@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hexa_zoo.convert import to_timm
-from pretrain import trainer
+from pretrain.loop import trainer
 from pretrain.methods.hard_views import HardViewConfig
 from pretrain.methods.swav import SwAV, SwavConfig, sinkhorn, swapped_prediction_loss, swav_release
 

@@ -21,9 +21,9 @@ from PIL import Image
 
 from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS, zoo_model_name
 from hexa_zoo.errors import HexaError
-from pretrain import trainer
+from pretrain.loop import trainer
 from pretrain.loop.divergence import TrainingDivergedError
-from pretrain.method_build import build_method
+from pretrain.config import build_method
 from pretrain.loop.checkpoint import checkpoint_name, list_checkpoints
 from pretrain.config import PretrainConfig, load_recipe, recipe_names
 from pretrain.loop.optim import LARC
@@ -316,8 +316,8 @@ def test_deepcluster_crash_mid_epoch_resumes_exactly(tmp_path):
 
     reference = trainer.train(cfg_for(tmp_path / "ref"))  # epoch 1 fills the bank, epochs 2-3 train
 
-    def crashing(cfg, size):  # dies on the 4th step: epoch 2, after its k-means, one batch in
-        method, calls = build_method(cfg, size), []
+    def crashing(cfg, size, steps_per_epoch):  # dies on the 4th step: epoch 2, after its k-means, one batch in
+        method, calls = build_method(cfg, size, steps_per_epoch), []
         step = method.training_step
 
         def training_step(*args):
@@ -375,8 +375,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     data = make_images(tmp_path / "imgs", 24)
     made = []
 
-    def poisoned(cfg, size):
-        method = build_method(cfg, size)
+    def poisoned(cfg, size, steps_per_epoch):
+        method = build_method(cfg, size, steps_per_epoch)
         clean_step, calls = method.training_step, []
 
         def step(views, index, backward):
@@ -445,8 +445,8 @@ def test_two_processes_on_gloo_stay_in_sync(tmp_path):
 # ------------------------------------------------------------------------------- subprocess drivers
 def _slow_run(data: str, out: str, pipeline: str) -> None:
     """The resume test's run, slowed so the parent can kill it mid-epoch."""
-    def slow(cfg, size):
-        method = build_method(cfg, size)
+    def slow(cfg, size, steps_per_epoch):
+        method = build_method(cfg, size, steps_per_epoch)
         end = method.on_step_end
         method.on_step_end = lambda: (end(), time.sleep(0.4))
         return method
@@ -458,8 +458,8 @@ def _ddp_run(data: str, out: str) -> None:
     """Under torchrun: a few steps on gloo, then each rank saves what it ended with."""
     initial = {}
 
-    def remember(cfg, size):
-        method = build_method(cfg, size)
+    def remember(cfg, size, steps_per_epoch):
+        method = build_method(cfg, size, steps_per_epoch)
         initial.update({k: v.clone() for k, v in method.state_dict().items()})
         return method
 

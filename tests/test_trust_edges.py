@@ -70,7 +70,7 @@ def test_fewer_readable_images_than_a_batch_is_an_error_naming_the_count(tmp_pat
 
 def test_a_run_that_completed_no_step_never_publishes(tmp_path, monkeypatch):
     """The second guard: should every batch still be skipped (the first check let it through), nothing is published."""
-    from pretrain import trainer
+    from pretrain.loop import trainer
     from pretrain.config import load_recipe
 
     monkeypatch.setattr(trainer, "require_a_batch", lambda *a, **k: None)

@@ -1,7 +1,8 @@
 """An epoch's bookkeeping: what its loop carries from batch to batch, and the lines said at its end.
 
-The end of an epoch logs the means of its losses and hardness (`epoch_summary`) and the unreadable
-images skipped, counted over all processes (`report_bad_images`).
+`EpochTally` counts each trained batch (`count_step`), writes the log rows with their throughput window
+(`log_row`) and gives the epoch's mean losses; the end of an epoch logs those means (`epoch_summary`)
+and the unreadable images skipped, counted over all processes (`report_bad_images`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,28 @@ class EpochTally:
     seen: int = 0
     stepped: int = 0
     tick: float = field(default_factory=time.perf_counter)
+
+    def count_step(self, logs: dict, images: int) -> None:
+        """A trained batch: its logs, its images (all processes') for img/s, its losses into the epoch's sums."""
+        self.logs = logs
+        self.seen += images
+        self.stepped += 1
+        for k, v in logs.items():
+            if k.startswith(("loss", "hardness_")):
+                self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def log_row(self, step: int, epoch: int, lr: float, augment_ms: float) -> None:
+        """The last step's logs as a row (CSV, TensorBoard, the bar), with the window's img/s and data wait."""
+        now = time.perf_counter()
+        self.runlog.row(step, dict(self.logs, step=step, epoch=epoch, lr=lr,
+                                   img_per_s=self.seen / max(now - self.tick, 1e-9), data_wait=self.waits.window(),
+                                   augment_ms=augment_ms, time_s=now - self.t0))
+        self.bar.set_postfix(loss=f"{self.logs['loss']:.4f}", lr=f"{lr:.3g}")
+        self.seen, self.tick = 0, now
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean losses and hardness over its trained batches (empty when none trained)."""
+        return {k: v / self.stepped for k, v in self.sums.items()} if self.stepped else {}
 
 
 def epoch_summary(means: dict[str, float]) -> str:

@@ -48,7 +48,7 @@ def publish_trunk(cfg: PretrainConfig, trunk: nn.Module, final: dict, *, images:
     from hexa_zoo.publish import publish
 
     weights = {k: v.detach().cpu().contiguous() for k, v in trunk.state_dict().items()}
-    name = zoo_model_name(cfg.method, cfg.arch)
+    name, tag = zoo_model_name(cfg.method, cfg.arch), cfg.resolved_tag()
     card = {
         "description": cfg.description or (f"{cfg.method} pre-training of {cfg.arch} for {cfg.epochs} epoch(s) "
                                            f"on {cfg.data}, global batch {cfg.batch_size}."),
@@ -56,10 +56,9 @@ def publish_trunk(cfg: PretrainConfig, trunk: nn.Module, final: dict, *, images:
         "data": f"{cfg.data} ({images} images from {data_root})",
         "metrics": {"final_pretrain_loss": final.get("loss")},
     }
-    zoo_dir = publish(weights, name, tag=cfg.resolved_tag(), zoo=Path(cfg.zoo) if cfg.zoo else None, card=card,
-                      overwrite=overwrite)
-    log.info("published %s.%s to %s", name, cfg.resolved_tag(), zoo_dir)
-    return zoo_dir, f"{name}.{cfg.resolved_tag()}"
+    zoo_dir = publish(weights, name, tag=tag, zoo=Path(cfg.zoo) if cfg.zoo else None, card=card, overwrite=overwrite)
+    log.info("published %s.%s to %s", name, tag, zoo_dir)
+    return zoo_dir, f"{name}.{tag}"
 
 
 def load_hint(model: str, zoo_dir: Path) -> str:

@@ -4,9 +4,11 @@
     from pretrain.loop.trainer import train
     result = train(load_recipe("hexa_moco_r18_embedded", ["epochs=2"]))
 
+The config arrives resolved (`load_recipe` read every recipe file it needs); nothing here reads one.
 What it does, in order: joins the process group if torchrun started it (`processes`); reads the
 images (`--data embedded` or a folder) as seeded views (`sampling`); fits the batch and the method's
-sizes to the data, saying so in one line per change; trains with the method's `training_step` (SGD or
+sizes to the data, saying so in one line per change (`PretrainConfig.fitted`), and builds the method
+(`config.build_method`: the family's class from `config.METHOD_CLASSES`); trains with the method's `training_step` (SGD or
 LARC, warm-up then cosine: `optim`), on CUDA with `augment.pipeline=auto` timing both augmentation
 paths over the first steps and keeping the faster (`pipeline_choice`); checkpoints atomically every
 `checkpoint_every_steps` steps and at each epoch end (`checkpoint`); logs CSV rows and TensorBoard
@@ -54,12 +56,11 @@ from hexa_zoo.seeding import seed_everything
 from ..data.augment import resolve_pipeline
 from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
                          save_checkpoint, save_rank_state, set_rng_state)
-from ..config import PretrainConfig
+from ..config import PretrainConfig, build_method
 from .divergence import stop_if_diverged
 from .epoch_tally import EpochTally, epoch_summary, report_bad_images
 from ..methods.hard_views import attack_passes, free_step_note
 from ..methods.method import compile_trunks
-from ..method_build import adapt_config, build_method
 from .monitor import KnnMonitor, monitor_splits
 from .optim import learning_rate, make_optimizer
 from ..processes import Processes, cpu_threads, init_processes
@@ -94,12 +95,12 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def train(cfg: PretrainConfig, *, resume: str | None = None,
-          method_factory: Callable[[PretrainConfig, int], nn.Module] | None = None) -> TrainResult:
+          method_factory: Callable[[PretrainConfig, int, int], nn.Module] | None = None) -> TrainResult:
     """Pre-train `cfg.method` on `cfg.data`, write checkpoints and logs into `cfg.out`, publish the trunk.
 
     resume: None (a fresh run; refuses an `out` that already holds checkpoints), "auto" (the newest
     checkpoint in `out/checkpoints`, or a fresh start when there is none) or a checkpoint path.
-    method_factory: builds the method from (cfg, dataset_size); defaults to `build_method`.
+    method_factory: builds the method from (cfg, dataset_size, steps_per_epoch); defaults to `build_method`.
     """
     procs, created_group = init_processes()
     threads_before = torch.get_num_threads()
@@ -118,7 +119,7 @@ class _Run:
     """One training run; `fit()` holds the loop, the other methods its steps."""
 
     def __init__(self, cfg: PretrainConfig, procs: Processes, resume: str | None,
-                 method_factory: Callable[[PretrainConfig, int], nn.Module]):
+                 method_factory: Callable[[PretrainConfig, int, int], nn.Module]):
         self.procs, self.out = procs, Path(cfg.out)
         self.cuda = procs.device.type == "cuda"
         if self.cuda:
@@ -134,10 +135,9 @@ class _Run:
             cfg = dataclasses.replace(cfg, batch_size=per_rank * procs.world_size)  # lr scales with it
         self.sampler = ResumableSampler(self.data, procs.world_size, procs.rank, cfg.seed)
         self.steps_per_epoch = self.sampler.num_samples // per_rank
-        cfg, method_notes = adapt_config(cfg, len(self.data), procs.world_size, self.steps_per_epoch)
+        cfg, method_notes = cfg.fitted(len(self.data), procs.world_size, self.steps_per_epoch)
         self.cfg, self.per_rank = cfg, per_rank
-        self.method = method_factory(cfg, len(self.data))
-        self.method.steps_per_epoch = self.steps_per_epoch
+        self.method = method_factory(cfg, len(self.data), self.steps_per_epoch)
         free_note = free_step_note(cfg.hard_views, self.method)
         self.notes = notes + method_notes + ([free_note] if free_note else [])
         self.monitor = self._make_monitor() if procs.is_main else None
@@ -217,12 +217,11 @@ class _Run:
             with torch.autocast(self.procs.device.type, enabled=False):
                 self.scaler.scale(loss).backward(**kwargs)
 
-        backward.scale = self.scaler.get_scale() if self.attack_needs_scale else 1.0  # the attack's own gradients
-
+        loss_scale = self.scaler.get_scale() if self.attack_needs_scale else 1.0  # the attack's own gradients
         self.optimizer.zero_grad(set_to_none=True)
         autocast = torch.autocast(self.procs.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
-            logs = self.method.training_step(views, index, backward)
+            logs = self.method.training_step(views, index, backward, loss_scale=loss_scale)
         logs = {k: float(v) for k, v in logs.items()}
         stop_if_diverged(logs, lr, self.procs, epoch=self.epoch + 1,
                          step=self.epoch * self.steps_per_epoch + self.batch + 1, last_checkpoint=self.last_checkpoint)
@@ -303,13 +302,12 @@ class _Run:
                     break
             if self.batch == before:
                 break  # the loader had nothing left
-        bad, sums, stepped, waits, logs = tally.bad, tally.sums, tally.stepped, tally.waits, tally.logs
         bar.close()
         if main:
-            losses = epoch_summary({k: v / stepped for k, v in sums.items()}) if stepped else ""
-            log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [losses, waits.summary(
-                workers=cfg.workers, pipeline=self.data.base.transform.pipeline, on_cuda=self.cuda)])))
-        count = report_bad_images(bad, self.epoch, self.procs)
+            log.info("epoch %d/%d: %s", self.epoch + 1, cfg.epochs, "; ".join(filter(None, [
+                epoch_summary(tally.means()), tally.waits.summary(
+                    workers=cfg.workers, pipeline=self.data.base.transform.pipeline, on_cuda=self.cuda)])))
+        count = report_bad_images(tally.bad, self.epoch, self.procs)
         if self.monitor is not None and ((self.epoch + 1) % cfg.monitor.every == 0 or self.epoch + 1 == cfg.epochs):
             step = (self.epoch + 1) * self.steps_per_epoch
             found = self.monitor.evaluate(_unwrap(self.method.trunk), self.method.normalize, self.procs.device)
@@ -318,7 +316,7 @@ class _Run:
             runlog.row(step, dict(found, step=step, epoch=self.epoch + 1))
         self.epoch, self.batch = self.epoch + 1, 0
         self._save()
-        return logs, bad, count
+        return tally.logs, tally.bad, count
 
     def _train_on(self, views, index: torch.Tensor, tally: EpochTally) -> None:
         """One loader batch: the step (unless the batch is skipped), auto's trial, the log row, the checkpoint."""
@@ -328,14 +326,9 @@ class _Run:
         views, index = even_out(views, index, self.per_rank, self.procs.world_size, self.procs.device)
         images = 0
         if index is not None:
-            tally.logs = self._step(views, index, lr)
-            self.steps_taken += 1
             images = len(index) * self.procs.world_size
-            tally.seen += images
-            tally.stepped += 1
-            for k, v in tally.logs.items():
-                if k.startswith(("loss", "hardness_")):
-                    tally.sums[k] = tally.sums.get(k, 0.0) + v
+            tally.count_step(self._step(views, index, lr), images)
+            self.steps_taken += 1
         self.batch += 1
         undecided = self.pipeline.chosen is None
         self.pipeline.step_done(step, images)
@@ -343,13 +336,7 @@ class _Run:
             self.notes.append(self.pipeline.summary())
         tally.bar.update(1)
         if (step + 1) % cfg.log_every_steps == 0 and tally.logs:
-            now = time.perf_counter()
-            tally.runlog.row(step + 1, dict(tally.logs, step=step + 1, epoch=self.epoch + 1, lr=lr,
-                                            img_per_s=tally.seen / max(now - tally.tick, 1e-9),
-                                            data_wait=tally.waits.window(), augment_ms=self.augment_time.window_ms(),
-                                            time_s=now - tally.t0))
-            tally.bar.set_postfix(loss=f"{tally.logs['loss']:.4f}", lr=f"{lr:.3g}")
-            tally.seen, tally.tick = 0, now
+            tally.log_row(step + 1, self.epoch + 1, lr, self.augment_time.window_ms())
         if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
                 and self.batch < self.steps_per_epoch):
             self._save()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -45,14 +46,14 @@ class AuxBatchNorm(nn.Module):
 
     def __init__(self, network: nn.Module):
         super().__init__()
-        self.__dict__["_network"] = network  # not a child: the network owns its BN layers
+        # Not a child (the network owns its BN layers): a lookup, run on every use, since SyncBatchNorm
+        # conversion replaces the network's BN modules after we were built.
+        self._find_main_layers = partial(_batch_norms, network)
         self._swapped = False
         self.twins = nn.ModuleList(copy.deepcopy(bn) for bn in _batch_norms(network))
 
     def _main_layers(self) -> list[_BatchNorm]:
-        # Looked up on every use: SyncBatchNorm conversion replaces the network's BN modules after we
-        # were built.
-        layers = _batch_norms(self._network)
+        layers = self._find_main_layers()
         if len(layers) != len(self.twins):
             raise RuntimeError(f"the network has {len(layers)} BatchNorm layers but {len(self.twins)} auxiliary "
                                "twins were built: build AuxBatchNorm after the network's final layout")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from ..config import PretrainConfig
 from .hard_views import attack_passes
-from ..method_build import method_class
 
 
 def multicrop_pixels(cfg: PretrainConfig) -> float:
@@ -25,4 +24,4 @@ def ideal_step_cost(cfg: PretrainConfig) -> float:
     """The ideal time of one step of `cfg`'s method, in supervised steps of the same batch."""
     base = multicrop_pixels(cfg) if cfg.method_config().multicrop else (3 + 1) / 3
     hv = cfg.hard_views
-    return base + hv.use_adversarial + hv.use_cutmix + attack_passes(hv, method_class(cfg))
+    return base + hv.use_adversarial + hv.use_cutmix + attack_passes(hv, cfg.method_class)

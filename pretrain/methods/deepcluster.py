@@ -96,8 +96,9 @@ class MultiPrototypes(nn.Module):
 class DeepClusterV2(PseudoLabelMethod):
     """DeepCluster-v2 / HEXA_DCluster (see the module docstring)."""
 
-    def __init__(self, cfg: DeepClusterConfig, hard_views: HardViewConfig, arch: str, dataset_size: int):
-        super().__init__(hard_views)
+    def __init__(self, cfg: DeepClusterConfig, hard_views: HardViewConfig, arch: str, dataset_size: int,
+                 steps_per_epoch: int = 1):
+        super().__init__(hard_views, steps_per_epoch)
         self.cfg, self.arch = cfg, arch
         self.sync_bn = cfg.sync_bn
         self.nmb_prototypes = tuple(cfg.nmb_prototypes)
@@ -107,7 +108,7 @@ class DeepClusterV2(PseudoLabelMethod):
         self.prototypes = MultiPrototypes(cfg.feat_dim, self.nmb_prototypes)
         self._allocate_memory(dataset_size, torch.device("cpu"))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # training steps taken
-        self.__dict__["network"] = MultiCropNetwork(self.trunk, self.projection_head, self.prototypes)
+        self.wiring.network = MultiCropNetwork(self.trunk, self.projection_head, self.prototypes)
         aux = self.make_aux_bn([self.trunk, self.projection_head])
         if aux is not None:  # in the state dict as swav-side `aux_bn.*`, and inside the network for DDP
             self.aux_bn = self.network.aux_bn = aux
@@ -213,5 +214,3 @@ class DeepClusterV2(PseudoLabelMethod):
             self.memory_embeddings[i, slots] = emb[position * batch:(position + 1) * batch].to(self.memory_embeddings.dtype)
         self.memory_ptr.fill_((int(self.memory_ptr) + batch) % self.memory_index.shape[0])
 
-
-METHOD = DeepClusterV2

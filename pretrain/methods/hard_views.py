@@ -18,7 +18,7 @@ space [0, 1] (before normalisation, so the L-infinity ball is measured in pixels
   corrected to the area actually kept; the targets are lambda on i's pseudo-label and 1 - lambda on
   perm(i)'s (`method.mix_targets`).
 
-`hexa_step(method, views, index, backward)` is the whole step, for any method with the interface of
+`hexa_step(method, views, index, backward, loss_scale)` is the whole step, for any method with the interface of
 `pretrain.methods.method.PseudoLabelMethod`: the clean views (the method's own loss), then the adversarial view,
 then the CutMix view, each with its own backward; DDP synchronises gradients only on the last one; with
 `aux_bn` both hard views run on the auxiliary BatchNorm twins (pretrain/methods/aux_bn.py).
@@ -187,11 +187,12 @@ def attack_passes(hv: HardViewConfig, method) -> int:
     return hv.steps - (1 if hv.free and free_step_note(hv, method) is None else 0)
 
 
-def hexa_step(method, views: list[Tensor], index: Tensor, backward: Callable[[Tensor], None]) -> dict[str, float]:
+def hexa_step(method, views: list[Tensor], index: Tensor, backward: Callable[[Tensor], None], *,
+              loss_scale: float = 1.0) -> dict[str, float]:
     """One training step of `method` (a `PseudoLabelMethod`) with its hard views, as the module doc says.
 
-    backward(loss) runs one backward (the trainer's, loss-scaled under amp); its optional `scale`
-    attribute is the loss scale the attack's own gradients use. Returns the step's logs: `loss` (the
+    backward(loss) runs one backward (the trainer's, loss-scaled under amp); `loss_scale` is the scale the
+    attack's own gradients use (`adversarial_view`). Returns the step's logs: `loss` (the
     weighted total), `loss_clean`, and per hard view its loss and `hardness_*` (its loss minus the
     anchor's clean loss).
     """
@@ -216,7 +217,7 @@ def hexa_step(method, views: list[Tensor], index: Tensor, backward: Callable[[Te
 
         with hard_view_norm(aux), method.sync(last=not hv.use_cutmix):
             x_adv = adversarial_view(anchor, attack_loss, hv, input_grad=views[0].grad if free else None,
-                                     model=method.network, loss_scale=getattr(backward, "scale", 1.0))
+                                     model=method.network, loss_scale=loss_scale)
             loss_adv = method.view_loss(x_adv, targets)
             backward(hv.w_adv * loss_adv + idle_main_term(aux))
         logs["loss_adv"] = loss_adv.item()

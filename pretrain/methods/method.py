@@ -7,7 +7,10 @@ prediction against them. HEXA adds harder views of the same images and scores th
 targets; `pretrain.methods.hard_views.hexa_step` does that for any method written against this class.
 
 A method provides:
-- `network`: the module that is trained (what DDP wraps) and `trunk`, the backbone that gets published;
+- `network`: the module that is trained (what DDP wraps; `self.wiring.network`) and `trunk`, the backbone
+  that gets published;
+- `momentum_pairs`: the (online, momentum) module pairs whose momentum copy follows the online one after
+  every optimiser step, m * momentum + (1 - m) * online (MoCo's key encoder; none by default);
 - `clean_step(views, index) -> (loss, targets, logs)`: its own loss on the clean views, with the batch's
   pseudo-labels for the hard views (loss None: nothing to learn from yet, e.g. a memory still filling);
 - `view_loss(x, targets, wrapped=True)`: the loss of one more view of the anchor images (`views[0]`, in
@@ -19,14 +22,20 @@ A method provides:
   hooks `on_epoch_start`, `after_step` (after the step's last backward) and `on_step_end` (after the
   optimiser step).
 
+A method is built knowing its data: `dataset_size` and `steps_per_epoch` (schedules counted in epochs).
+What it runs but does not own as children (its trained network when that is a view over children
+registered under their own names, and the DDP wrapper) it keeps in `wiring` (`Wiring`), a plain attribute,
+so neither adds a second copy of their keys to the state dict.
+
 Shared here: input normalisation (the views arrive in pixels [0, 1]), the timm trunk, the DDP wrapper and
-its `no_sync`, SyncBatchNorm on GPUs, and the hard views' auxiliary BatchNorm.
+its `no_sync`, the momentum update, SyncBatchNorm on GPUs, and the hard views' auxiliary BatchNorm.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import timm
@@ -61,23 +70,43 @@ def projection_head(features: int, hidden: int, out: int, batch_norm: bool) -> n
     return nn.Sequential(nn.Linear(features, hidden), *middle, nn.ReLU(inplace=True), nn.Linear(hidden, out))
 
 
+@dataclass
+class Wiring:
+    """The modules a method runs but does not own as children. nn.Module makes every module attribute a child
+    (its keys in the state dict, moved by `.to()`); these are held in this plain object instead."""
+
+    network: nn.Module | None = None  # the trained network (MoCo: its query encoder; multi-crop: a view of children)
+    ddp: nn.parallel.DistributedDataParallel | None = None  # `network`'s DDP wrapper, once `setup_distributed` ran
+
+
 class PseudoLabelMethod(nn.Module):
     """Base class of the pre-training methods (see the module docstring for what a subclass provides)."""
 
     anchor_scored_alone = False
     sync_bn = False  # SyncBatchNorm over the network's main BN layers under DDP on GPUs
+    momentum = 0.0   # m of the momentum update of `momentum_pairs`
 
-    def __init__(self, hard_views: HardViewConfig):
+    def __init__(self, hard_views: HardViewConfig, steps_per_epoch: int = 1):
         super().__init__()
         self.hard_views = hard_views
+        self.steps_per_epoch = steps_per_epoch  # schedules counted in epochs (prototype freeze, queue start)
         self.register_buffer("mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
-        self.__dict__["_ddp"] = None  # the DDP wrapper of `network`, kept out of the state dict
-        self.steps_per_epoch = 1      # the trainer sets it; schedules counted in epochs use it
+        self.wiring = Wiring()
 
     # ---- what a method provides ----------------------------------------------------------------
-    network: nn.Module
     trunk: nn.Module
+
+    @property
+    def network(self) -> nn.Module:
+        """The module that is trained (what DDP wraps)."""
+        return self.wiring.network
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, momentum) pairs: after each optimiser step the momentum module's parameters move toward the
+        online one's (`momentum_update`); their buffers are not averaged."""
+        return []
 
     @classmethod
     def adapt(cls, section: Any, *, dataset_size: int, batch_size: int, world_size: int,
@@ -101,25 +130,39 @@ class PseudoLabelMethod(nn.Module):
         """Called after the step's last backward, before the optimiser step."""
 
     def on_step_end(self) -> None:
-        """Called after the optimiser step."""
+        """Called after the optimiser step: the momentum update of `momentum_pairs`."""
+        self.momentum_update()
 
     # ---- shared machinery -----------------------------------------------------------------------
-    def training_step(self, views: list[Tensor], index: Tensor,
-                      backward: Callable[[Tensor], None]) -> dict[str, float]:
-        """One step: the clean views, then the hard views when enabled (`hexa_step`)."""
-        return hexa_step(self, views, index, backward)
+    def training_step(self, views: list[Tensor], index: Tensor, backward: Callable[[Tensor], None],
+                      loss_scale: float = 1.0) -> dict[str, float]:
+        """One step: the clean views, then the hard views when enabled (`hexa_step`). `loss_scale`: the
+        GradScaler's scale, for the attack's own gradients under fp16 autocast (1.0 otherwise)."""
+        return hexa_step(self, views, index, backward, loss_scale=loss_scale)
 
     def normalize(self, x: Tensor) -> Tensor:
         """Pixels in [0, 1] -> ImageNet-normalised input."""
         return (x - self.mean) / self.std
 
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """momentum = m * momentum + (1 - m) * online for every parameter of `momentum_pairs`, in one pass."""
+        pairs = self.momentum_pairs
+        if not pairs:
+            return
+        params_k = [p for _, follower in pairs for p in follower.parameters()]
+        params_q = [p.detach() for online, _ in pairs for p in online.parameters()]
+        torch._foreach_lerp_(params_k, params_q, 1.0 - self.momentum)  # k + (1 - m)(q - k) = m k + (1 - m) q
+
     def net(self, wrapped: bool = True) -> nn.Module:
         """The trained network, through its DDP wrapper when there is one and `wrapped`."""
-        return self._ddp if wrapped and self._ddp is not None else self.network
+        ddp = self.wiring.ddp
+        return ddp if wrapped and ddp is not None else self.network
 
     def sync(self, last: bool):
         """DDP all-reduces gradients only on the last backward of a step."""
-        return self._ddp.no_sync() if self._ddp is not None and not last else contextlib.nullcontext()
+        ddp = self.wiring.ddp
+        return ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
 
     def trunks(self) -> list[nn.Module]:
         """Every backbone the method runs (what `compile_trunks` compiles): the trained one by default."""
@@ -151,7 +194,7 @@ class PseudoLabelMethod(nn.Module):
             notes.append(f"{type(self).__name__}: SyncBatchNorm needs GPUs; on CPU each process keeps its own BN")
             warnings.warn(notes[-1])
         device_ids = [self.mean.device.index] if on_gpu else None
-        self.__dict__["_ddp"] = nn.parallel.DistributedDataParallel(self.network, device_ids=device_ids)
+        self.wiring.ddp = nn.parallel.DistributedDataParallel(self.network, device_ids=device_ids)
         return notes
 
 

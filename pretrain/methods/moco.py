@@ -145,9 +145,10 @@ class MoCo(PseudoLabelMethod):
 
     anchor_scored_alone = True
 
-    def __init__(self, cfg: MocoConfig, hard_views: HardViewConfig, arch: str, dataset_size: int = 0):
-        super().__init__(hard_views)
-        self.cfg, self.arch = cfg, arch
+    def __init__(self, cfg: MocoConfig, hard_views: HardViewConfig, arch: str, dataset_size: int = 0,
+                 steps_per_epoch: int = 1):
+        super().__init__(hard_views, steps_per_epoch)
+        self.cfg, self.arch, self.momentum = cfg, arch, cfg.momentum
         self.encoder_q = Encoder(arch, cfg.dim, cfg.mlp, cfg.hidden_dim)
         self.encoder_k = copy.deepcopy(self.encoder_q)  # same initial weights, as the official copy_
         for p in self.encoder_k.parameters():
@@ -157,10 +158,12 @@ class MoCo(PseudoLabelMethod):
             self.encoder_q.aux_bn = aux
         self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        self.wiring.network = self.encoder_q
 
     @property
-    def network(self) -> nn.Module:
-        return self.encoder_q
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The key encoder follows the query encoder (not its hard views' BN twins, which it has none of)."""
+        return [(self.encoder_q.trunk, self.encoder_k.trunk), (self.encoder_q.head, self.encoder_k.head)]
 
     @property
     def trunk(self) -> nn.Module:
@@ -189,14 +192,6 @@ class MoCo(PseudoLabelMethod):
         for t in list(self.encoder_k.state_dict().values()) + [self.queue, self.queue_ptr]:
             dist.broadcast(t, src=0)
         return super().setup_distributed()
-
-    @torch.no_grad()
-    def on_step_end(self) -> None:
-        """Momentum update of the key encoder's parameters (buffers are not averaged, as official)."""
-        m = self.cfg.momentum
-        params_k = list(self.encoder_k.parameters())
-        params_q = [p.detach() for n, p in self.encoder_q.named_parameters() if not n.startswith("aux_bn.")]
-        torch._foreach_lerp_(params_k, params_q, 1.0 - m)  # k + (1 - m)(q - k) = m k + (1 - m) q, in one pass
 
     # ---- the pseudo-label interface -------------------------------------------------------------
     def clean_step(self, views: list[Tensor], index: Tensor) -> tuple[Tensor, MocoTargets, dict]:
@@ -246,5 +241,3 @@ class MoCo(PseudoLabelMethod):
         self.queue[:, columns] = keys.t().to(self.queue.dtype)
         self.queue_ptr[0] = (ptr + keys.shape[0]) % self.queue.shape[1]
 
-
-METHOD = MoCo

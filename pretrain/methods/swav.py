@@ -105,8 +105,9 @@ def swapped_prediction_loss(scores: list[Tensor], codes: list[Tensor], crops_for
 class SwAV(PseudoLabelMethod):
     """SwAV / HEXA_SwAV (see the module docstring)."""
 
-    def __init__(self, cfg: SwavConfig, hard_views: HardViewConfig, arch: str, dataset_size: int = 0):
-        super().__init__(hard_views)
+    def __init__(self, cfg: SwavConfig, hard_views: HardViewConfig, arch: str, dataset_size: int = 0,
+                 steps_per_epoch: int = 1):
+        super().__init__(hard_views, steps_per_epoch)
         self.cfg, self.arch, self.sync_bn = cfg, arch, cfg.sync_bn
         self.trunk = create_trunk(arch)
         self.projection_head = projection_head(trunk_output_size(self.trunk), cfg.hidden_mlp, cfg.feat_dim,
@@ -115,7 +116,7 @@ class SwAV(PseudoLabelMethod):
         world = dist.get_world_size() if distributed() else 1
         self.register_buffer("queue", torch.zeros(len(cfg.crops_for_assign), cfg.queue_length // world, cfg.feat_dim))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # steps taken
-        self.__dict__["network"] = MultiCropNetwork(self.trunk, self.projection_head, self.prototypes)
+        self.wiring.network = MultiCropNetwork(self.trunk, self.projection_head, self.prototypes)
         aux = self.make_aux_bn([self.trunk, self.projection_head])
         if aux is not None:  # in the state dict as `aux_bn.*`, and inside the network for DDP
             self.aux_bn = self.network.aux_bn = aux
@@ -180,5 +181,3 @@ def swav_release(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
             out["module." + key] = value
     return out
 
-
-METHOD = SwAV
