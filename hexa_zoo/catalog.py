@@ -2,9 +2,9 @@
 
 Every list of methods in the project reads from `METHODS` below: the `hexa pretrain` choices and default
 recipes, the registered timm models and their tags, the model cards' papers and citations, the demo's
-and the leaderboard's HEXA/baseline pairs. A method's code lives in `pretrain/<module>.py` (its class
-is that module's `METHOD`); adding a method is that file, one entry here and its recipes in
-`pretrain/configs/`.
+and the leaderboard's HEXA/baseline pairs. A method's code lives in `pretrain/methods/<module>.py` (its class
+is named beside its family in `pretrain.config.METHOD_CLASSES`); adding a method is that file, that line,
+one entry here and its recipes in `pretrain/configs/`.
 
 Each HEXA variant names its `baseline`: its recipes are the baseline's with the hard views switched on
 (`pretrain/configs/hexa_*.yaml` say `base: <baseline recipe>`; a test checks every pair).
@@ -61,7 +61,7 @@ class Method:
 
     name: str                       # the --method value, e.g. "hexa_moco"
     title: str                      # how papers write it, e.g. "HEXA_MoCo"
-    module: str                     # pretrain/<module>.py implements it (MoCo-v2 and HEXA_MoCo share one)
+    module: str                     # pretrain/methods/<module>.py implements it (MoCo-v2 and HEXA_MoCo share one)
     paper: str                      # key of PAPERS
     summary: str                    # what a model card says the trunk was trained with
     recipes: Mapping[str, str]      # scale -> recipe name in pretrain/configs/; "embedded" is the CPU one
@@ -102,7 +102,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "in1k_ep800": "hexa_swav_r50_800ep"}, "in1k_ep800", baseline="swav"),
 )}
 
-# The method families: the modules implementing the methods (pretrain/<family>.py), in catalog order. Each is
+# The method families: the modules implementing the methods (pretrain/methods/<family>.py), in catalog order. Each is
 # also the name of its settings' section in a recipe and a typed field of pretrain.config.PretrainConfig.
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.module for m in METHODS.values()))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import math
 import os
 import signal
@@ -21,13 +20,12 @@ from PIL import Image
 
 from hexa_zoo.catalog import EMBEDDED_TAG, FAMILIES, METHODS, zoo_model_name
 from hexa_zoo.errors import HexaError
-from pretrain.loop import trainer
-from pretrain.loop.divergence import TrainingDivergedError
-from pretrain.config import build_method
-from pretrain.loop.checkpoint import checkpoint_name, list_checkpoints
-from pretrain.config import PretrainConfig, load_recipe, recipe_names
-from pretrain.loop.optim import LARC
+from pretrain.config import METHOD_CLASSES, PretrainConfig, build_method, load_recipe, recipe_names
 from pretrain.data.sampling import SeededViews
+from pretrain.loop import trainer
+from pretrain.loop.checkpoint import checkpoint_name, list_checkpoints
+from pretrain.loop.divergence import TrainingDivergedError
+from pretrain.loop.optim import LARC
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -118,14 +116,18 @@ def test_every_recipe_parses_with_the_published_constants():
 
 
 def test_method_sections_are_the_catalog_families():
-    """PretrainConfig's typed method sections and the catalog's families are the same list: one section per
-    family, typed by the config its module's METHOD is built from, and a saved config keeps only its own."""
+    """PretrainConfig's typed method sections, the family -> class map and the catalog's families are the same
+    list: one section per family, typed by the config of its class's module (pretrain/methods/<family>.py),
+    and a saved config keeps only its own."""
+    assert list(METHOD_CLASSES) == list(FAMILIES)
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    class_modules = {cls.__module__ for cls in METHOD_CLASSES.values()}
     sections = {name for name, f in fields.items() if f.default_factory is not dataclasses.MISSING
-                and hasattr(sys.modules[f.default_factory.__module__], "METHOD")}  # a method module's config
+                and f.default_factory.__module__ in class_modules}  # a method module's config
     assert sections == set(FAMILIES)
     for family in FAMILIES:  # the section named after a family is typed by that family's module
-        assert fields[family].default_factory.__module__ == importlib.import_module(f"pretrain.{family}").__name__
+        assert fields[family].default_factory.__module__ == METHOD_CLASSES[family].__module__
+        assert METHOD_CLASSES[family].__module__ == f"pretrain.methods.{family}"
     for method in METHODS.values():
         saved = load_recipe(method.recipes[EMBEDDED_TAG]).to_dict()
         assert [s for s in FAMILIES if s in saved] == [method.module], method.name

@@ -155,6 +155,33 @@ def test_embedded_runs_publish_under_a_tag_that_says_their_length():
     assert load_recipe("moco_v2_r18_embedded", ["epochs=1", "tag=mine"]).resolved_tag() == "mine"
 
 
+def test_the_recipe_is_read_once_at_load_and_a_run_reads_none(tmp_path, monkeypatch):
+    """load_recipe reads every recipe file the tag needs; the run (its publish target, card and tag) reads none,
+    and what it read is no setting: never saved, never set from the command line."""
+    import pretrain.config as config
+    from hexa_zoo.errors import ConfigError
+    from pretrain.loop import trainer
+
+    # a paper recipe on the embedded data: the embedded recipe's epochs come from that other file, at load
+    assert config.load_recipe("moco_v2_r50_200ep", ["data=embedded", "epochs=10"]).resolved_tag() == "embedded"
+    assert config.load_recipe("moco_v2_r50_200ep", ["data=embedded"]).resolved_tag() == "embedded_ep200"
+    with pytest.raises(ConfigError, match="embedded_recipe_epochs is not a setting"):
+        config.load_recipe("moco_v2_r18_embedded", ["embedded_recipe_epochs=1"])
+    cfg = config.load_recipe("moco_v2_r18_embedded", [
+        f"out={tmp_path / 'run'}", f"zoo={tmp_path / 'zoo'}", "arch=resnet10t", "epochs=1", "batch_size=4",
+        "limit_images=8", "workers=0", "threads=1", "progress=false", "augment.image_size=32", "moco.queue_size=4",
+        "moco.hidden_dim=16", "tensorboard=false", "monitor.every=0"])
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError(f"a recipe was read after load_recipe: {args}")
+
+    monkeypatch.setattr(config, "read_recipe", no_reading)
+    monkeypatch.setattr(config, "recipe_path", no_reading)
+    result = trainer.train(cfg)
+    assert result.model == "moco_v2_resnet10t.embedded_ep1_img8"
+    assert "embedded_recipe_epochs" not in (tmp_path / "run" / "config.yaml").read_text()
+
+
 def test_the_card_method_is_the_one_the_checkpoint_trained(tv18, tmp_path):
     from hexa_zoo.errors import ConfigError
     from hexa_zoo.publish import publish
