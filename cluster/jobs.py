@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import ConfigError
-from .fileio import atomic_write_json
+from hexa_zoo.errors import ConfigError
+from hexa_zoo.fileio import atomic_write_json
 
 EXECUTORS = ("inline", "local", "slurm")
 ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
@@ -136,7 +136,7 @@ class HexaCommand(Job):
         self.argv, self.resumable = list(argv), resumable
 
     def run(self) -> None:
-        from .cli import main
+        from hexa_zoo.cli import main
 
         code = main(self.argv)
         if code:

@@ -4,10 +4,10 @@
   one task a GPU, requeued on preemption and resumed from its newest checkpoint).
 - The suite job (one GPU) runs the cell's suite on the published trunk and writes the cell file: a cell is
   done when `cells/<cell>.json` exists, whatever ran it.
-- `local` runs the chains as processes here, `--parallel N` at a time (`hexa_zoo.jobs.run_local`), and waits;
+- `local` runs the chains as processes here, `--parallel N` at a time (`cluster.jobs.run_local`), and waits;
   `slurm` queues them, the suite job after its pre-training (`afterok`), and returns.
 
-Every job reports to `<out>/jobs/` (`hexa_zoo.jobs.Board`); `cell_status` reads it back as queued,
+Every job reports to `<out>/jobs/` (`cluster.jobs.Board`); `cell_status` reads it back as queued,
 running, done, failed (with the job id and the tail of its log) or missing, and a re-run submits only the
 missing and failed cells (a failed cell whose pre-training finished submits its suite job alone).
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hexa_zoo.jobs import Board, HexaCommand, Job, JobStatus, Resources, run_local, submit_slurm
+from cluster.jobs import Board, HexaCommand, Job, JobStatus, Resources, run_local, submit_slurm
 
 from .plan import Cell
 

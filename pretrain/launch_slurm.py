@@ -7,7 +7,7 @@ Everything after `--` is passed to `hexa pretrain` unchanged. One SLURM task run
 sets the variables torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from
 submitit's job environment, so the trainer joins the process group exactly as under torchrun.
 On preemption or time-out the job requeues itself with `--resume auto` and continues from the newest
-checkpoint (`--out` must be on a filesystem every node sees). The job itself is `hexa_zoo.jobs.HexaCommand`,
+checkpoint (`--out` must be on a filesystem every node sees). The job itself is `cluster.jobs.HexaCommand`,
 the one `hexa study` and `hexa transfer suite` submit too; submitit is imported only when a job is submitted.
 
 `--cluster local` runs the same job on this machine through submitit's local executor (one node,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hexa_zoo.jobs import HexaCommand
+from cluster.jobs import HexaCommand
 
 EPILOG = """\
 example:
@@ -31,7 +31,7 @@ example:
 
 
 class PretrainJob(HexaCommand):
-    """`hexa pretrain ARGV` in every task (hexa_zoo.jobs: torchrun's variables from submitit's environment,
+    """`hexa pretrain ARGV` in every task (cluster.jobs: torchrun's variables from submitit's environment,
     requeued with `--resume auto`), reporting to the board in `board` (the logs folder)."""
 
     def __init__(self, argv: list[str], master_port: int = 29500, board: str = "slurm_logs"):

@@ -1,4 +1,4 @@
-"""`hexa study` as jobs (orchestration/executor.py on hexa_zoo/jobs.py): the local executor end to end with a
+"""`hexa study` as jobs (orchestration/executor.py on cluster/jobs.py): the local executor end to end with a
 cell killed mid-run and resumed to an inline run's numbers, `--status` on done, failed and missing cells, the
 SLURM job parameters, and `--plan` against a hand computation."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hexa_zoo.jobs import Board, HexaCommand, Resources
+from cluster.jobs import Board, HexaCommand, Resources
 from orchestration import executor, plan, study
 from orchestration.plan import Cell
 
@@ -115,7 +115,7 @@ def test_slurm_jobs_ask_for_the_nodes_and_follow_their_pretraining(tmp_path, mon
     assert "epochs=200" in pre_job.argv and pre_job.requeued().argv.count("--resume") == 1  # preemption resumes
     assert isinstance(suite_job, executor.CellSuite) and suite_job.checkpoint().function is suite_job
 
-    monkeypatch.setattr("hexa_zoo.jobs.job_alive", lambda submitted: True)  # both still queued on the cluster
+    monkeypatch.setattr("cluster.jobs.job_alive", lambda submitted: True)  # both still queued on the cluster
     assert executor.submit(cells, jobs, "slurm", make_executor=Recorder) == [] and len(sent) == 4
 
 

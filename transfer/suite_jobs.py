@@ -1,6 +1,6 @@
 """`hexa transfer suite --executor local|slurm`: each protocol of the suite as its own job.
 
-A job is `hexa transfer PROTOCOL --model ... --preset ...` (`hexa_zoo.jobs.HexaCommand`: one GPU, requeued on
+A job is `hexa transfer PROTOCOL --model ... --preset ...` (`cluster.jobs.HexaCommand`: one GPU, requeued on
 preemption; the protocols that checkpoint run with `--resume auto` and continue), reporting to `<out>/jobs/`. `local` runs them here `--parallel N` at a time and
 waits; `slurm` queues them and returns. Run again, the same command submits only the protocols whose job
 neither reported done nor is still queued or running; `--status` lists them.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hexa_zoo.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
+from cluster.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
 
 from .suite import no_dataset
 
