@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cluster.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
+from cluster.jobs import status_lines as job_status_lines
 
 from .suite import no_dataset
 
@@ -35,13 +36,8 @@ def protocol_jobs(model: str, out: str, runs, routed: dict, seed: int,
 
 
 def status_lines(jobs: Sequence[HexaCommand]) -> list[str]:
-    lines, done = [], 0
-    for job in jobs:
-        s = Board(job.board).status(job.name)
-        done += s.state == "done"
-        lines.append(f"{job.name.replace('__', ':'):28s} {s.state}{f' job {s.job_id}' if s.job_id else ''}")
-        lines += s.failure_lines()
-    return lines + [f"{done} of {len(jobs)} protocols done"]
+    rows = [(job.name.replace("__", ":"), s.state, "", s) for job, s in ((j, Board(j.board).status(j.name)) for j in jobs)]
+    return job_status_lines(rows, "protocols", width=28)
 
 
 def submit_suite(jobs: Sequence[HexaCommand], executor: str, res: Resources, parallel: int = 1) -> list[str]:
