@@ -4,10 +4,10 @@
   one task a GPU, requeued on preemption and resumed from its newest checkpoint).
 - The suite job (one GPU) runs the cell's suite on the published trunk and writes the cell file: a cell is
   done when `cells/<cell>.json` exists, whatever ran it.
-- `local` runs the chains as processes here, `--parallel N` at a time (`hexa_zoo.jobs.run_local`), and waits;
+- `local` runs the chains as processes here, `--parallel N` at a time (`cluster.jobs.run_local`), and waits;
   `slurm` queues them, the suite job after its pre-training (`afterok`), and returns.
 
-Every job reports to `<out>/jobs/` (`hexa_zoo.jobs.Board`); `cell_status` reads it back as queued,
+Every job reports to `<out>/jobs/` (`cluster.jobs.Board`); `cell_status` reads it back as queued,
 running, done, failed (with the job id and the tail of its log) or missing, and a re-run submits only the
 missing and failed cells (a failed cell whose pre-training finished submits its suite job alone).
 """
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hexa_zoo.jobs import Board, HexaCommand, Job, JobStatus, Resources, run_local, submit_slurm
+from cluster.jobs import Board, HexaCommand, Job, JobStatus, Resources, run_local, submit_slurm
+from cluster.jobs import status_lines as job_status_lines
 
 from .plan import Cell
 
@@ -97,8 +98,8 @@ def cell_status(cell: Cell, out: Path, alive: Callable | None = None) -> CellSta
     for stage, status in (("pretrain", pretrain), ("suite", suite)):
         if status.state == "failed":
             return CellStatus(cell.name, "failed", stage, status)
-    for state in ("running", "queued"):
-        for stage, status in (("suite", suite), ("pretrain", pretrain)):
+    for state in ("running", "queued"):  # the chain's first job not done: both queued reads as the pre-training
+        for stage, status in (("pretrain", pretrain), ("suite", suite)):
             if status.state == state:
                 return CellStatus(cell.name, state, stage, status)
     return CellStatus(cell.name, "missing", "suite" if pretrain.state == "done" else "", None)
@@ -106,16 +107,8 @@ def cell_status(cell: Cell, out: Path, alive: Callable | None = None) -> CellSta
 
 def status_lines(cells: Sequence[Cell], out: Path, alive: Callable | None = None) -> list[str]:
     """One line per cell (the failed ones with their error and log tail), then `k of n cells done`."""
-    lines, done = [], 0
-    for cell in cells:
-        s = cell_status(cell, out, alive)
-        done += s.state == "done"
-        job = f" job {s.job.job_id}" if s.job and s.job.job_id else ""
-        stage = f" ({s.stage})" if s.stage and s.state != "done" else ""
-        lines.append(f"{cell.name:24s} {s.state}{stage}{job}")
-        if s.state == "failed" and s.job:
-            lines += s.job.failure_lines()
-    return lines + [f"{done} of {len(cells)} cells done"]
+    rows = [(s.cell, s.state, s.stage, s.job) for s in (cell_status(cell, out, alive) for cell in cells)]
+    return job_status_lines(rows, "cells")
 
 
 def submit(cells: Sequence[Cell], study: StudyJobs, executor: str, parallel: int = 1,

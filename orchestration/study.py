@@ -183,7 +183,7 @@ then compile the report: hexa leaderboard --studies studies/ (see leaderboards/s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hexa_zoo.jobs import EXECUTORS, add_cluster_arguments, resources
+    from cluster.jobs import EXECUTORS, add_cluster_arguments, resources
 
     p = argparse.ArgumentParser(prog="hexa study", description=" ".join(__doc__.split("\n\n")[0].split()),
                                 epilog=EPILOG,

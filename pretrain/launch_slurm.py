@@ -7,13 +7,13 @@ Everything after `--` is passed to `hexa pretrain` unchanged. One SLURM task run
 sets the variables torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from
 submitit's job environment, so the trainer joins the process group exactly as under torchrun.
 On preemption or time-out the job requeues itself with `--resume auto` and continues from the newest
-checkpoint (`--out` must be on a filesystem every node sees). The job itself is `hexa_zoo.jobs.HexaCommand`,
+checkpoint (`--out` must be on a filesystem every node sees). The job itself is `cluster.jobs.HexaCommand`,
 the one `hexa study` and `hexa transfer suite` submit too; submitit is imported only when a job is submitted.
 
 `--cluster local` runs the same job on this machine through submitit's local executor (one node,
 `--tasks-per-node` processes; on CPU they train with gloo): a dry run of a cluster job before it
-queues, and how the tests exercise this launcher. `--wait` blocks until the job ends and returns its
-exit status.
+queues. `--wait` blocks until the job ends and returns its exit status; on SLURM it follows the job
+with `squeue` (no accounting needed), printing each change of its state and its log as it grows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hexa_zoo.jobs import HexaCommand
+from cluster.jobs import Board, HexaCommand, code_setup
+from cluster.slurm_queue import follow
 
 EPILOG = """\
 example:
@@ -31,7 +32,7 @@ example:
 
 
 class PretrainJob(HexaCommand):
-    """`hexa pretrain ARGV` in every task (hexa_zoo.jobs: torchrun's variables from submitit's environment,
+    """`hexa pretrain ARGV` in every task (cluster.jobs: torchrun's variables from submitit's environment,
     requeued with `--resume auto`), reporting to the board in `board` (the logs folder)."""
 
     def __init__(self, argv: list[str], master_port: int = 29500, board: str = "slurm_logs"):
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks-per-node", type=int, default=0,
                         help="processes per node (0: one per GPU, or one on a machine without GPUs)")
     parser.add_argument("--master-port", type=int, default=29500, help="the rendezvous port on the first node")
-    parser.add_argument("--wait", action="store_true", help="wait for the job to end and return its exit status")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for the job to end, showing its state and log, and return its exit status")
+    parser.add_argument("--poll-s", type=float, default=10.0, help="--wait on slurm: seconds between looks at squeue")
     parser.add_argument("--cpus-per-task", type=int, default=10)
     parser.add_argument("--mem-gb", type=int, default=0, help="memory per node (0: the cluster's default)")
     parser.add_argument("--partition", default=None)
@@ -73,13 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"slurm_partition": args.partition} if args.partition and args.cluster == "slurm" else {}
     if args.mem_gb:
         extra["mem_gb"] = args.mem_gb
+    if args.cluster == "slurm":
+        extra["slurm_setup"] = code_setup()
     executor.update_parameters(name=args.name, nodes=args.nodes, tasks_per_node=tasks,
                                gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                timeout_min=int(args.hours * 60), **extra)
     job = executor.submit(PretrainJob(rest, args.master_port, board=args.logs))
+    board = Board(args.logs)
+    board.submitted("pretrain", job, args.cluster)
     print(f"submitted job {job.job_id}: logs in {args.logs}/", flush=True)
     if not args.wait:
         return 0
+    if args.cluster == "slurm":  # squeue, not submitit's sacct polling: quiet where accounting is off
+        follow(str(job.job_id), job.paths.stderr, poll_s=args.poll_s)
+        status = board.status("pretrain", alive=lambda submitted: False)
+        if status.state != "done":
+            print("\n".join([f"job {job.job_id} {status.state}"] + status.failure_lines() + [f"logs: {args.logs}/"]),
+                  file=sys.stderr)
+        return 0 if status.state == "done" else 1
     try:
         job.results()  # one per task; a task that failed raises here
     except Exception as err:  # submitit re-raises the task's failure with its log excerpt

@@ -1,14 +1,20 @@
 """The SLURM launcher (pretrain/launch_slurm.py), run through submitit's local executor: two tasks on
-this machine join one gloo process group exactly as SLURM tasks would, train and publish."""
+this machine join one gloo process group exactly as SLURM tasks would, train and publish. And the trainer's
+stop on a preemption signal (cluster/preemption.py), in this process; tests/test_slurm.py runs both on SLURM."""
 
+import os
+import signal
 import socket
 
 import pytest
 import torch
 
+from cluster import preemption
 from hexa_zoo.weights import zoo_home
-from pretrain import launch_slurm
-from test_pretrain_trainer import make_images
+from pretrain import launch_slurm, trainer
+from pretrain.checkpoint import checkpoint_name, list_checkpoints
+from pretrain.method_build import build_method
+from test_pretrain_trainer import make_images, newest_model, tiny_cfg
 
 submitit = pytest.importorskip("submitit")
 
@@ -51,3 +57,46 @@ def test_local_cluster_is_one_node(capsys):
     with pytest.raises(SystemExit):
         launch_slurm.main(["--cluster", "local", "--nodes", "2", "--", "--method", "moco_v2"])
     assert "one node" in capsys.readouterr().err
+
+
+def test_a_preemption_signal_saves_the_step_it_lands_in_then_requeues(tmp_path, monkeypatch):
+    """The signal arrives inside the second step: the run saves a checkpoint after that step (none is due:
+    checkpoint_every_steps=0), then calls submitit's handler; resumed, it ends where an unbroken run ends."""
+    data = make_images(tmp_path / "imgs", 24)  # 3 steps an epoch, 2 epochs
+    handed_over = []
+
+    def submitits_handler(signum, frame):  # rank 0's: pickle the requeued job, scontrol requeue, exit
+        handed_over.append(signum)
+        raise SystemExit(-1)
+
+    def signalled_in_step_2(cfg, size):
+        method, steps = build_method(cfg, size), []
+        step = method.training_step
+
+        def training_step(*args):
+            steps.append(1)
+            if len(steps) == 2:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return step(*args)
+
+        method.training_step = training_step
+        return method
+
+    for name in ("_requeue", "_signum", "_asked"):
+        monkeypatch.setattr(preemption, name, getattr(preemption, name))  # restored after the test
+    previous = signal.signal(signal.SIGUSR2, submitits_handler)
+    try:
+        preemption.take_over(signal.SIGUSR2)
+        with pytest.raises(SystemExit):
+            trainer.train(tiny_cfg(data, tmp_path / "cut", checkpoint_every_steps=0),
+                          method_factory=signalled_in_step_2)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handed_over == [signal.SIGUSR2]
+    assert [p.name for p in list_checkpoints(tmp_path / "cut")] == [checkpoint_name(0, 2)]
+    monkeypatch.setattr(preemption, "_requeue", None)  # the requeued job: a new process
+    monkeypatch.setattr(preemption, "_asked", False)
+    trainer.train(tiny_cfg(data, tmp_path / "cut", checkpoint_every_steps=0, tag="cut"), resume="auto")
+    trainer.train(tiny_cfg(data, tmp_path / "whole", checkpoint_every_steps=0, tag="whole"))
+    cut, whole = newest_model(tmp_path / "cut"), newest_model(tmp_path / "whole")
+    assert all(torch.equal(cut[k], whole[k]) for k in whole)

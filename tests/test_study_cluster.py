@@ -1,4 +1,4 @@
-"""`hexa study` as jobs (orchestration/executor.py on hexa_zoo/jobs.py): the local executor end to end with a
+"""`hexa study` as jobs (orchestration/executor.py on cluster/jobs.py): the local executor end to end with a
 cell killed mid-run and resumed to an inline run's numbers, `--status` on done, failed and missing cells, the
 SLURM job parameters, and `--plan` against a hand computation."""
 
@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hexa_zoo.jobs import Board, HexaCommand, Resources
+from cluster.jobs import Board, HexaCommand, Resources
 from orchestration import executor, plan, study
 from orchestration.plan import Cell
 
 submitit = pytest.importorskip("submitit")
+REPO = Path(__file__).resolve().parents[1]
 
 # The smallest study that trains, publishes and evaluates: 64 images, 2 epochs of 2 steps, a checkpoint a step.
 TINY = ["--methods", "moco_v2", "hexa_moco", "--seeds", "0", "--epochs", "2", "--pretrain-set", "limit_images=64",
@@ -105,7 +106,8 @@ def test_slurm_jobs_ask_for_the_nodes_and_follow_their_pretraining(tmp_path, mon
     assert executor.submit(cells, jobs, "slurm", make_executor=Recorder) == ["hexa_moco_s0", "moco_v2_s0"]
     (pre, pre_job), (suite, suite_job) = sent[:2]
     assert pre == dict(job_name="hexa_moco_s0.pretrain", nodes=2, ntasks_per_node=8, gpus_per_node=8, cpus_per_task=10,
-                       time=2880, signal_delay_s=120, partition="gpu", account="hexa", constraint="h200")
+                       time=2880, signal_delay_s=120, partition="gpu", account="hexa", constraint="h200",
+                       setup=[f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}"])
     assert suite["dependency"] == "afterok:1001" and suite["nodes"] == 1 and suite["ntasks_per_node"] == 1
     assert suite["additional_parameters"] == {"kill-on-invalid-dep": "yes"} and suite["time"] == 720
     sbatch = _make_sbatch_string(command="python -m submitit.core._submit logs", folder=tmp_path / "logs", **suite)
@@ -115,7 +117,7 @@ def test_slurm_jobs_ask_for_the_nodes_and_follow_their_pretraining(tmp_path, mon
     assert "epochs=200" in pre_job.argv and pre_job.requeued().argv.count("--resume") == 1  # preemption resumes
     assert isinstance(suite_job, executor.CellSuite) and suite_job.checkpoint().function is suite_job
 
-    monkeypatch.setattr("hexa_zoo.jobs.job_alive", lambda submitted: True)  # both still queued on the cluster
+    monkeypatch.setattr("cluster.jobs.job_alive", lambda submitted: True)  # both still queued on the cluster
     assert executor.submit(cells, jobs, "slurm", make_executor=Recorder) == [] and len(sent) == 4
 
 
@@ -194,7 +196,7 @@ def test_the_committed_paper_plan_is_what_the_committed_rates_give():
 
 def test_a_hexa_command_job_reports_to_its_board(tmp_path, monkeypatch):
     class Env:
-        job_id, global_rank, local_rank, num_tasks, hostnames = "5", 0, 0, 1, ["here"]
+        job_id, global_rank, local_rank, num_tasks, hostnames, USR_SIG = "5", 0, 0, 1, ["here"], "USR2"
 
     monkeypatch.setattr(submitit, "JobEnvironment", Env)
     job = HexaCommand(["zoo", "list"], name="zoo_list", board=tmp_path)

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from hexa_zoo.jobs import EXECUTORS, add_cluster_arguments, resources
+from cluster.jobs import EXECUTORS, add_cluster_arguments, resources
 
 from . import suite
 from .suite import PROTOCOLS, RESUMABLE, default_preset, route, split_names, suite_runs, summary

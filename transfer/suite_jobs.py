@@ -1,6 +1,6 @@
 """`hexa transfer suite --executor local|slurm`: each protocol of the suite as its own job.
 
-A job is `hexa transfer PROTOCOL --model ... --preset ...` (`hexa_zoo.jobs.HexaCommand`: one GPU, requeued on
+A job is `hexa transfer PROTOCOL --model ... --preset ...` (`cluster.jobs.HexaCommand`: one GPU, requeued on
 preemption; the protocols that checkpoint run with `--resume auto` and continue), reporting to `<out>/jobs/`. `local` runs them here `--parallel N` at a time and
 waits; `slurm` queues them and returns. Run again, the same command submits only the protocols whose job
 neither reported done nor is still queued or running; `--status` lists them.
@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hexa_zoo.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
+from cluster.jobs import Board, HexaCommand, Resources, run_local, submit_slurm
+from cluster.jobs import status_lines as job_status_lines
 
 from .suite import no_dataset
 
@@ -35,13 +36,8 @@ def protocol_jobs(model: str, out: str, runs, routed: dict, seed: int,
 
 
 def status_lines(jobs: Sequence[HexaCommand]) -> list[str]:
-    lines, done = [], 0
-    for job in jobs:
-        s = Board(job.board).status(job.name)
-        done += s.state == "done"
-        lines.append(f"{job.name.replace('__', ':'):28s} {s.state}{f' job {s.job_id}' if s.job_id else ''}")
-        lines += s.failure_lines()
-    return lines + [f"{done} of {len(jobs)} protocols done"]
+    rows = [(job.name.replace("__", ":"), s.state, "", s) for job, s in ((j, Board(j.board).status(j.name)) for j in jobs)]
+    return job_status_lines(rows, "protocols", width=28)
 
 
 def submit_suite(jobs: Sequence[HexaCommand], executor: str, res: Resources, parallel: int = 1) -> list[str]:

@@ -48,6 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cluster.preemption import listening, stop_if_asked
 from hexa_zoo.config import save_config
 from hexa_zoo.errors import ConfigError, HexaError
 from hexa_zoo.fileio import atomic_write_text
@@ -255,10 +256,11 @@ class _Run:
         runlog = RunLog(self.out, enabled=main, tensorboard=cfg.tensorboard, resume_step=self.resumed_step)
         logs, bad_total, bad_paths, t0 = {}, 0, [], time.perf_counter()
         try:
-            while self.epoch < cfg.epochs:
-                logs, bad, count = self._epoch(loader, runlog, t0, logs)
-                bad_total += count
-                bad_paths += bad
+            with listening():  # a preemption signal: stop at the next step boundary with a checkpoint (in _train_on)
+                while self.epoch < cfg.epochs:
+                    logs, bad, count = self._epoch(loader, runlog, t0, logs)
+                    bad_total += count
+                    bad_paths += bad
         finally:
             runlog.close()
         if main and bad_paths:
@@ -340,6 +342,8 @@ class _Run:
         if (cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0
                 and self.batch < self.steps_per_epoch):
             self._save()
+        if self.batch < self.steps_per_epoch:  # the epoch's end saves anyway: a request waits one more step
+            stop_if_asked(self._save, step + 1, self.procs.distributed, self.procs.device)
 
     def _make_monitor(self) -> KnnMonitor | None:
         """The online kNN monitor when `monitor.every` asks for one and there is a held-out split."""

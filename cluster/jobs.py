@@ -4,7 +4,8 @@
 - `Resources`: what one job asks for; `slurm_parameters` turns it into sbatch's parameters.
 - `Job`: a picklable callable that submitit runs in every task of a job. It sets the variables torchrun
   would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from submitit's job environment, reports
-  its state to a `Board` from rank 0, and on preemption or time-out requeues itself (`checkpoint`).
+  its state to a `Board` from rank 0, and on preemption or time-out requeues itself (`checkpoint`; a training
+  loop first saves its checkpoint at the step boundary: `cluster.preemption`).
   `HexaCommand` runs a `hexa` command line and requeues with `--resume auto`.
 - `Board`: a folder holding, per named job, what was submitted (executor, job id, logs) and the state the job
   reported; `status(name)` reads them as queued, running, done, failed (with the log's tail) or missing.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
+import signal
 import socket
 import time
 from collections import deque
@@ -26,12 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import ConfigError
-from .fileio import atomic_write_json
+from hexa_zoo.errors import ConfigError
+from hexa_zoo.fileio import atomic_write_json
+
+from .preemption import take_over
+from .slurm_queue import ALIVE_SLURM_STATES, queue_state
 
 EXECUTORS = ("inline", "local", "slurm")
-ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-                      "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,18 @@ class Resources:
                        hours=self.hours if hours is None else hours)
 
 
+def code_setup() -> list[str]:
+    """sbatch script lines that put this code first on the job's path, whatever environment the cluster exports
+    (submitit runs the job with this interpreter, sys.executable)."""
+    root = Path(__file__).resolve().parents[1]
+    return [f"export PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
 def slurm_parameters(res: Resources, name: str, after: str | None = None) -> dict:
     """submitit's SlurmExecutor parameters (sbatch's, one to one) for a job named `name`, run after job `after`."""
     params = dict(job_name=name, nodes=res.nodes, ntasks_per_node=res.tasks, gpus_per_node=res.gpus_per_node,
-                  cpus_per_task=res.cpus_per_task, time=max(1, int(res.hours * 60)), signal_delay_s=120)
+                  cpus_per_task=res.cpus_per_task, time=max(1, int(res.hours * 60)), signal_delay_s=120,
+                  setup=code_setup())
     params.update({k: v for k, v in (("partition", res.partition), ("account", res.account),
                                      ("constraint", res.constraint)) if v})
     if res.mem_gb:
@@ -102,6 +114,7 @@ class Job:
 
             os.environ["OMP_NUM_THREADS"] = str(self.threads)  # the trainer then leaves torch's threads alone
             torch.set_num_threads(self.threads)
+        take_over(getattr(signal, "SIG" + env.USR_SIG))  # a training loop stops at a step boundary first
         board = Board(self.board) if env.global_rank == 0 else None
         start, executor = time.perf_counter(), os.environ.get("SUBMITIT_EXECUTOR", "")
         if board:
@@ -136,7 +149,7 @@ class HexaCommand(Job):
         self.argv, self.resumable = list(argv), resumable
 
     def run(self) -> None:
-        from .cli import main
+        from hexa_zoo.cli import main
 
         code = main(self.argv)
         if code:
@@ -217,6 +230,17 @@ class JobStatus:
         return [f"    {self.why}"] + [f"    | {line}" for line in self.log.splitlines()]
 
 
+def status_lines(rows: Sequence[tuple[str, str, str, JobStatus | None]], noun: str, width: int = 24) -> list[str]:
+    """`--status`: one line per (name, state, stage, the job the state is about), a failure with its error and
+    log tail under it, then `k of n <noun> done`."""
+    lines = []
+    for name, state, stage, job in rows:
+        where = f" ({stage})" if stage and state != "done" else ""
+        lines.append(f"{name:{width}s} {state}{where}{f' job {job.job_id}' if job and job.job_id else ''}")
+        lines += job.failure_lines() if job and state == "failed" else []
+    return lines + [f"{sum(state == 'done' for _, state, _, _ in rows)} of {len(rows)} {noun} done"]
+
+
 def log_tail(submitted: dict | None, lines: int = 5) -> str:
     if not submitted:
         return ""
@@ -237,9 +261,8 @@ def job_alive(submitted: dict) -> bool | None:
         except PermissionError:
             return True
         return True
-    submitit = require_submitit()
-    state = submitit.SlurmJob(folder=submitted["folder"], job_id=submitted["job_id"]).state
-    return None if state == "UNKNOWN" else state.split()[0] in ALIVE_SLURM_STATES
+    state = queue_state(submitted["job_id"])  # squeue: sacct answers nothing where accounting is off
+    return None if state is None else state in ALIVE_SLURM_STATES
 
 
 def local_gpus() -> int:
