@@ -32,7 +32,7 @@ from .render import (csv_frame, family_of, is_embedded, markdown_table, natural_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path("leaderboards")
+DEFAULT_OUT = Path("board")  # the committed board, beside the code (README, Layout)
 
 
 @dataclass

@@ -381,7 +381,7 @@ def test_hexa_leaderboard_without_records_creates_nothing_and_an_empty_folder_is
     monkeypatch.chdir(tmp_path)
     assert run_command("hexa leaderboard", board.main, []) == 1
     assert "no records to compile" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # no ./leaderboards/ left behind
+    assert list(tmp_path.iterdir()) == []  # no ./board/ left behind
     (tmp_path / "empty").mkdir()
     with caplog.at_level("WARNING"):
         assert run_command("hexa leaderboard", board.main, ["--results", "empty", "--out", "board",
