@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from transfer.protocols.lowshot_svm import PRESETS, LowShotSvmConfig, lowshot_svm_eval, scene_features
-from transfer import svm_solver
+from transfer.protocols.lowshot_svm import svm_solver
 
 # VOC2007 trainval images per class (aeroplane ... tvmonitor), out of 5011.
 VOC07_TRAINVAL_COUNTS = (238, 243, 330, 181, 244, 186, 713, 337, 445, 141, 200, 421, 287, 245, 2008, 245, 96,

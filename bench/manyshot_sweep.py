@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from transfer.logreg_sweep import fast_sweep, sklearn_sweep, ssl_transfer_costs
+from transfer.protocols.manyshot.logreg_sweep import fast_sweep, sklearn_sweep, ssl_transfer_costs
 from transfer.metrics import top1_accuracy
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"serial scikit-learn: {ref_s:.1f} s, C = {costs[ref_best]:.4g}", flush=True)
 
     # Test accuracy of each at its chosen C (refit on train + val), each with its own solver.
-    from transfer.logreg_sweep import fit_once
+    from transfer.protocols.manyshot.logreg_sweep import fit_once
     import torch
 
     trainval = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))

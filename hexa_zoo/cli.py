@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "pretrain": ("pretrain.cli", "self-supervised pre-training (MoCo-v2, DeepCluster-v2, SwAV and their HEXA variants)"),
     "transfer": ("transfer.cli", "transfer evaluation: linear, knn, lowshot-svm, semisup, fewshot, detection, "
                                  "manyshot, adversarial, robustness, finetune, or the whole suite"),
-    "leaderboard": ("leaderboards.cli", "compile result records into leaderboards/"),
+    "leaderboard": ("leaderboards.cli", "compile result records into board/"),
     "demo": ("orchestration.demo", "pre-train, publish, transfer and compare on the embedded dataset"),
     "study": ("orchestration.study", "methods x seeds, HEXA against its baseline with confidence intervals"),
 }

@@ -2,7 +2,7 @@
 
 Reads result records (`--results`, default `<out>/records`) and published numbers (`--published`, default
 `<out>/published.csv`, else the package's own), and writes README.md, tables/, plots/ and the web page
-site/index.html under `--out` (default `leaderboards/`). See leaderboards.compiler for what goes into a table.
+site/index.html under `--out` (default `board/`, the committed board). See leaderboards.compiler for what goes into a table.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from .published import SOURCES, refresh_published
 log = logging.getLogger(__name__)
 
 EPILOG = """examples:
-  hexa leaderboard --results results/ --out board/
+  hexa leaderboard --results results/ --out my_board/
   hexa leaderboard --results hexa_demo/results --out hexa_demo/leaderboard --runs hexa_demo/runs
   hexa leaderboard --refresh-published          # rebuild published.csv from leaderboards/sources/
-  hexa leaderboard --studies studies/moco_pair_equal_epochs   # -> leaderboards/studies/moco_pair_equal_epochs/
+  hexa leaderboard --studies studies/moco_pair_equal_epochs   # -> board/studies/moco_pair_equal_epochs/
   hexa leaderboard --update-cards   # and each zoo card's model-index, for the Hub page
 
 Without --results, records are read from <out>/records when that folder exists. Corrupt or foreign
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", nargs="+", action="extend", metavar="DIR",
                    help="folders of result records (searched recursively); default: <out>/records if it exists")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: leaderboards/)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: board/)")
     p.add_argument("--published", metavar="CSV", help="published references (default: <out>/published.csv, "
                    "else the published.csv installed with leaderboards)")
     p.add_argument("--runs", nargs="+", action="extend", default=[], metavar="DIR",
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # only the studies were asked for
     results = args.results
     if results is None:
-        if not (out / "records").is_dir():  # nothing to compile: never leave an empty leaderboards/ behind
+        if not (out / "records").is_dir():  # nothing to compile: never leave an empty board/ behind
             raise ConfigError(f"no records to compile: --results not given and {out / 'records'} does not exist",
                               "pass --results DIR (the --out of hexa transfer) and --out DIR for the leaderboard")
         results = [out / "records"]

@@ -94,8 +94,9 @@ def _valid_metrics(record: dict) -> str | None:
     return None
 
 
-def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
-    """Long-format entries for our records: grouped, deduplicated per seed, aggregated over seeds."""
+def our_entries(records: Sequence[dict], out: Path, zoo: Path | None = None) -> list[dict]:
+    """Long-format entries for our records: grouped, deduplicated per seed, aggregated over seeds; each links the
+    card of its weights found in `zoo` (default: the local zoo)."""
     import numpy as np
 
     groups: dict[tuple, list[dict]] = {}
@@ -113,7 +114,7 @@ def our_entries(records: Sequence[dict], out: Path) -> list[dict]:
             by_seed[json.dumps(rec["seed"], sort_keys=True)] = rec
         runs = [by_seed[s] for s in sorted(by_seed)]
         # The card of exactly these weights (by sha256), wherever in the zoo it is; None when it is gone.
-        card = find_card(weights, hints=[zoo_folder_of(runs[0]["model"])])
+        card = find_card(weights, hints=[zoo_folder_of(runs[0]["model"])], zoo=zoo)
         recipe = recipe_of(card)
         links = ";".join(relative_link(Path(r["_path"]), out) for r in runs)
         variant = variant_of(runs[0])

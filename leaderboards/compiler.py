@@ -32,7 +32,7 @@ from .render import (csv_frame, family_of, is_embedded, markdown_table, natural_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path("leaderboards")
+DEFAULT_OUT = Path("board")  # the committed board, beside the code (README, Layout)
 
 
 @dataclass
@@ -60,9 +60,10 @@ class Compiled:
 
 def compile_leaderboard(results: Sequence[str | os.PathLike], out: str | os.PathLike = DEFAULT_OUT, *,
                         published: str | os.PathLike | None = None, runs: Sequence[str | os.PathLike] = (),
-                        plots: bool = True) -> Compiled:
+                        plots: bool = True, zoo: str | os.PathLike | None = None) -> Compiled:
     """Read records and published numbers, write README.md, tables/*.csv, plots/*.png and site/index.html
-    under `out`."""
+    under `out`. Each of our rows links the card of its weights, looked for in the zoo `zoo` (default: the local
+    zoo, HEXA_ZOO_HOME)."""
     import pandas as pd
 
     out = Path(out)
@@ -70,7 +71,7 @@ def compile_leaderboard(results: Sequence[str | os.PathLike], out: str | os.Path
     good, skipped = collect_records(result_dirs)
 
     published_path = find_published(out, published)
-    entries = our_entries(good, out)
+    entries = our_entries(good, out, zoo=None if zoo is None else Path(zoo))
     if published_path is not None:
         entries += published_entries(published_path)
     else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from hexa_zoo.catalog import baseline_model
 from hexa_zoo.fileio import atomic_write_bytes
 from hexa_zoo.publish import recipe_of, zoo_folder_of
 
-from .render import family_of, table_file_name
+from .render import family_of, finite, table_file_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,11 +134,11 @@ def lowshot_figure(table: str, frame, metrics: Sequence[str]):
     for i, (_, row) in enumerate(frame.iterrows()):
         color = f"C{i % 10}"
         label = f"{row['model']} ({'published' if row['kind'] == 'published' else 'ours'})"
-        points = [(k, row[m], row[f"{m}_std"]) for k, m in ks if _finite(row[m])]
-        full = next((row[m] for m in metrics if m.endswith("@full") and _finite(row[m])), None)
+        points = [(k, row[m], row[f"{m}_std"]) for k, m in ks if finite(row[m])]
+        full = next((row[m] for m in metrics if m.endswith("@full") and finite(row[m])), None)
         if points:
             xs, ys, es = zip(*points)
-            errors = [e if _finite(e) else 0.0 for e in es]
+            errors = [e if finite(e) else 0.0 for e in es]
             ax.errorbar(xs, ys, yerr=errors if any(errors) else None, marker="o", capsize=3, color=color, label=label)
         if full is not None:  # the full-data SVM as a level; a row with only that number gets a legend entry
             ax.axhline(full, linestyle=":", color=color, linewidth=1 if points else 1.5,
@@ -235,7 +234,7 @@ def hexa_vs_baseline_pairs(tables: Mapping[str, "pd.DataFrame"], metrics: Mappin
                 continue
             base = same.iloc[0]
             for metric in metrics[table]:
-                if _finite(hexa[metric]) and _finite(base[metric]):
+                if finite(hexa[metric]) and finite(base[metric]):
                     pairs.setdefault(f"{hexa['model']} vs {base_model}", []).append(
                         (f"{table}\n{metric}", hexa[metric], _std(hexa, metric), base[metric], _std(base, metric)))
     return pairs
@@ -243,7 +242,7 @@ def hexa_vs_baseline_pairs(tables: Mapping[str, "pd.DataFrame"], metrics: Mappin
 
 def _std(row, metric: str) -> float:
     std = row[f"{metric}_std"]
-    return float(std) if _finite(std) and row[f"_{metric}_over"] == "seeds" else 0.0
+    return float(std) if finite(std) and row[f"_{metric}_over"] == "seeds" else 0.0
 
 
 def hexa_vs_baseline_figure(tables: Mapping[str, "pd.DataFrame"], metrics: Mapping[str, Sequence[str]]):
@@ -268,9 +267,3 @@ def hexa_vs_baseline_figure(tables: Mapping[str, "pd.DataFrame"], metrics: Mappi
         ax.legend(fontsize=8)
     return fig
 
-
-def _finite(value) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

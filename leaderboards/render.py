@@ -95,6 +95,14 @@ def wide_table(entries: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
     return frame, metrics
 
 
+def finite(value) -> bool:
+    """A cell that holds a finite number (not blank, NaN, infinite or text): what plots and the page compare."""
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def format_cell(row, metric: str) -> str:
     """A published value as its source wrote it; ours as mean ± spread, saying what the spread is over."""
     mean = row[metric]

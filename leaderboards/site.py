@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Mapping
 from hexa_zoo.catalog import METHODS, MODELS
 
 from .published import source_url
-from .render import (family_of, format_cell, is_embedded, our_links, our_note, protocol_line, scale_line,
-                     table_file_name)
+from .render import (family_of, finite, format_cell, is_embedded, our_links, our_note, protocol_line,
+                     scale_line, table_file_name)
 from .variants import VARIANTS
 
 if TYPE_CHECKING:
@@ -163,9 +163,9 @@ def _table_section(table: str, frame: "pd.DataFrame", metrics: list[str]) -> str
                  f'<td class="proto">{_protocol_cell(row["protocol"])}</td>']
         for m in metrics:
             text = format_cell(row, m)
-            value = f"{float(row[m]):.6g}" if _finite(row[m]) else ""
+            value = f"{float(row[m]):.6g}" if finite(row[m]) else ""
             delta = ""
-            if base is not None and _finite(row[m]) and _finite(base[m]):
+            if base is not None and finite(row[m]) and finite(base[m]):
                 d = float(row[m]) - float(base[m])
                 delta = (f'<span class="delta {"up" if d > 0 else "down" if d < 0 else ""}" title="minus '
                          f'{_e(base["model"])} {_e(base["epochs"])} ep as {_e(base["source"])} reports it">'
@@ -260,9 +260,3 @@ def _e(value) -> str:
         return ""
     return html.escape(str(value), quote=True)
 
-
-def _finite(value) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

@@ -1,4 +1,4 @@
-"""Study reports: a `hexa study` folder compiled into `leaderboards/studies/<name>/`.
+"""Study reports: a `hexa study` folder compiled into `board/studies/<name>/`.
 
     hexa leaderboard --studies studies/moco_pair_equal_epochs [more study folders]
 

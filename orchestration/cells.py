@@ -28,10 +28,11 @@ def pretrain_overrides(cell: Cell, data: str, out: Path, extra: Sequence[str] = 
 def published_dir(cell: Cell, data: str, out: Path, extra: Sequence[str] = ()) -> Path:
     """Where a cell's pre-training publishes its trunk (what the trainer's publish step names it)."""
     from hexa_zoo.catalog import zoo_model_name
+    from hexa_zoo.weights import zoo_folder
     from pretrain.config import load_recipe
 
     cfg = load_recipe(cell_recipe(cell), pretrain_overrides(cell, data, out, extra))
-    return Path(cfg.zoo) / f"{zoo_model_name(cfg.method, cfg.arch)}.{cfg.resolved_tag()}"
+    return zoo_folder(zoo_model_name(cfg.method, cfg.arch), cfg.resolved_tag(), Path(cfg.zoo))
 
 
 def pretrain_cell(cell: Cell, data: str, out: Path, extra: Sequence[str] = ()) -> Path:

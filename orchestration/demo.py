@@ -25,15 +25,13 @@ so `hexa demo --help` is instant.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from hexa_zoo.catalog import EPOCHS_AT_BUDGET_1, METHODS, hexa_pairs, zoo_model_name
 from hexa_zoo.errors import ConfigError
@@ -56,6 +54,7 @@ class PretrainStep:
     run_dir: Path
     model: str             # zoo name with tag, e.g. hexa_moco_r18.embedded
     log_every: int = 5     # log.csv rows: often enough that even a tiny run draws a curve
+    zoo: Path | None = None  # the zoo it publishes to (--zoo); None: the local zoo, HEXA_ZOO_HOME
 
     def recipe_values(self) -> dict:
         """The recipe values that make two runs the same run (what reuse compares with the model card)."""
@@ -81,7 +80,7 @@ def scale_epochs(budget: float, epochs_at_1: int, train_images: int) -> tuple[in
     return 1, min(train_images, max(MIN_IMAGES, math.ceil(passes * train_images)))
 
 
-def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[PretrainStep]:
+def plan(budget: float, methods: Sequence[str], seed: int, out: Path, zoo: Path | None = None) -> list[PretrainStep]:
     """One pre-training step per method, each from its embedded recipe, all with the same seed and budget."""
     from hexa_zoo.embedded import embedded_root
     from pretrain.config import load_recipe
@@ -96,7 +95,7 @@ def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[Pr
         tag = dataclasses.replace(cfg, data="embedded", epochs=epochs, limit_images=limit).resolved_tag()
         steps.append(PretrainStep(method, recipe, cfg.arch, epochs, limit, seed, out / "runs" / method,
                                   f"{zoo_model_name(method, cfg.arch)}.{tag}",
-                                  log_every=max(1, min(cfg.log_every_steps, total_steps // 20))))
+                                  log_every=max(1, min(cfg.log_every_steps, total_steps // 20)), zoo=zoo))
     return steps
 
 
@@ -104,9 +103,16 @@ def plan(budget: float, methods: Sequence[str], seed: int, out: Path) -> list[Pr
 
 def zoo_folder(step: PretrainStep) -> Path:
     """Where the trainer publishes this step's trunk (`<zoo>/<model>.<tag>`: "embedded" only for the recipe's length)."""
-    from hexa_zoo.weights import zoo_home
+    from hexa_zoo.weights import zoo_folder as folder_in_zoo
 
-    return zoo_home() / step.model
+    name, tag = step.model.split(".", 1)
+    return folder_in_zoo(name, tag, step.zoo)
+
+
+def transfer_spec(step: PretrainStep) -> str:
+    """The `--model` its transfer suite loads: the registered name from the local zoo, the folder itself from a
+    zoo of its own (--zoo)."""
+    return step.model if step.zoo is None else str(zoo_folder(step))
 
 
 def published_recipe(step: PretrainStep) -> dict | None:
@@ -142,7 +148,8 @@ def pretrain_config(step: PretrainStep, overwrite: bool = False):
 
     return load_recipe(step.recipe, [f"method={step.method}", "data=embedded", f"out={step.run_dir}",
                                      f"epochs={step.epochs}", f"seed={step.seed}", f"limit_images={step.limit_images}",
-                                     f"log_every_steps={step.log_every}", f"overwrite={str(overwrite).lower()}"])
+                                     f"log_every_steps={step.log_every}", f"overwrite={str(overwrite).lower()}",
+                                     *([f"zoo={step.zoo}"] if step.zoo is not None else [])])
 
 
 def run_pretrain(step: PretrainStep, force: bool = False) -> None:
@@ -230,23 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def _zoo_env(zoo: str | None) -> Iterator[None]:
-    """Point HEXA_ZOO_HOME at --zoo for the trainer and the transfer loaders, then restore it."""
-    if zoo is None:
-        yield
-        return
-    old = os.environ.get("HEXA_ZOO_HOME")
-    os.environ["HEXA_ZOO_HOME"] = str(Path(zoo).resolve())
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("HEXA_ZOO_HOME", None)
-        else:
-            os.environ["HEXA_ZOO_HOME"] = old
-
-
 def main(argv: list[str] | None = None) -> int:
     """`hexa demo`: pre-train, publish, transfer, compile and compare; finished steps are reused."""
     args = build_parser().parse_args(argv)
@@ -254,21 +244,20 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--budget must be positive, got {args.budget}", "try --budget 1 (about 9 minutes)")
     methods = tuple(args.methods or default_methods(args.budget))
     if args.protocols:
-        from transfer.suite import PROTOCOLS
+        from transfer.protocols import PROTOCOLS
 
         unknown = sorted(set(args.protocols) - set(PROTOCOLS))
         if unknown:
             raise ConfigError(f"unknown transfer protocol(s) {unknown}", f"choose from: {', '.join(PROTOCOLS)}")
     out = Path(args.out)
-    with _zoo_env(args.zoo):
-        return _run(args, methods, out)
+    return _run(args, methods, out)
 
 
 def _run(args, methods: Sequence[str], out: Path) -> int:
     from leaderboards.compiler import compile_leaderboard
 
     t0 = time.perf_counter()
-    steps = plan(args.budget, methods, args.seed, out)
+    steps = plan(args.budget, methods, args.seed, out, Path(args.zoo).resolve() if args.zoo else None)
     total = 2 * len(steps) + 2  # pre-train and transfer each method, transfer the untrained trunk, compile
     n = 0
 
@@ -291,7 +280,7 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
     results = out / "results"
     current = {}
     untrained = str(untrained_trunk(steps[0].arch, args.seed, out))
-    for model in [step.model for step in steps] + [untrained]:
+    for model in [transfer_spec(step) for step in steps] + [untrained]:
         say(f"transfer suite on {Path(model).name} -> {results}")
         name, sha = trunk_identity(model)  # loads the trunk once: its records' name and weights hash
         failed = run_transfer(model, (name, sha), args.seed, results, args.budget, force=args.force,
@@ -301,7 +290,7 @@ def _run(args, methods: Sequence[str], out: Path) -> int:
         current[name] = sha
 
     say(f"compile the leaderboard -> {out / 'leaderboard'}")
-    compiled = compile_leaderboard([results], out / "leaderboard", runs=[out / "runs"])
+    compiled = compile_leaderboard([results], out / "leaderboard", runs=[out / "runs"], zoo=steps[0].zoo)
     lines = comparison_lines(compiled, current, untrained=Path(untrained).name)
     print()
     print(f"HEXA against its baseline on the embedded dataset (seed {args.seed}, budget {args.budget:g}), beside "

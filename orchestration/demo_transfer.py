@@ -54,13 +54,14 @@ def done_protocols(results: Path, name: str, sha: str, budget: float) -> set[str
 def expected_sizes(budget: float) -> dict[str, dict]:
     """Per protocol, every setting the demo may shrink, with the value this budget gives it."""
     from hexa_zoo.config import to_dict
-    from transfer.suite import protocol_module, suite_entries
+    from transfer.protocols import PROTOCOLS
+    from transfer.suite import suite_entries
 
     chosen = transfer_sizes(budget)
     presets = {name: preset for _, name, preset in reversed(suite_entries("embedded"))}  # a protocol's first entry
     sizes: dict[str, dict] = {}
     for protocol, shrinkable in transfer_sizes(0.0).items():  # the smallest budget shrinks every shrinkable setting
-        preset = to_dict(protocol_module(protocol).PRESETS[presets.get(protocol, "embedded")])
+        preset = to_dict(PROTOCOLS[protocol].module.PRESETS[presets.get(protocol, "embedded")])
         sizes[protocol] = {name: chosen.get(protocol, {}).get(name, preset[name]) for name in shrinkable}
     return sizes
 

@@ -169,7 +169,7 @@ examples (the embedded data, a few minutes a cell on 2 CPU cores):
       --data embedded --suite embedded --out studies/moco_pair_equal_epochs --resume auto \\
       --executor local --parallel 2  # cells as processes, two at a time
   hexa study --status --out studies/moco_pair_equal_epochs  # queued, running, done, failed per cell
-the paper scale on SLURM (its plans and GPU-hours: leaderboards/studies/paper_r50_200ep_*/plan.md):
+the paper scale on SLURM (its plans and GPU-hours: board/studies/paper_r50_200ep_*/plan.md):
   hexa study --methods moco_v2 hexa_moco dcluster_v2 hexa_dcluster swav hexa_swav --seeds 0 1 2 \\
       --mode equal-epochs --epochs 200 --recipes paper --recipe swav=in1k_ep200_bs256 \\
       --data /datasets/imagenet/train --images 1281167 --suite paper --data-for linear=/datasets/imagenet \\
@@ -178,7 +178,7 @@ the paper scale on SLURM (its plans and GPU-hours: leaderboards/studies/paper_r5
       --data-for detection=/datasets/VOCdevkit --out paper_r50_200ep_equal_epochs --plan
   (then the same without --plan and --images, with --executor slurm --nodes 1 --gpus-per-node 8
    --partition gpu --resume auto)
-then compile the report: hexa leaderboard --studies studies/ (see leaderboards/studies/)
+then compile the report: hexa leaderboard --studies studies/ (see board/studies/)
 """
 
 

@@ -33,7 +33,7 @@ def _step(tmp_path, **kw):
 
 
 def _fake_publish(step, recipe):
-    folder = Path(os.environ["HEXA_ZOO_HOME"]) / step.model
+    folder = Path(step.zoo or os.environ["HEXA_ZOO_HOME"]) / step.model
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.safetensors").write_bytes(b"not used here")
     (folder / "config.json").write_text(json.dumps({"architecture": step.arch}))
@@ -51,6 +51,18 @@ def test_finished_pretraining_is_recognised_by_its_zoo_folder_and_recipe(tmp_pat
     assert not demo.pretrain_done(_step(tmp_path, seed=1))
     cfg = demo.pretrain_config(step)
     assert (cfg.method, cfg.data, cfg.epochs, cfg.limit_images, cfg.seed) == ("hexa_moco", "embedded", 2, 0, 0)
+
+
+def test_a_zoo_of_its_own_is_passed_to_each_step_not_set_in_the_environment(tmp_path):
+    home = os.environ["HEXA_ZOO_HOME"]
+    step = _step(tmp_path, zoo=tmp_path / "own_zoo")
+    assert demo.zoo_folder(step) == tmp_path / "own_zoo" / "hexa_moco_r18.embedded"
+    assert demo.zoo_folder(_step(tmp_path)) == Path(home) / "hexa_moco_r18.embedded"
+    _fake_publish(step, step.recipe_values())
+    assert demo.pretrain_done(step) and not demo.pretrain_done(_step(tmp_path))
+    assert demo.pretrain_config(step).zoo == str(tmp_path / "own_zoo")  # the trainer publishes there
+    assert demo.transfer_spec(step) == str(demo.zoo_folder(step)) and demo.transfer_spec(_step(tmp_path)) == step.model
+    assert os.environ["HEXA_ZOO_HOME"] == home
 
 
 def test_a_protocol_is_done_only_for_the_same_weights_and_sizes(tmp_path):

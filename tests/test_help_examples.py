@@ -90,7 +90,7 @@ def _dry(monkeypatch) -> None:
     from transfer.common import resolve_config
 
     def resolve_only(name, model, data, out, *, preset, overrides=(), seed=0):
-        module = transfer.suite.protocol_module(name)
+        module = transfer.suite.protocol(name).module
         if preset not in module.PRESETS:
             raise AssertionError(f"{name} has no preset {preset}")
         resolve_config(type(module.PRESETS[preset]), module.PRESETS, preset, overrides)

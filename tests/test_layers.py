@@ -12,7 +12,8 @@ Floors, bottom to top (README, Layout):
 Imports are read from the source with `ast`, nothing is imported: every `import` and `from ... import`
 statement anywhere in a file counts, inside functions and `if TYPE_CHECKING:` blocks too (a cycle hidden
 in a function is still a cycle). The `hexa` command line (hexa_zoo/cli.py) names the floors above by module
-name, as strings, and imports them with importlib when a command runs: the one allowed way up.
+name, as strings, and imports them with importlib when a command runs: the one allowed way up. Below it, a
+transfer run is followed by plain imports: transfer/cli.py -> the protocol table -> the protocol -> its readers.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FLOORS = {"hexa_zoo": 0, "cluster": 1, "pretrain": 2, "transfer": 2, "leaderboards": 3, "orchestration": 4}
-# Cycles that another open branch removes; each entry must still be a cycle here (checked below), so it
-# goes as soon as that branch lands. transfer/detection <-> detection_d2: issue 13 (transfer/detection_data.py).
-PENDING_CYCLES: set[frozenset] = set()  # cycles tolerated until a named change removes them (none now)
 
 
 @dataclass(frozen=True)
@@ -119,23 +117,51 @@ def cycles(root: Path) -> list[tuple[frozenset[str], str]]:
     return sorted(found, key=lambda c: sorted(c[0]))
 
 
-def protocol_imports(root: Path, protocols) -> list[str]:
-    """Each import of a protocol module (`protocols`: their module names) by transfer/cli.py, as a sentence: the
-    command line reaches protocols only through transfer/suite.py, which imports them by name when one runs."""
-    modules = module_files(root)
-    return [f"{_file(modules, imp.source, root)}:{imp.line} imports {', '.join(imp.names)} from "
-            f"{_file(modules, imp.target, root)} (a protocol; go through transfer.suite)"
-            for imp in imports_of("transfer.cli", modules["transfer.cli"], modules) if imp.target in set(protocols)]
+def reachable(root: Path, start: str) -> set[str]:
+    """Every module that `start` reaches through import statements, itself included."""
+    _, edges = import_graph(root)
+    succ: dict[str, set[str]] = {}
+    for src, dst in edges:
+        succ.setdefault(src, set()).add(dst)
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in succ.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def imports_by_name(root: Path, package: str) -> list[str]:
+    """Each call of importlib's import_module or of __import__ in `package`, as a sentence: a module loaded from a
+    string is a trail a reader cannot follow from the import statements."""
+    modules, bad = module_files(root), []
+    for name, path in modules.items():
+        if name.split(".")[0] != package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Call) and (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
+                                               or isinstance(node.func, ast.Name)
+                                               and node.func.id in ("import_module", "__import__")):
+                bad.append(f"{_file(modules, name, root)}:{node.lineno} loads a module by name "
+                           "(import it with an import statement)")
+    return bad
+
+
+def owner(module: str, protocols) -> str | None:
+    """The protocol (module name) that `module` is or belongs to (a helper inside its package), else None."""
+    return next((p for p in protocols if module == p or module.startswith(p + ".")), None)
 
 
 def protocols_importing_protocols(root: Path, protocols) -> list[str]:
-    """Each import of one protocol module by another, as a sentence: what two protocols share lives in a shared
-    piece of transfer/ (features, heads, probe, metrics, readers, ...), so each protocol reads on its own."""
+    """Each import of one protocol (or a helper of its own) by another, as a sentence: what two protocols share
+    lives in a shared piece of transfer/ (features, heads, probe, metrics, readers, ...), so each reads on its own."""
     modules, protocols = module_files(root), set(protocols)
     return [f"{_file(modules, imp.source, root)}:{imp.line} imports {', '.join(imp.names)} from "
             f"{_file(modules, imp.target, root)} (another protocol; move what they share to a shared piece)"
-            for source in sorted(protocols) for imp in imports_of(source, modules[source], modules)
-            if imp.target in protocols and imp.target != source]
+            for source in sorted(m for m in modules if owner(m, protocols))
+            for imp in imports_of(source, modules[source], modules)
+            if owner(imp.target, protocols) not in (None, owner(source, protocols))]
 
 
 def _file(modules: dict[str, Path], name: str, root: Path) -> str:
@@ -214,15 +240,8 @@ def test_no_import_climbs_a_floor():
 
 
 def test_no_import_cycles():
-    found = [(members, text) for members, text in cycles(REPO) if members not in PENDING_CYCLES]
+    found = cycles(REPO)
     assert not found, "import cycles:\n" + "\n".join(text for _, text in found)
-
-
-def test_pending_cycles_are_still_there():
-    """An exception that outlived its cycle would hide the cycle's return: remove it from PENDING_CYCLES."""
-    present = {members for members, _ in cycles(REPO)}
-    gone = [sorted(c) for c in PENDING_CYCLES if c not in present]
-    assert not gone, f"no longer a cycle, remove from PENDING_CYCLES: {gone}"
 
 
 def test_the_command_line_dispatches_by_name_to_modules_that_exist():
@@ -245,21 +264,37 @@ def test_the_ground_floor_imports_no_job_runner():
     assert not runners, runners
 
 
-def test_the_transfer_command_line_imports_no_protocol():
-    from transfer.suite import PROTOCOLS
+def test_a_transfer_run_is_followed_from_the_command_line_to_its_readers_by_plain_imports():
+    from transfer.protocols import PROTOCOLS
 
-    assert set(PROTOCOLS.values()) <= set(module_files(REPO))
-    bad = protocol_imports(REPO, PROTOCOLS.values())
-    assert not bad, "\n".join(bad)
+    assert not imports_by_name(REPO, "transfer"), "\n".join(imports_by_name(REPO, "transfer"))
+    seen = reachable(REPO, "transfer.cli")
+    for name, protocol in PROTOCOLS.items():
+        wanted = {protocol.module.__name__} | {reader.__name__ for reader in protocol.readers}
+        assert wanted <= seen, f"{name}: transfer/cli.py does not reach {sorted(wanted - seen)} by imports"
+
+
+def test_each_protocols_row_names_the_readers_it_imports():
+    """The table's readers are the ones the protocol (with its own helpers) imports: the row is what a reader
+    following the imports finds."""
+    from transfer.protocols import PROTOCOLS
+
+    modules, edges = import_graph(REPO)
+    for name, protocol in PROTOCOLS.items():
+        own = protocol.module.__name__
+        imported = {dst for src, dst in edges if owner(src, [own]) and dst.startswith("transfer.readers.")}
+        assert imported == {reader.__name__ for reader in protocol.readers}, name
 
 
 def test_no_protocol_imports_another_and_each_lives_in_the_protocols_room():
-    from transfer.suite import PROTOCOLS
+    from transfer.protocols import PROTOCOLS
 
-    bad = protocols_importing_protocols(REPO, PROTOCOLS.values())
+    protocols = [protocol.module.__name__ for protocol in PROTOCOLS.values()]
+    bad = protocols_importing_protocols(REPO, protocols)
     assert not bad, "\n".join(bad)
     room = {m for m in module_files(REPO) if m.startswith("transfer.protocols.")}
-    assert room == set(PROTOCOLS.values()), "transfer/protocols/ holds the protocols and nothing else"
+    assert all(owner(m, protocols) for m in room), "transfer/protocols/ holds the protocols (and their own helpers)"
+    assert {m for m in room if m.count(".") == 2} == set(protocols)
 
 
 # ------------------------------------------------------------------------------------ the checker fails when it must
@@ -346,8 +381,21 @@ def test_a_protocol_importing_another_fails_naming_both(tmp_path):
         "(another protocol; move what they share to a shared piece)"]
 
 
-def test_a_protocol_imported_by_the_transfer_command_line_fails_naming_it(tmp_path):
-    root = _tree(tmp_path, {"transfer/cli.py": "from . import suite\ndef main():\n    from .protocols.knn import run\n",
-                            "transfer/suite.py": "", "transfer/protocols/knn.py": "", "transfer/protocols/linear.py": ""})
-    assert protocol_imports(root, ["transfer.protocols.knn", "transfer.protocols.linear"]) == [
-        "transfer/cli.py:3 imports run from transfer/protocols/knn.py (a protocol; go through transfer.suite)"]
+def test_a_protocol_package_importing_another_protocols_helper_fails_naming_both(tmp_path):
+    root = _tree(tmp_path, {"transfer/protocols/manyshot/__init__.py": "from .sweep import fit\n",
+                            "transfer/protocols/manyshot/sweep.py": "",
+                            "transfer/protocols/lowshot_svm/__init__.py": "from .solver import solve\n",
+                            "transfer/protocols/lowshot_svm/solver.py": "from ..manyshot.sweep import fit\n"})
+    assert protocols_importing_protocols(root, ["transfer.protocols.lowshot_svm", "transfer.protocols.manyshot"]) == [
+        "transfer/protocols/lowshot_svm/solver.py:1 imports fit from transfer/protocols/manyshot/sweep.py "
+        "(another protocol; move what they share to a shared piece)"]
+
+
+def test_a_protocol_loaded_by_name_is_neither_reached_nor_allowed(tmp_path):
+    root = _tree(tmp_path, {"transfer/cli.py": "from . import suite\n", "transfer/readers/images.py": "",
+                            "transfer/suite.py": "import importlib\n\ndef run(name):\n"
+                                                 "    return importlib.import_module('transfer.protocols.knn')\n",
+                            "transfer/protocols/knn.py": "from ..readers import images\n"})
+    assert reachable(root, "transfer.cli") == {"transfer.cli", "transfer.suite"}
+    assert imports_by_name(root, "transfer") == [
+        "transfer/suite.py:4 loads a module by name (import it with an import statement)"]

@@ -184,7 +184,7 @@ def test_recipes_per_family_and_epochs_beyond_the_embedded_budget():
 
 
 def test_the_committed_paper_plan_is_what_the_committed_rates_give():
-    studies = Path(__file__).resolve().parent.parent / "leaderboards" / "studies"
+    studies = Path(__file__).resolve().parent.parent / "board" / "studies"
     for mode in ("equal_epochs", "equal_compute"):
         committed = json.loads((studies / f"paper_r50_200ep_{mode}" / "plan.json").read_text())
         cells = [Cell(**{k: r[k] for k in ("method", "seed", "epochs", "cost_per_step", "recipe")})

@@ -16,12 +16,12 @@ import torch
 
 from hexa_zoo.errors import ConfigError
 from transfer.protocols import detection
-from transfer.detection import batches, evaluation, training
-from transfer.detection import d2 as detection_d2
+from transfer.protocols.detection import batches, evaluation, training
+from transfer.protocols.detection import d2 as detection_d2
 from transfer.readers.detection import load_detection_data
 from transfer.common import resolve_config
-from transfer.detection.evaluation import Detection, coco_metrics, voc_ap, voc_detection_metrics
-from transfer.detection.model import build_detector, trunk_parameters
+from transfer.protocols.detection.evaluation import Detection, coco_metrics, voc_ap, voc_detection_metrics
+from transfer.protocols.detection.model import build_detector, trunk_parameters
 
 Obj = namedtuple("Obj", "name bbox difficult")
 
@@ -145,7 +145,7 @@ def test_c4_mask_head_reuses_the_box_heads_res5_features_as_detectron2():
     behaviour before): with res5 deterministic (BatchNorm in eval mode) the mask loss and its gradient in
     res5 are the same, while res5 runs once instead of twice.
     """
-    from transfer.detection.model import RoIAlignC4
+    from transfer.protocols.detection.model import RoIAlignC4
 
     torch.manual_seed(0)
     trunk = timm.create_model("resnet18", num_classes=0)

@@ -18,8 +18,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from hexa_zoo.errors import ConfigError, DataError
-from transfer import cli, lowshot_sampling, suite, svm_solver
+from transfer import cli, suite
 from transfer.protocols import fewshot, knn, linear, lowshot_svm
+from transfer.protocols.lowshot_svm import sampling as lowshot_sampling, svm_solver
 from transfer.common import load_model, resolve_config
 from transfer.readers.images import read_image_split
 from transfer.features import EvalTransform, extract_features
@@ -350,10 +351,10 @@ def test_cli_dataset_choices_are_the_readers_names():
     assert "aircraft" in LAYOUTS and "embedded-c" in robustness.DATASETS
 
 
-def test_cli_errors_are_clear(monkeypatch):
-    monkeypatch.setitem(suite.PROTOCOLS, "knn", "transfer.not_written_yet")
-    with pytest.raises(ConfigError, match="not available"):
-        suite.protocol_module("knn")
+def test_cli_errors_are_clear():
+    with pytest.raises(ConfigError, match="unknown transfer protocol 'knm'") as err:
+        suite.protocol("knm")
+    assert "knn" in err.value.fix
     with pytest.raises(ConfigError, match="choose one of"):
         suite.run_protocol("fewshot", "m", "embedded", "out", preset="nonsense")
     for argv in [["--help"], ["suite", "--help"]] + [[name, "--help"] for name in cli.PROTOCOLS]:

@@ -11,7 +11,7 @@ from PIL import Image
 from hexa_zoo.errors import DataError
 from transfer import metrics
 from transfer.protocols import manyshot
-from transfer.logreg_sweep import fast_sweep, sklearn_sweep, ssl_transfer_costs
+from transfer.protocols.manyshot.logreg_sweep import fast_sweep, sklearn_sweep, ssl_transfer_costs
 from transfer.readers.manyshot import read_manyshot, split_validation
 
 

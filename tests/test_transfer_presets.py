@@ -7,7 +7,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from transfer.detection.batches import AspectGroupedBatches
+from transfer.protocols.detection.batches import AspectGroupedBatches
 from transfer.protocols import detection, knn, lowshot_svm, semisup
 from transfer.features import pooled
 from transfer.protocols.lowshot_svm import LowShotResult, result_metrics

@@ -338,13 +338,15 @@ def test_every_protocol_defaults_to_the_preset_of_its_data(monkeypatch, capsys, 
     assert ran == [(name, expected) for name in cli.PROTOCOLS]
 
 
-def test_the_help_lists_each_protocols_presets_by_name():
-    import importlib
-
+def test_the_help_lists_each_protocols_presets_by_name(capsys):
     from transfer import cli
+    from transfer.protocols import PROTOCOLS
 
-    for name, module in cli.PROTOCOLS.items():
-        assert cli.PRESET_NAMES[name] == tuple(sorted(importlib.import_module(module).PRESETS)), name
+    for name, protocol in PROTOCOLS.items():
+        with pytest.raises(SystemExit):
+            cli.main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"one of: {', '.join(sorted(protocol.module.PRESETS))} (default" in text, name
 
 
 # ------------------------------------------------------------------------------------- 7. smaller ones
@@ -406,7 +408,7 @@ def test_hexa_leaderboard_without_records_creates_nothing_and_an_empty_folder_is
     monkeypatch.chdir(tmp_path)
     assert run_command("hexa leaderboard", board.main, []) == 1
     assert "no records to compile" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # no ./leaderboards/ left behind
+    assert list(tmp_path.iterdir()) == []  # no ./board/ left behind
     (tmp_path / "empty").mkdir()
     with caplog.at_level("WARNING"):
         assert run_command("hexa leaderboard", board.main, ["--results", "empty", "--out", "board",

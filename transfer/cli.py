@@ -1,7 +1,8 @@
 """`hexa transfer`: run one transfer protocol, or the whole suite, and write result records.
 
-This file only parses arguments, holds the help texts and dispatches to transfer/suite.py, which knows the
-protocols and imports each one's module when it is asked for.
+This file only parses arguments, holds the help examples and dispatches to transfer/suite.py. Its sub-commands
+are rendered from the protocol table (transfer/protocols/__init__.py: each protocol's module, summary, presets,
+readers and options), imported by name like every protocol module it holds.
 """
 
 from __future__ import annotations
@@ -13,44 +14,10 @@ import sys
 from cluster.jobs import EXECUTORS, add_cluster_arguments, resources
 
 from . import suite
-from .suite import PROTOCOLS, RESUMABLE, default_preset, route, split_names, suite_runs, summary
+from .protocols import PROTOCOLS
+from .suite import RESUMABLE, default_preset, route, split_names, suite_runs, summary
 
 log = logging.getLogger(__name__)
-
-DESCRIPTIONS = {
-    "linear": "linear classifier on the frozen trunk (MoCo main_lincls; fast L-BFGS variant)",
-    "knn": "weighted cosine kNN on frozen features (k = 20, 200; T = 0.07)",
-    "lowshot-svm": "VOC07 low-shot linear SVMs (k = 1..96, 5 samples) and the full-data SVM",
-    "semisup": "fine-tune all layers on 1 or 10 percent of the labels (swav eval_semisup)",
-    "fewshot": "5-way 1-/5-shot episodes on held-out classes (logistic regression, nearest centroid)",
-    "detection": "Faster R-CNN on VOC07+12 or COCO with the trunk as backbone",
-    "manyshot": "many-shot linear transfer to 11 datasets (ssl-transfer linear.py: L-BFGS, 45-value C sweep)",
-    "adversarial": "accuracy of trunk + linear head under L-inf PGD (eps 1, 2, 4 / 255; 10 steps)",
-    "robustness": "trunk + ImageNet linear head on ImageNet-V2/R/A/Sketch/C (mCE against AlexNet's errors)",
-    "finetune": "fine-tune trunk + head on a many-shot dataset (ssl-transfer finetune.py: Nesterov SGD, cosine, lr x wd grid)",
-}
-
-# Each protocol's presets, for its --help (a test holds them equal to the modules' PRESETS, which the help
-# does not import: `--help` stays instant).
-PRESET_NAMES = {
-    "linear": ("embedded", "embedded_fast", "paper", "paper_fast"),
-    "knn": ("embedded", "lightly", "paper", "paper_bilinear", "vissl"),
-    "lowshot-svm": ("embedded", "paper", "paper_11point", "paper_gap"),
-    "semisup": ("embedded", "paper", "paper_final"),
-    "fewshot": ("cdfsl", "cdfsl_embedded", "embedded", "paper"),
-    "detection": ("embedded", "paper", "paper_coco"),
-    "manyshot": ("embedded", "paper"),
-    "adversarial": ("embedded", "paper"),
-    "robustness": ("embedded", "paper"),
-    "finetune": ("embedded", "paper"),
-}
-
-# Protocols that reuse a linear head: `--head RECORD_OR_FILE` is `--set head=...`.
-HEAD_PROTOCOLS = ("adversarial", "robustness")
-
-HEAD_DEFAULT = {"adversarial": "without it a fast linear head is trained first on --data's train split",
-                "robustness": "required for the ImageNet sets; on embedded-c without it a fast linear head is "
-                              "trained first on the train split"}
 
 # Each protocol's --help examples: the embedded run first (CPU, minutes), then the published protocol on its
 # real dataset. tests/test_help_examples.py runs or parses every one of them.
@@ -115,33 +82,32 @@ def _parser() -> argparse.ArgumentParser:
                                      "fine-tuned trunk; each run writes one result record.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
-    dataset_choices = suite.dataset_choices()
-    for name in PROTOCOLS:
-        p = sub.add_parser(name, help=DESCRIPTIONS[name], description=DESCRIPTIONS[name], epilog=_examples([name]),
+    for name, protocol in PROTOCOLS.items():
+        p = sub.add_parser(name, help=protocol.summary, description=protocol.summary, epilog=_examples([name]),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--model", required=True, help="registered name[.tag], zoo folder, .safetensors or checkpoint")
         p.add_argument("--data", required=True, help="`embedded` or a dataset path")
         p.add_argument("--out", required=True, help="results folder (records are added, never overwritten)")
-        presets = ", ".join(PRESET_NAMES[name])
+        presets = ", ".join(protocol.presets)
         p.add_argument("--preset", default=None, metavar="NAME",
                        help=f"named protocol constants, one of: {presets} (default: paper on a dataset path, "
                             "embedded on --data embedded)")
         p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                        help=f"override config values, e.g. --set {SET_EXAMPLES[name]} (repeatable)")
         p.add_argument("--seed", type=int, default=0)
-        if name in dataset_choices:
-            p.add_argument("--dataset", choices=dataset_choices[name], default=None,
+        if protocol.datasets:
+            p.add_argument("--dataset", choices=protocol.datasets, default=None,
                            help="which dataset --data holds (the same as --set dataset=NAME)")
-        if name in RESUMABLE:
+        if protocol.resumes:
             p.add_argument("--resume", choices=("auto",), default=None,
                            help="checkpoint as it trains and continue a killed run with the same arguments")
-        if name in HEAD_PROTOCOLS:
+        if protocol.head:
             p.add_argument("--head", default=None, help="the record of a `hexa transfer linear` run (or the "
-                           "heads/*.safetensors it wrote); " + HEAD_DEFAULT[name])
+                           "heads/*.safetensors it wrote); " + protocol.head)
     s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=_examples(["suite"]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True)
-    s.add_argument("--suite", choices=("embedded", "paper"), default="embedded")
+    s.add_argument("--suite", choices=tuple(suite.SUITES), default="embedded")
     s.add_argument("--out", required=True)
     s.add_argument("--data", default=None, help="dataset for every protocol (default: embedded for the embedded "
                    "suite; the paper suite needs --data or --data-for)")

@@ -70,13 +70,6 @@ def select_device(device: str | None = None) -> torch.device:
 
 # ---------------------------------------------------------------------------------------------- data
 
-def resolve_data(spec: str | os.PathLike) -> Path:
-    """`"embedded"` -> the embedded dataset's root (generated on first use); else an existing path."""
-    from hexa_zoo.embedded import resolve_data as _resolve
-
-    return _resolve(spec)
-
-
 def dataset_name(spec: str | os.PathLike, root: Path | None = None) -> str:
     """A short name for records and benchmark names: "embedded", else the folder's name in lower case."""
     if str(spec) == "embedded":

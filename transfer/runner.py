@@ -2,13 +2,14 @@
 
     run = ProtocolRun.start("knn", KnnConfig, PRESETS, model, data, preset=preset, overrides=overrides, seed=seed)
     cfg = run.cfg                                        # the preset with the --set overrides applied
-    run.use_data(root, train.paths + test.paths, splits={...}, num_classes=...)  # the record's dataset block
+    run.use_data(run.root, train.paths + test.paths, splits={...}, num_classes=...)  # the record's dataset block
     feats = run.features(train.paths, transform, desc="knn train")              # cached, on run.device
     ...evaluate...
     return run.finish(benchmark_name(run.dataset["name"], "knn"), out, metrics, notes=notes)
 
-`start` starts the clock, resolves the config, seeds the global RNGs, loads the frozen trunk and picks the
-device and the loader workers from the config (`device`, `num_workers` or `workers` where it has them).
+`start` starts the clock, resolves the config, seeds the global RNGs, loads the frozen trunk, resolves the
+data root (`run.root`: the embedded data's folder, or the existing path `--data` names) and picks the device and
+the loader workers from the config (`device`, `num_workers` or `workers` where it has them).
 `use_data` fingerprints the run's files once; every split's feature-cache key is derived from that one
 fingerprint, so no file is hashed twice in a run. `finish` writes the one result record.
 """
@@ -23,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from hexa_zoo.embedded import resolve_data
 from hexa_zoo.errors import DataError
 from hexa_zoo.seeding import seed_everything
 
@@ -40,6 +42,7 @@ class ProtocolRun:
     seed: int
     cfg: Any
     data_spec: str
+    root: Path
     trunk: nn.Module | None
     info: dict
     device: torch.device
@@ -52,13 +55,14 @@ class ProtocolRun:
     @classmethod
     def start(cls, protocol: str, config_cls: type, presets: Mapping[str, Any], model: str | None, data: str, *,
               preset: str, overrides: Sequence[str] = (), seed: int = 0) -> "ProtocolRun":
-        """Clock, config, seed, trunk (skipped when `model` is None), device and workers of a new run."""
+        """Clock, config, seed, trunk (skipped when `model` is None), data root, device and workers of a new run."""
         clock = RunClock()
         cfg = resolve_config(config_cls, presets, preset, overrides)
         seed_everything(seed)
         trunk, info = load_model(model) if model is not None else (None, {})
+        root = resolve_data(data)
         workers = getattr(cfg, "num_workers", getattr(cfg, "workers", None))
-        return cls(protocol, preset, seed, cfg, str(data), trunk, info, select_device(getattr(cfg, "device", None)),
+        return cls(protocol, preset, seed, cfg, str(data), root, trunk, info, select_device(getattr(cfg, "device", None)),
                    workers, clock)
 
     # ------------------------------------------------------------------------------------------ data

@@ -1,37 +1,25 @@
-"""The transfer protocols as a library: which exist, the suites, and running one protocol or a suite.
+"""The transfer protocols as a library: the suites, and running one protocol or a suite.
 
-Each protocol lives in its own module (`transfer/protocols/<name>.py`) with `run(model, data, out, preset=...,
-overrides=..., seed=...) -> record`, imported only when it is asked for. `hexa transfer` (transfer/cli.py)
-parses its arguments into these calls; the demo and the study call them directly.
+Which protocols exist, and each one's module, presets, readers and options, is the table
+`transfer.protocols.PROTOCOLS`; each module has `run(model, data, out, preset=..., overrides=..., seed=...) ->
+record`. `hexa transfer` (transfer/cli.py) parses its arguments into these calls; the demo and the study call
+them directly.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from typing import Sequence
 
 from hexa_zoo.errors import ConfigError, HexaError
 
+from .protocols import PROTOCOLS, Protocol
+
 log = logging.getLogger(__name__)
 
-# CLI name -> module
-PROTOCOLS = {
-    "linear": "transfer.protocols.linear",
-    "knn": "transfer.protocols.knn",
-    "lowshot-svm": "transfer.protocols.lowshot_svm",
-    "semisup": "transfer.protocols.semisup",
-    "fewshot": "transfer.protocols.fewshot",
-    "detection": "transfer.protocols.detection",
-    "manyshot": "transfer.protocols.manyshot",
-    "adversarial": "transfer.protocols.adversarial",
-    "robustness": "transfer.protocols.robustness",
-    "finetune": "transfer.protocols.finetune",
-}
-
-# Protocols that train long enough to checkpoint: `--resume auto` is `--set resume=auto`.
-RESUMABLE = ("linear", "semisup", "detection", "finetune")
+# Protocols that train long enough to checkpoint (what `--resume auto` and the suite's jobs resume).
+RESUMABLE = tuple(name for name, protocol in PROTOCOLS.items() if protocol.resumes)
 
 # Each suite: (protocol, preset) in order; a protocol may run under more than one preset. The embedded suite's
 # linear metric is the converged L-BFGS probe (`linear:embedded` runs main_lincls's SGD at 10 epochs by name).
@@ -45,48 +33,31 @@ SUITES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def protocol_module(name: str):
-    """The module implementing protocol `name`, or a ConfigError saying it is not available."""
+def protocol(name: str) -> Protocol:
+    """The table's row of protocol `name`, or a ConfigError naming the protocols there are."""
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown transfer protocol {name!r}", f"choose one of: {', '.join(PROTOCOLS)}")
-    module_name = PROTOCOLS[name]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise  # the protocol exists but one of its own imports is missing: a real problem, show it
-        raise ConfigError(f"the {name} protocol is not available in this version ({module_name} is missing)",
-                          f"run another protocol: {', '.join(p for p in PROTOCOLS if p != name)}") from None
+    return PROTOCOLS[name]
 
 
 def embedded_sizes(share: float) -> dict[str, dict]:
     """Per protocol that can shrink (its module's `embedded_sizes`), its embedded preset's settings at `share`
     (0-1) of their full size: what a caller short of time (the demo) passes as `--set` overrides."""
     sizes = {}
-    for name in PROTOCOLS:
-        shrink = getattr(protocol_module(name), "embedded_sizes", None)
+    for name, row in PROTOCOLS.items():
+        shrink = getattr(row.module, "embedded_sizes", None)
         shrunk = shrink(share) if shrink is not None else {}
         if shrunk:
             sizes[name] = shrunk
     return sizes
 
 
-def dataset_choices() -> dict[str, tuple[str, ...]]:
-    """The protocols that read one of several named datasets (`--dataset NAME` is `--set dataset=NAME`), with
-    the names their readers know: the many-shot layouts for manyshot and finetune, the robustness sets."""
-    from .readers.manyshot import LAYOUTS
-
-    return {"manyshot": tuple(LAYOUTS), "finetune": tuple(LAYOUTS),
-            "robustness": tuple(protocol_module("robustness").DATASETS)}
-
-
 def run_protocol(name: str, model: str, data: str, out: str, *, preset: str, overrides: Sequence[str] = (),
                  seed: int = 0) -> dict:
-    module = protocol_module(name)
-    if preset not in module.PRESETS:
-        raise ConfigError(f"the {name} protocol has no preset {preset!r}",
-                          f"choose one of: {', '.join(sorted(module.PRESETS))}")
-    return module.run(model, data, out, preset=preset, overrides=list(overrides), seed=seed)
+    row = protocol(name)
+    if preset not in row.presets:
+        raise ConfigError(f"the {name} protocol has no preset {preset!r}", f"choose one of: {', '.join(row.presets)}")
+    return row.module.run(model, data, out, preset=preset, overrides=list(overrides), seed=seed)
 
 
 def default_preset(data: str) -> str:

@@ -127,7 +127,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     run = ProtocolRun.start("adversarial", AdversarialConfig, PRESETS, model, data, preset=preset,
                             overrides=overrides, seed=seed)
     cfg = run.cfg
-    root, train, val = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
+    train, val = read_classification_splits(data, run.root, cfg.train_split, cfg.eval_split, cfg.max_per_class)
     tf = run.transform(cfg.resize, cfg.crop)
     notes = []
     if cfg.head:
@@ -135,11 +135,11 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
         if meta["classes"] and meta["classes"] != train.classes:
             raise ConfigError(f"the head {meta['path']} was trained on classes {meta['classes'][:3]}..., not this "
                               f"dataset's {train.classes[:3]}...", "pass the head of a linear run on the same data")
-        run.use_data(root, val.paths, splits={cfg.eval_split: len(val.paths)}, num_classes=len(train.classes))
+        run.use_data(run.root, val.paths, splits={cfg.eval_split: len(val.paths)}, num_classes=len(train.classes))
         head_entry = {"path": meta["path"], "sha256": meta["sha256"], "source": meta["source"]}
         notes.append(f"head: {meta['source']} ({meta['protocol']}, sha256 {meta['sha256'][:12]})")
     else:
-        run.use_data(root, train.paths + val.paths, splits={cfg.train_split: len(train.paths),
+        run.use_data(run.root, train.paths + val.paths, splits={cfg.train_split: len(train.paths),
                                                             cfg.eval_split: len(val.paths)},
                      num_classes=len(train.classes))
         head, head_notes = fast_head(run, train, val, tf)

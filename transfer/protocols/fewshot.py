@@ -35,7 +35,7 @@ from hexa_zoo.errors import DataError
 from hexa_zoo.records import metric
 
 from ..readers.cdfsl import read_cdfsl
-from ..common import benchmark_name, resolve_data
+from ..common import benchmark_name
 from ..readers.images import read_image_split
 from ..runner import ProtocolRun
 
@@ -156,7 +156,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     run = ProtocolRun.start("fewshot", FewShotConfig, PRESETS, model, data, preset=preset, overrides=overrides,
                             seed=seed)
     cfg = run.cfg
-    root = resolve_data(data)
+    root = run.root
     if cfg.data_layout == "cdfsl":
         name, images = read_cdfsl(root)
         protocol_name = "cdfsl"

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from hexa_zoo.data import ignore_interrupt, load_rgb
 
 from ..checkpoints import RunCheckpoint
-from ..common import benchmark_name, feature_dim, resolve_data
+from ..common import benchmark_name, feature_dim
 from ..features import ArrayImages
 from ..metrics import MANYSHOT_SCORES
 from ..readers.manyshot import Split, read_manyshot, split_validation
@@ -160,7 +160,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     run = ProtocolRun.start("finetune", FinetuneConfig, PRESETS, model, data, preset=preset, overrides=overrides,
                             seed=seed)
     cfg = run.cfg
-    root = resolve_data(data)
+    root = run.root
     ds = read_manyshot(cfg.dataset, root, train_list=cfg.train_list, test_list=cfg.test_list)
     run.use_data(root, ds.files, fingerprint_root=root, dataset=cfg.dataset, num_classes=len(ds.classes),
                  metric=ds.metric)

@@ -72,8 +72,8 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     """Weighted kNN of `model`'s frozen features on an ImageFolder dataset's train/val splits."""
     run = ProtocolRun.start("knn", KnnConfig, PRESETS, model, data, preset=preset, overrides=overrides, seed=seed)
     cfg = run.cfg
-    root, train, test = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
-    run.use_data(root, train.paths + test.paths, splits={cfg.train_split: len(train.paths),
+    train, test = read_classification_splits(data, run.root, cfg.train_split, cfg.eval_split, cfg.max_per_class)
+    run.use_data(run.root, train.paths + test.paths, splits={cfg.train_split: len(train.paths),
                                                          cfg.eval_split: len(test.paths)},
                  num_classes=len(train.classes))
     tf = run.transform(cfg.resize, cfg.crop, interpolation=cfg.interpolation)

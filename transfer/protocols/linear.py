@@ -193,10 +193,10 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     run = ProtocolRun.start("linear", LinearConfig, PRESETS, model, data, preset=preset, overrides=overrides,
                             seed=seed)
     cfg = run.cfg
-    root, train, val = read_classification_splits(data, cfg.train_split, cfg.eval_split, cfg.max_per_class)
+    train, val = read_classification_splits(data, run.root, cfg.train_split, cfg.eval_split, cfg.max_per_class)
     if len(train.classes) < 2:
         raise DataError(f"{train.root} has {len(train.classes)} class folder(s)", "linear evaluation needs two or more")
-    run.use_data(root, train.paths + val.paths, splits={cfg.train_split: len(train.paths),
+    run.use_data(run.root, train.paths + val.paths, splits={cfg.train_split: len(train.paths),
                                                         cfg.eval_split: len(val.paths)},
                  num_classes=len(train.classes))
     tf = run.transform(cfg.resize, cfg.crop)

@@ -33,7 +33,7 @@ import torch
 
 from hexa_zoo.errors import ConfigError, DataError
 
-from ..common import benchmark_name, resolve_data
+from ..common import benchmark_name
 from ..readers.images import IMAGE_SUFFIXES, read_classification_splits
 from ..features import ArrayImages, EvalTransform
 from ..heads import load_head
@@ -185,10 +185,10 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "paper", overri
     cfg = run.cfg
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown robustness dataset {cfg.dataset!r}", f"choose one of: {', '.join(DATASETS)}")
-    root = resolve_data(data)
+    root = run.root
     notes = []
     if cfg.dataset == "embedded-c":
-        metrics, head_entry = _embedded_c(run, data, root, cfg, notes)
+        metrics, head_entry = _embedded_c(run, cfg, notes)
         return run.finish(benchmark_name(run.dataset["name"], "robustness_c"), out, metrics, notes=notes,
                           artifacts={"head": head_entry})
     if not cfg.head:
@@ -242,13 +242,13 @@ def _logits(run: ProtocolRun, head, images, tf: EvalTransform, desc: str) -> tor
         return head(feats)
 
 
-def _embedded_c(run: ProtocolRun, data: str, root: Path, cfg: RobustnessConfig, notes: list) -> tuple[dict, dict]:
+def _embedded_c(run: ProtocolRun, cfg: RobustnessConfig, notes: list) -> tuple[dict, dict]:
     """Corruptions of the embedded test split; the head from --head or trained here (fast) on train/val."""
-    root_, train, test = read_classification_splits(data, "train", "test", cfg.max_per_class)
+    train, test = read_classification_splits(run.data_spec, run.root, "train", "test", cfg.max_per_class)
     if not cfg.head:  # the fast head's train split is not the test set's size
-        _, train, _ = read_classification_splits(data, "train", "test", cfg.head_max_per_class)
+        train, _ = read_classification_splits(run.data_spec, run.root, "train", "test", cfg.head_max_per_class)
     tf = run.transform(cfg.resize, cfg.crop)
-    run.use_data(root, train.paths + test.paths, splits={"train": len(train.paths), "test": len(test.paths)},
+    run.use_data(run.root, train.paths + test.paths, splits={"train": len(train.paths), "test": len(test.paths)},
                  corruptions=list(cfg.corruptions), severities=list(cfg.severities))
     if cfg.head:
         head, meta = load_head(cfg.head, trunk_sha256=run.info["weights_sha256"])

@@ -35,7 +35,7 @@ from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import ConfigError, DataError
 
 from ..readers import imagenet_subsets
-from ..common import benchmark_name, feature_dim, resolve_data
+from ..common import benchmark_name, feature_dim
 from ..checkpoints import RunCheckpoint
 from ..metrics import topk_accuracy
 from ..randomness import EpochSampler, SeededItems, quiet_loader_generator, seeded
@@ -149,7 +149,7 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     cfg, trunk, info = run.cfg, run.trunk, run.info
     if cfg.labels not in PUBLISHED_LR:
         raise ConfigError(f"labels={cfg.labels!r}", "use labels=1percent or labels=10percent")
-    root = resolve_data(data)
+    root = run.root
     if str(data) == "embedded":
         root = root / "classify"
     train_tf, val_tf = transforms(cfg, info["mean"], info["std"])

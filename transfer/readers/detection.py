@@ -1,9 +1,8 @@
 """Detection data for `hexa transfer detection` (both backends): VOC and COCO read into one shape.
 
 `load_detection_data(root, cfg)` reads VOC (`transfer.readers.voc.read_voc`, boxes converted to detectron2's
-continuous 0-based pixels) or COCO instances JSON (pycocotools) into `DetectionData`; `benchmark_for` names
-the leaderboard table a run belongs to. `cfg` is a `transfer.detection.config.DetectionConfig` (only its data
-fields are read here).
+continuous 0-based pixels) or COCO instances JSON (pycocotools) into `DetectionData`. `cfg` is a
+`transfer.protocols.detection.config.DetectionConfig` (only its data fields are read here).
 """
 
 from __future__ import annotations
@@ -160,24 +159,3 @@ def load_detection_data(root: Path, cfg) -> DetectionData:
     if cfg.masks and fmt != "coco":
         raise ConfigError("masks=true needs COCO data (VOC has no instance masks)", "use --set format=coco")
     return load_coco(root, cfg) if fmt == "coco" else load_voc(root, cfg)
-
-
-# ------------------------------------------------------------------------------------- benchmark names
-
-def arch_short(arch: str) -> str:
-    """resnet50 -> r50 (for benchmark names such as voc0712_det_r50c4)."""
-    m = re.fullmatch(r"resnet(\d+)", arch.split(".")[0])
-    return f"r{m.group(1)}" if m else arch.split(".")[0].replace("_", "")
-
-
-def benchmark_for(data_spec: str, data: DetectionData, cfg, arch: str) -> str:
-    """voc0712_det_r50c4, embedded_det_r18c4, coco_det_maskrcnn_r50c4_2x, ... (the leaderboard table)."""
-    layout = arch_short(arch) + cfg.layout
-    if data.format == "voc":
-        name = "embedded" if data_spec == "embedded" else "voc" + "".join(s[2:4] for s in cfg.voc_train)
-    else:
-        name = "embedded_coco" if data_spec == "embedded" else "coco"
-    if not cfg.masks:
-        return f"{name}_det_{layout}"
-    schedule = {90000: "_1x", 180000: "_2x"}.get(cfg.max_iter, "")
-    return f"{name}_det_maskrcnn_{layout}{schedule}"

@@ -13,8 +13,6 @@ import numpy as np
 
 from hexa_zoo.errors import DataError
 
-from ..common import resolve_data
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
@@ -80,11 +78,11 @@ def read_image_split(root: Path, split: str, classes: Sequence[str] | None = Non
     return LabeledImages(paths, labels, list(classes), folder)
 
 
-def read_classification_splits(data: str, train_split: str, eval_split: str, max_per_class: int = 0
-                               ) -> tuple[Path, LabeledImages, LabeledImages]:
-    """`data`'s root and its train and evaluation ImageFolder splits, labelled by the train classes."""
-    root = resolve_data(data)
-    split_root = classification_root(data, root)
+def read_classification_splits(spec: str, root: Path, train_split: str, eval_split: str, max_per_class: int = 0
+                               ) -> tuple[LabeledImages, LabeledImages]:
+    """The train and evaluation ImageFolder splits of `--data spec` (resolved to `root`), labelled by the train
+    classes."""
+    split_root = classification_root(spec, root)
     train = read_image_split(split_root, train_split, max_per_class=max_per_class)
     evaluation = read_image_split(split_root, eval_split, classes=train.classes, max_per_class=max_per_class)
-    return root, train, evaluation
+    return train, evaluation

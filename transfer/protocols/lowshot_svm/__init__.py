@@ -2,7 +2,7 @@
 
 What we follow, read from facebookresearch/vissl:
 - `extra_scripts/create_low_shot_samples.py`: 5 independent samples of k in {1, 2, 4, 8, 16, 32, 64, 96}
-  positives and 19k negatives per class (`transfer/lowshot_sampling.py`).
+  positives and 19k negatives per class (`sampling.py` beside it).
 - `vissl/utils/svm_utils/svm_low_shot_trainer.py`: one-vs-rest `LinearSVC(C, class_weight={1: 2, -1: 1},
   loss="squared_hinge", penalty="l2", dual=True, max_iter=2000, tol=1e-4, intercept_scaling=1)` for
   every class and cost in [0.01, 0.1, 1, 2, 5, 10, 15, 20, 50, 100, 1000]; features L2-normalised as
@@ -32,9 +32,9 @@ A k that needs more positives or negatives than a class has in trainval is skipp
 
 Speed: VISSL fits 8,800 low-shot SVMs and 880 cross-validation SVMs one after another. `plan_svms` lists
 every SVM the protocol trains; the fast path (`solver="fast"`) solves each one's cost path with the
-liblinear port in `transfer/svm_solver.py`, all in one thread pool, largest first, and scores the test set
+liblinear port in `svm_solver.py`, all in one thread pool, largest first, and scores the test set
 with one float32 matrix product per batch of models; `solver="sklearn"` solves the same plan one LinearSVC
-after another (`transfer/lowshot_svm_reference.py`). Both hand their APs to the same `summarise`, so the
+after another (`reference.py`). Both hand their APs to the same `summarise`, so the
 cost rules are written once and the reference checks only the solver (tests/test_transfer_frozen.py,
 bench/lowshot_svm.py).
 """
@@ -48,13 +48,13 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ..common import benchmark_name, resolve_data
-from ..readers.voc import read_voc, voc_classes, voc_image_labels
-from ..lowshot_sampling import sample_lowshot, sample_rng
-from ..lowshot_svm_reference import reference_aps
-from ..metrics import voc07_ap_columns
-from ..runner import ProtocolRun
-from ..svm_solver import add_bias, l2_normalize, solve_path
+from ...common import benchmark_name
+from ...readers.voc import read_voc, voc_classes, voc_image_labels
+from .sampling import sample_lowshot, sample_rng
+from .reference import reference_aps
+from ...metrics import voc07_ap_columns
+from ...runner import ProtocolRun
+from .svm_solver import add_bias, l2_normalize, solve_path
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ def scene_features(model: str, data: str, *, preset: str = "embedded", overrides
     run = ProtocolRun.start("lowshot-svm", LowShotSvmConfig, PRESETS, model, data, preset=preset,
                             overrides=overrides, seed=seed)
     cfg = run.cfg
-    root = resolve_data(data)
+    root = run.root
     devkit = _devkit_root(root)
     classes = list(voc_classes(devkit, cfg.year))
     train_imgs = read_voc(devkit, cfg.year, cfg.train_split)

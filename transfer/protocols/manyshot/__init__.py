@@ -6,7 +6,7 @@ logspace(-6, 5, 45); the C with the best validation score (the official validati
 Flowers and VOC2007, else a seeded 20% of train) is refitted on train + validation and scored on test.
 Metrics as published: mean per-class accuracy (Aircraft, Caltech101, Flowers, Pets), 11-point mAP of
 per-class binary fits (VOC2007), top-1 (the rest). The sweep is warm-started and parallel
-(`transfer/logreg_sweep.py`); `--set solver=sklearn` runs ssl-transfer's serial scikit-learn sweep instead.
+(`logreg_sweep.py` beside it); `--set solver=sklearn` runs ssl-transfer's serial scikit-learn sweep instead.
 
     hexa transfer manyshot --model moco_v2_r50 --dataset dtd --data /data/dtd --out results/ --preset paper
     hexa transfer manyshot --model hexa_moco_r18.embedded --dataset embedded --data embedded --out results/
@@ -22,11 +22,11 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from ..common import benchmark_name, resolve_config, resolve_data
-from ..metrics import MANYSHOT_SCORES
-from ..logreg_sweep import fast_sweep, fit_once, sklearn_sweep, ssl_transfer_costs
-from ..readers.manyshot import LAYOUTS, WITH_VALIDATION, ManyShotData, read_manyshot, split_validation
-from ..runner import ProtocolRun
+from ...common import benchmark_name, resolve_config
+from ...metrics import MANYSHOT_SCORES
+from .logreg_sweep import fast_sweep, fit_once, sklearn_sweep, ssl_transfer_costs
+from ...readers.manyshot import LAYOUTS, WITH_VALIDATION, ManyShotData, read_manyshot, split_validation
+from ...runner import ProtocolRun
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,15 @@ def sweep_and_test(train_x, train_y, val_x, val_y, test_x, test_y, data: ManySho
 def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", overrides: Sequence[str] = (),
         seed: int = 0) -> dict:
     """Many-shot linear transfer of `model` to one dataset (`--set dataset=NAME`, or `--dataset NAME`)."""
-    # The data first: a missing folder gets its dataset's layout hint at once, before the model loads.
+    # A missing folder gets its dataset's layout hint at once (not the plain "does not exist"), before the model
+    # loads; so does an unknown dataset name.
     cfg = resolve_config(ManyShotConfig, PRESETS, preset, overrides)
-    root = resolve_data(data) if str(data) == "embedded" or Path(data).expanduser().exists() else Path(data).expanduser()
-    dataset = read_manyshot(cfg.dataset, root, train_list=cfg.train_list, test_list=cfg.test_list)
+    if str(data) != "embedded" and not Path(data).expanduser().exists() or cfg.dataset not in LAYOUTS:
+        read_manyshot(cfg.dataset, Path(data).expanduser())
     run = ProtocolRun.start("manyshot", ManyShotConfig, PRESETS, model, data, preset=preset, overrides=overrides,
                             seed=seed)
+    root = run.root
+    dataset = read_manyshot(cfg.dataset, root, train_list=cfg.train_list, test_list=cfg.test_list)
     sizes = {"train": len(dataset.train.labels), "test": len(dataset.test.labels)}
     if dataset.val is not None:
         sizes["val"] = len(dataset.val.labels)

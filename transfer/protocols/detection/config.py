@@ -1,7 +1,9 @@
-"""The detection recipe (`DetectionConfig`) and its presets: MoCo's VOC and COCO schedules and a CPU-sized one."""
+"""The detection recipe (`DetectionConfig`) and its presets: MoCo's VOC and COCO schedules and a CPU-sized one;
+`benchmark_for`, the leaderboard table a run of a recipe lands in."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,3 +67,24 @@ PRESETS: dict[str, DetectionConfig] = {
                                 box_batch_size_per_image=16, roi_resolution=7, precise_bn_iters=5, gpus=0,
                                 workers=0, log_every=10, checkpoint_every=10),
 }
+
+
+# ------------------------------------------------------------------------------------- benchmark names
+
+def arch_short(arch: str) -> str:
+    """resnet50 -> r50 (for benchmark names such as voc0712_det_r50c4)."""
+    m = re.fullmatch(r"resnet(\d+)", arch.split(".")[0])
+    return f"r{m.group(1)}" if m else arch.split(".")[0].replace("_", "")
+
+
+def benchmark_for(data_spec: str, data_format: str, cfg: DetectionConfig, arch: str) -> str:
+    """voc0712_det_r50c4, embedded_det_r18c4, coco_det_maskrcnn_r50c4_2x, ... (the leaderboard table)."""
+    layout = arch_short(arch) + cfg.layout
+    if data_format == "voc":
+        name = "embedded" if data_spec == "embedded" else "voc" + "".join(s[2:4] for s in cfg.voc_train)
+    else:
+        name = "embedded_coco" if data_spec == "embedded" else "coco"
+    if not cfg.masks:
+        return f"{name}_det_{layout}"
+    schedule = {90000: "_1x", 180000: "_2x"}.get(cfg.max_iter, "")
+    return f"{name}_det_maskrcnn_{layout}{schedule}"

@@ -1,6 +1,6 @@
 """The low-shot SVMs solved plainly with scikit-learn, one LinearSVC after another, as VISSL runs them.
 
-Slow on purpose: it is what the fast solver (`transfer/svm_solver.py`) must agree with. It solves the same
+Slow on purpose: it is what the fast solver (`svm_solver.py` beside it) must agree with. It solves the same
 plan (`lowshot_svm.plan_svms`: the same samples) and hands its APs to the same cost selection, so comparing
 the two checks the solver alone. Used by `--set solver=sklearn`, tests/test_transfer_frozen.py and
 bench/lowshot_svm.py.
@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .metrics import voc07_ap
+from ...metrics import voc07_ap
 from .svm_solver import l2_normalize
 
 

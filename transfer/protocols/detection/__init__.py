@@ -8,8 +8,8 @@ trained (FREEZE_AT 0) with batch statistics (SyncBN over GPUs), precise BN befor
 mean of 5 runs. `paper_coco` is the COCO 2x Mask R-CNN C4 schedule (box AP and mask AP via pycocotools).
 `embedded` trains a few dozen iterations on the embedded dataset's VOC scenes on a CPU.
 
-Backends: `torchvision` (default; models from `transfer.detection.model`) runs here. `detectron2`
-exports the trunk and writes the MoCo config and a train script (`transfer.detection.d2`), runs them
+Backends: `torchvision` (default; models from `transfer.protocols.detection.model`) runs here. `detectron2`
+exports the trunk and writes the MoCo config and a train script (`transfer.protocols.detection.d2`), runs them
 where detectron2 is installed, and otherwise prints the command to run elsewhere and writes no record.
 
     hexa transfer detection --model hexa_moco_r50 --data /data/VOC --preset paper
@@ -26,17 +26,16 @@ import torch
 from hexa_zoo.errors import DataError
 from hexa_zoo.seeding import seed_everything
 
-from ..checkpoints import RunCheckpoint
-from ..common import resolve_data
-from ..detection import d2
-from ..detection.batches import DetectionDataset, infinite_batches
-from ..detection.config import PRESETS, DetectionConfig
-from ..detection.evaluation import evaluate, predict
-from ..detection.model import build_detector
-from ..detection.training import distributed_setup, for_distributed, precise_bn, train_detector
-from ..randomness import seeded
-from ..readers.detection import benchmark_for, load_detection_data
-from ..runner import ProtocolRun
+from ...checkpoints import RunCheckpoint
+from . import d2
+from .batches import DetectionDataset, infinite_batches
+from .config import PRESETS, DetectionConfig, benchmark_for
+from .evaluation import evaluate, predict
+from .model import build_detector
+from .training import distributed_setup, for_distributed, precise_bn, train_detector
+from ...randomness import seeded
+from ...readers.detection import load_detection_data
+from ...runner import ProtocolRun
 
 __all__ = ["PRESETS", "DetectionConfig", "embedded_sizes", "run"]
 
@@ -59,9 +58,9 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     run = ProtocolRun.start("detection", DetectionConfig, PRESETS, model, data, preset=preset,
                             overrides=overrides, seed=seed)
     cfg, trunk, info = run.cfg, run.trunk, run.info
-    root = resolve_data(data)
+    root = run.root
     if cfg.backend == "detectron2":
-        return d2.run(run, root, Path(out))
+        return d2.run(run, Path(out))
     det_data = load_detection_data(root, cfg)
     if not det_data.train or not det_data.test:
         raise DataError(f"no {'training' if not det_data.train else 'test'} images in {det_data.description}",
@@ -139,6 +138,6 @@ def run(model: str, data: str, out: str | Path, *, preset: str = "embedded", ove
     if world > 1:
         bn = "SyncBatchNorm" if device.type == "cuda" else "per-process BatchNorm (CPU)"
         notes.append(f"trained on {world} processes with {bn}, {cfg.batch_size // world} images each")
-    record = run.finish(benchmark_for(str(data), det_data, cfg, arch), out, metrics, notes=notes)
+    record = run.finish(benchmark_for(str(data), det_data.format, cfg, arch), out, metrics, notes=notes)
     checkpoint.done()
     return record

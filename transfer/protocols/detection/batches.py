@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 from hexa_zoo.data import ignore_interrupt
 from hexa_zoo.errors import ConfigError, DataError
 
-from ..randomness import EpochSampler, SeededItems, quiet_loader_generator
-from ..readers.detection import DetectionImage
+from ...randomness import EpochSampler, SeededItems, quiet_loader_generator
+from ...readers.detection import DetectionImage
 from .config import DetectionConfig
 
 class DetectionDataset(Dataset):

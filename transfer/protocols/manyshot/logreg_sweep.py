@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .probe import fit_logistic
-from .progress import progress
+from ...probe import fit_logistic
+from ...progress import progress
 
 
 def ssl_transfer_costs(n: int = 45) -> list[float]:

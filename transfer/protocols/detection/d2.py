@@ -31,7 +31,8 @@ from hexa_zoo.convert import to_detectron2
 from hexa_zoo.errors import ConfigError, DataError
 from hexa_zoo.fileio import atomic_write_bytes, atomic_write_text
 
-from ..readers.detection import benchmark_for, find_devkit, load_detection_data
+from ...readers.detection import find_devkit, load_detection_data
+from .config import benchmark_for
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,12 @@ def prepare(trunk, info: dict, root: Path, cfg, out: Path, *, seed: int) -> tupl
     return folder, commands, next(iter(spec.values()))["format"]
 
 
-def run(protocol_run, root: Path, out: Path) -> dict | None:
+def run(protocol_run, out: Path) -> dict | None:
     """Prepare the detectron2 files; run them if detectron2 is importable (record), else print the command.
 
-    `protocol_run` is the protocol's `transfer.runner.ProtocolRun` (config, trunk, seed, clock).
+    `protocol_run` is the protocol's `transfer.runner.ProtocolRun` (config, trunk, seed, data root, clock).
     """
-    cfg, seed = protocol_run.cfg, protocol_run.seed
+    cfg, seed, root = protocol_run.cfg, protocol_run.seed, protocol_run.root
     folder, commands, data_format = prepare(protocol_run.trunk, protocol_run.info, root, cfg, out, seed=seed)
     shown = "\n".join("  " + " ".join(shlex.quote(c) for c in cmd) for cmd in commands)
     if not detectron2_available():
@@ -261,5 +262,5 @@ def run(protocol_run, root: Path, out: Path) -> dict | None:
     data = load_detection_data(root, cfg)
     protocol_run.use_data(root, data.files, fingerprint_root=root, format=data.format, classes=data.classes,
                  train_images=len(data.train), test_images=len(data.test))
-    return protocol_run.finish(benchmark_for(protocol_run.data_spec, data, cfg, protocol_run.info.get("arch") or ""),
+    return protocol_run.finish(benchmark_for(protocol_run.data_spec, data.format, cfg, protocol_run.info.get("arch") or ""),
                                out, metrics, notes=notes)

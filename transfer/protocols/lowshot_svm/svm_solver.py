@@ -8,7 +8,7 @@ float32 (data and working w) with w recomputed exactly in float64 before the sto
 Problems with at most half as many rows as columns (small low-shot sets, the embedded scenes) run the same
 iterations on the Gram matrix instead, where a step costs a row of K rather than a row of X. The SVM is
 strictly convex, so the solution is liblinear's up to the stopping tolerance
-(`transfer/lowshot_svm_reference.py` checks it against scikit-learn).
+(`reference.py` beside it checks it against scikit-learn).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from hexa_zoo.data import ignore_interrupt
 
-from ..readers.detection import DetectionData
+from ...readers.detection import DetectionData
 from .batches import DetectionDataset, collate
 from .config import DetectionConfig
 from .model import eval_resolution
