@@ -24,7 +24,8 @@ import torch
 
 from . import checkpoint_files, convert
 from .catalog import MODELS
-from .errors import CheckpointFormatError, HexaError, IntegrityError, OfflineError, WeightsNotFoundError
+from .errors import (CheckpointFormatError, HexaError, IntegrityError, OfflineError, UnsafeCheckpointError,
+                     WeightsNotFoundError)
 from .publish import publish
 from .release_files import by_hand, check_file, download_official, record_first_use
 from .releases import RELEASES, Release, release_by_url
@@ -65,8 +66,8 @@ def find_weights(name: str, tag: str, url: str | None = None) -> WeightsSource:
             try:
                 folder = fetch_release(release)
                 return WeightsSource("local zoo", str(folder), folder / WEIGHTS_FILE, data_cfg_of(folder / CONFIG_FILE))
-            except IntegrityError:
-                raise  # a file that fails its check is refused, not reported as "not found"
+            except (IntegrityError, CheckpointFormatError, UnsafeCheckpointError):
+                raise  # a file that fails its check or its conversion is refused, not reported as "not found"
             except (OSError, HexaError) as err:
                 looked.append(f"official release: {release.url} ({str(err).splitlines()[0][:200]})")
     elif url:

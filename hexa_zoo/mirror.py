@@ -55,11 +55,9 @@ def published_rows(path: Path) -> list[dict[str, str]]:
 
 
 def rows_of(release: Release, rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
-    """The published rows that are this release's: its method and architecture, and its epochs (a row without
-    epochs belongs to the release ssl-transfer evaluated, the one `release_for(method)` returns)."""
-    default = release_for(release.method)
-    return [r for r in rows if r["method"] == release.method and r["arch"] in ("", ARCH)
-            and (r["epochs"] == str(release.epochs) if r["epochs"] else default == release)]
+    """The published rows that are this release's: its method (however spelt) and architecture, and its epochs (a
+    row without epochs belongs to the release ssl-transfer evaluated, the one `release_for(method)` returns)."""
+    return [r for r in rows if r["arch"] in ("", ARCH) and release_for(r["method"], r["epochs"]) == release]
 
 
 def eval_results(release: Release, rows: Sequence[dict[str, str]]) -> list:
@@ -75,9 +73,10 @@ def eval_results(release: Release, rows: Sequence[dict[str, str]]) -> list:
         variant = r.get("protocol") or "reported"
         results.append(EvalResult(
             task_type=next((t for k, t in TASKS.items() if k in r["benchmark"]), "image-classification"),
-            task_name=r["benchmark"], dataset_type=r["benchmark"].split("_", 1)[0], dataset_name=r["benchmark"],
+            # The Hub groups a card's results by task and dataset type: the benchmark is what tells them apart.
+            task_name=r["benchmark"], dataset_type=r["benchmark"], dataset_name=r["benchmark"],
             metric_type=r["metric"], metric_name=f"{r['metric']} ({variant})", metric_value=float(r["value"]),
-            metric_config=variant, source_name=r.get("source") or None))
+            metric_config=variant, metric_args={"source": r.get("source") or "not stated"}))
     return results
 
 
