@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 from .cards import CARD_FILE, write_model_index
 from .errors import DataError, OfflineError
-from .publish import push_folder, recorded_about
+from .publish import push_folder
 from .releases import ARCH, RELEASES, Release, release_for
 from .weights import CONFIG_FILE, WEIGHTS_FILE, is_offline, zoo_home
 
@@ -121,8 +121,3 @@ def _set_license(card_path: Path, release: Release) -> None:
         card.data.license = release.license
         atomic_write_text(card_path, str(card))
 
-
-def check_summary(folder: Path) -> str:
-    """How the release file behind a zoo folder was checked, as recorded when it was fetched."""
-    about = recorded_about(folder).get("release") or {}
-    return str(about.get("check") or "not recorded (published by hand)")

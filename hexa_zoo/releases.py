@@ -73,11 +73,6 @@ class Release:
     def trainable(self) -> bool:
         return self.catalog_method is not None
 
-    @property
-    def check_kind(self) -> str:
-        """How a download is checked: against the authors' checksum, or trust on first use."""
-        return f"published {self.checksum.split(':')[0]}" if self.checksum else "sha256 recorded at first download"
-
 
 def _folded(method: str) -> str:
     return method.lower().replace(" ", "").replace("-", "")

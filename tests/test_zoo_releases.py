@@ -237,3 +237,33 @@ def test_a_tf_or_jax_release_asks_for_its_conversion_tool(online):
         loading.fetch_release(release)
     assert "ajtejankar/byol-convert" in str(err.value) and "hexa zoo fetch byol_r50.in1k_ep1000 --file PATH" in str(err.value)
     assert online == []
+
+
+def test_the_readme_zoo_table_lists_every_release_as_the_table_says():
+    readme = (REPO / "README.md").read_text()
+    for r in RELEASES.values():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| {r.name} |")), None)
+        assert row is not None, r.name
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].startswith(r.method) and cells[2] == str(r.epochs) and float(cells[3]) == r.top1, r.name
+        assert (r.checksum or "none published") in cells[4] and cells[6] == r.license, r.name
+
+
+def test_a_published_sha256_prefix_is_checked_as_torchvision_names_it(r50_files, monkeypatch, tmp_path):
+    tv50, _, _ = r50_files
+    path = tmp_path / "resnet50-0676ba61.pth"
+    torch.save(tv50.state_dict(), path)  # a torchvision state dict, fc included (left out by the conversion)
+    sha256 = file_digests(path)["sha256"]
+    release = served(monkeypatch, "supervised_r50.in1k_ep90", path, checksum=f"sha256:{sha256[:8]}")
+    folder = loading.fetch_release(release, path)
+    assert f"sha256 {sha256[:8]} matches" in (folder / "README.md").read_text()
+    x = torch.randn(2, 3, 64, 64)
+    model = timm.create_model("supervised_r50", pretrained=True, num_classes=0)
+    assert torch.equal(timm_features(model, x), torchvision_features(tv50, x))
+    wrong = served(monkeypatch, "supervised_r50.in1k_ep90", path, checksum="sha256:0676ba61")
+    import shutil
+
+    shutil.rmtree(folder)
+    with pytest.raises(IntegrityError):
+        loading.fetch_release(wrong, path)
+    assert path.is_file() and not folder.exists()  # the user's own file is never deleted
