@@ -147,6 +147,11 @@ class DeepClusterV2(PseudoLabelMethod):
         self.memory_epoch.fill_(epoch)
         self.memory_ptr.zero_()
 
+    @property
+    def network(self) -> nn.Module:
+        """trunk, projection head and prototypes as one network (its parts registered here under their own names)."""
+        return self.wiring.network
+
     # ---- the pseudo-label interface -------------------------------------------------------------
     def clean_step(self, views: list[Tensor], index: Tensor) -> tuple[Tensor | None, list[Tensor], dict]:
         """Cross-entropy of every crop's scores against its image's assignments; the bank gets crops 0 and 1."""

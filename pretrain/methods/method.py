@@ -7,8 +7,7 @@ prediction against them. HEXA adds harder views of the same images and scores th
 targets; `pretrain.methods.hard_views.hexa_step` does that for any method written against this class.
 
 A method provides:
-- `network`: the module that is trained (what DDP wraps; `self.wiring.network`) and `trunk`, the backbone
-  that gets published;
+- `network`: the module that is trained (what DDP wraps) and `trunk`, the backbone that gets published;
 - `momentum_pairs`: the (online, momentum) module pairs whose momentum copy follows the online one after
   every optimiser step, m * momentum + (1 - m) * online (MoCo's key encoder; none by default);
 - `clean_step(views, index) -> (loss, targets, logs)`: its own loss on the clean views, with the batch's
@@ -23,9 +22,9 @@ A method provides:
   optimiser step).
 
 A method is built knowing its data: `dataset_size` and `steps_per_epoch` (schedules counted in epochs).
-What it runs but does not own as children (its trained network when that is a view over children
-registered under their own names, and the DDP wrapper) it keeps in `wiring` (`Wiring`), a plain attribute,
-so neither adds a second copy of their keys to the state dict.
+What it runs but does not own as children (the multi-crop network, a view over children registered under
+their own names, and the DDP wrapper) it keeps in `wiring` (`Wiring`), a plain attribute, so neither adds
+a second copy of their keys to the state dict.
 
 Shared here: input normalisation (the views arrive in pixels [0, 1]), the timm trunk, the DDP wrapper and
 its `no_sync`, the momentum update, SyncBatchNorm on GPUs, and the hard views' auxiliary BatchNorm.
@@ -75,7 +74,7 @@ class Wiring:
     """The modules a method runs but does not own as children. nn.Module makes every module attribute a child
     (its keys in the state dict, moved by `.to()`); these are held in this plain object instead."""
 
-    network: nn.Module | None = None  # the trained network (MoCo: its query encoder; multi-crop: a view of children)
+    network: nn.Module | None = None  # a multi-crop method's network (MultiCropNetwork): a view of its children
     ddp: nn.parallel.DistributedDataParallel | None = None  # `network`'s DDP wrapper, once `setup_distributed` ran
 
 
@@ -95,12 +94,8 @@ class PseudoLabelMethod(nn.Module):
         self.wiring = Wiring()
 
     # ---- what a method provides ----------------------------------------------------------------
+    network: nn.Module
     trunk: nn.Module
-
-    @property
-    def network(self) -> nn.Module:
-        """The module that is trained (what DDP wraps)."""
-        return self.wiring.network
 
     @property
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

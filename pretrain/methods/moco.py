@@ -158,7 +158,10 @@ class MoCo(PseudoLabelMethod):
             self.encoder_q.aux_bn = aux
         self.register_buffer("queue", F.normalize(torch.randn(cfg.dim, cfg.queue_size), dim=0))
         self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-        self.wiring.network = self.encoder_q
+
+    @property
+    def network(self) -> nn.Module:
+        return self.encoder_q
 
     @property
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

@@ -134,6 +134,11 @@ class SwAV(PseudoLabelMethod):
             length = limit
         return dataclasses.replace(section, queue_length=length), notes
 
+    @property
+    def network(self) -> nn.Module:
+        """trunk, projection head and prototypes as one network (its parts registered here under their own names)."""
+        return self.wiring.network
+
     # ---- the pseudo-label interface -------------------------------------------------------------
     def clean_step(self, views: list[Tensor], index: Tensor) -> tuple[Tensor, list[Tensor], dict]:
         """Codes of the assigned crops (Sinkhorn, with the queue once it is full), then the swapped loss."""
