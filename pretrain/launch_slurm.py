@@ -77,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mem_gb:
         extra["mem_gb"] = args.mem_gb
     if args.cluster == "slurm":
-        extra["slurm_setup"] = code_setup()
+        extra.update(slurm_setup=code_setup(), slurm_signal_delay_s=120)  # as cluster.jobs.slurm_parameters
     executor.update_parameters(name=args.name, nodes=args.nodes, tasks_per_node=tasks,
                                gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                timeout_min=int(args.hours * 60), **extra)
-    job = executor.submit(PretrainJob(rest, args.master_port, board=args.logs))
     board = Board(args.logs)
+    board.forget("pretrain")  # an earlier job's report in the same folder is not this one's
+    job = executor.submit(PretrainJob(rest, args.master_port, board=args.logs))
     board.submitted("pretrain", job, args.cluster)
     print(f"submitted job {job.job_id}: logs in {args.logs}/", flush=True)
     if not args.wait:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +44,7 @@ pytest.importorskip("submitit")
 _MISSING = _cluster_missing()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_MISSING), reason=_MISSING)]
 
+REPO = Path(__file__).resolve().parents[1]
 ON_THE_NODE = ["--gpus-per-node", "0", "--cpus-per-task", "1", "--hours", "0.5"]
 PRETRAIN = ["--method", "moco_v2", "--arch", "resnet10t", "--batch-size", "8", "--set", "workers=0", "threads=1",
             "augment.image_size=32", "moco.queue_size=8", "moco.hidden_dim=32", "log_every_steps=1",
@@ -147,6 +150,8 @@ def test_two_tasks_train_as_one_ddp_run_and_resume_at_the_step_they_were_stopped
     preempt_mid_run(out, job_id)
     assert ended(job_id) == "COMPLETED"
     assert job_field(job_id, "Restarts") == "1"
+    script = (logs / f"{job_id}_submission.sh").read_text()  # this interpreter, on this checkout's code
+    assert f"{shlex.quote(sys.executable)} -u -m submitit.core._submit" in script and f"export PYTHONPATH={REPO}" in script
     rank0, rank1 = (logs / f"{job_id}_{task}_log.err" for task in (0, 1))
     log = rank0.read_text()
     assert "2 process(es) (gloo DDP) x batch 4" in log
