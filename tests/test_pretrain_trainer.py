@@ -322,11 +322,11 @@ def test_deepcluster_crash_mid_epoch_resumes_exactly(tmp_path):
         method, calls = build_method(cfg, size, steps_per_epoch), []
         step = method.training_step
 
-        def training_step(*args):
+        def training_step(*args, **kwargs):
             calls.append(1)
             if len(calls) == 4:
                 raise _Crash
-            return step(*args)
+            return step(*args, **kwargs)
 
         method.training_step = training_step
         return method
@@ -381,9 +381,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         method = build_method(cfg, size, steps_per_epoch)
         clean_step, calls = method.training_step, []
 
-        def step(views, index, backward):
+        def step(views, index, backward, loss_scale):
             calls.append(1)
-            logs = clean_step(views, index, backward)
+            logs = clean_step(views, index, backward, loss_scale)
             return dict(logs, loss=float("nan")) if len(calls) == 4 else logs
 
         method.training_step = step

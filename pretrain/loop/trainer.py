@@ -54,23 +54,23 @@ from hexa_zoo.errors import ConfigError, HexaError
 from hexa_zoo.fileio import atomic_write_text
 from hexa_zoo.seeding import seed_everything
 
-from ..data.augment import resolve_pipeline
-from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
-                         save_checkpoint, save_rank_state, set_rng_state)
 from ..config import PretrainConfig, build_method
-from .divergence import stop_if_diverged
-from .epoch_tally import EpochTally, epoch_summary, report_bad_images
-from ..methods.hard_views import attack_passes, free_step_note
-from ..methods.method import compile_trunks
-from .monitor import KnnMonitor, monitor_splits
-from .optim import learning_rate, make_optimizer
-from ..processes import Processes, cpu_threads, init_processes
+from ..data.augment import resolve_pipeline
 from ..data.device_augment import finish_views
 from ..data.pipeline_choice import DeviceTime, PipelineChoice, broadcast_from_rank0, synchronized_clock
+from ..data.sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, require_a_batch,
+                             sample_seed, set_pipeline)
+from ..methods.hard_views import attack_passes, free_step_note
+from ..methods.method import compile_trunks
+from ..processes import Processes, cpu_threads, init_processes
+from .checkpoint import (choose_checkpoint, load_checkpoint, load_rank_state, remove_unfinished_writes,
+                         save_checkpoint, save_rank_state, set_rng_state)
+from .divergence import stop_if_diverged
+from .epoch_tally import EpochTally, epoch_summary, report_bad_images
+from .monitor import KnnMonitor, monitor_splits
+from .optim import learning_rate, make_optimizer
 from .publishing import check_publish_target, load_hint, publish_trunk
 from .runlog import DataWait, RunLog
-from ..data.sampling import (ResumableSampler, build_dataset, even_out, fit_batch, make_loader, require_a_batch,
-                       sample_seed, set_pipeline)
 
 log = logging.getLogger("pretrain")
 
