@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import CheckpointFormatError
+
+if TYPE_CHECKING:  # torch is imported where tensors are read, so `hexa zoo --help` stays quick
+    import torch
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def gather_tensors(obj: Mapping, prefix: str = "") -> dict[str, torch.Tensor]:
     """Every tensor in a (nested) checkpoint dict under its dotted path, wrapper segments stripped from
     the front (``classy_state_dict.base_model.model.trunk.x`` -> ``trunk.x``, ``state_dict.module.x`` -> ``x``);
     optimizer and scaler state are left out."""
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if str(key) in _NOT_MODEL:

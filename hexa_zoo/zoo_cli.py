@@ -27,6 +27,8 @@ EXAMPLES = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .layouts import FROM_CHOICES, LAYOUTS
+
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="hexa zoo", formatter_class=fmt,
@@ -48,12 +50,13 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=fmt, epilog="examples:\n" + EXAMPLES["fetch"])
     p.add_argument("name", help="NAME or NAME.TAG")
 
-    p = sub.add_parser("convert", help="a MoCo/SwAV/DeepCluster-v2/hexa checkpoint -> timm, detectron2 or torchvision",
-                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["convert"])
+    p = sub.add_parser("convert", help="a self-supervised release or hexa checkpoint -> timm, detectron2 or torchvision",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["convert"] + "\nlayouts (--from):\n"
+                       + "\n".join(f"  {layout.name:12} {layout.what}" for layout in LAYOUTS.values()))
     p.add_argument("src", help="checkpoint file (.pth, .pth.tar, .pt, .safetensors)")
     p.add_argument("out", help="output file (written atomically)")
-    p.add_argument("--from", dest="layout", default="auto", choices=["auto", "moco", "swav", "dcluster_v2", "hexa", "timm"],
-                   help="checkpoint layout (default: detected from its keys)")
+    p.add_argument("--from", dest="layout", default="auto", choices=list(FROM_CHOICES),
+                   help="checkpoint layout (default: detected from its keys; refused when they fit several)")
     p.add_argument("--to", default="timm", choices=["timm", "detectron2", "torchvision"],
                    help="timm: safetensors; detectron2: pickle for MODEL.WEIGHTS; torchvision: state dict")
     p.add_argument("--arch", help="timm architecture of the trunk (default: inferred)")
