@@ -16,6 +16,7 @@ EXAMPLES = {
     "convert": "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_v2_r50.safetensors\n"
                "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_r50_d2.pkl --to detectron2\n"
                "  hexa zoo convert swav_800ep_pretrain.pth.tar swav_tv.pth --from swav --to torchvision\n"
+               "  hexa zoo convert pretrain_res50x1.pth.tar byol_r50.safetensors --from byol   # keys alone cannot tell\n"
                "  hexa zoo convert runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt trunk.safetensors "
                "--from hexa",
     "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt --model hexa_moco_r18 "
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="a self-supervised release or hexa checkpoint -> timm, detectron2 or torchvision",
                        formatter_class=fmt, epilog="examples:\n" + EXAMPLES["convert"] + "\nlayouts (--from):\n"
-                       + "\n".join(f"  {layout.name:12} {layout.what}" for layout in LAYOUTS.values()))
+                       + "\n".join(f"  {layout.name + ':':13}{layout.what}" for layout in LAYOUTS.values()))
     p.add_argument("src", help="checkpoint file (.pth, .pth.tar, .pt, .safetensors)")
     p.add_argument("out", help="output file (written atomically)")
     p.add_argument("--from", dest="layout", default="auto", choices=list(FROM_CHOICES),
