@@ -74,7 +74,7 @@ FROM_CHOICES.update({name: {name, "timm"} for name in ("byol", "simclr_v1")})
 
 _WRAPPER_SEGMENTS = ("classy_state_dict", "base_model", "model", "state_dict", "model_state_dict",
                      "module", "_orig_mod")  # checkpoint wrappers, DDP and torch.compile
-_NOT_MODEL = ("optimizer", "optimizer_state", "scaler", "amp")  # training state, never weights
+_NOT_MODEL = ("optimizer", "optimizer_state", "scaler", "amp", "rng")  # training state, never weights
 
 
 def gather_tensors(obj: Mapping, prefix: str = "") -> dict[str, torch.Tensor]:

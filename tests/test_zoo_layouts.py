@@ -31,6 +31,10 @@ CASES = {  # name: (builder, --from layout, what auto-detection says, groups lef
     "dino": (official.dino, "timm", "timm", set()),
     "supervised": (official.supervised, "timm", AMBIGUOUS, {"fc"}),
 }
+# Smaller files of the same releases: PyContrast's model zoo files may hold `model` alone; VISSL also writes
+# {model_state_dict: trunk} (extra_scripts/convert_vissl_to_torchvision.py reads both).
+VARIANTS = {"insdis": lambda state: {"model": state["model"]},
+            "vissl": lambda state: {"model_state_dict": state["classy_state_dict"]["base_model"]["model"]["trunk"]}}
 # byol-convert pads like TF ('SAME': the extra pixel at the bottom/right), timm symmetrically; the two agree
 # exactly when every stride-2 input is odd, as at 65x65 (65 -> 33 -> 17 -> 9 -> 5 -> 3).
 SIZE = {"byol": 65}
@@ -41,7 +45,7 @@ def tensor_count(obj) -> int:
     if isinstance(obj, torch.Tensor):
         return 1
     if isinstance(obj, Mapping):
-        return sum(tensor_count(v) for k, v in obj.items() if k not in ("optimizer", "scaler"))
+        return sum(tensor_count(v) for k, v in obj.items() if k not in ("optimizer", "scaler", "rng"))
     return 0
 
 
@@ -84,6 +88,10 @@ def test_release_layout_converts_exactly(case, timm50, tmp_path):
         assert "--from simclr_v1" in err.value.fix and "--from timm" in err.value.fix
     else:
         assert convert.to_timm(path).layout == detected
+    if case in VARIANTS:
+        smaller = convert.to_timm(VARIANTS[case](state))
+        assert smaller.layout == layout
+        assert all(torch.equal(smaller.state_dict[k], v) for k, v in converted.state_dict.items())
 
 
 def test_byol_conversion_names_the_padding_difference_at_even_sizes(timm50):
