@@ -62,12 +62,6 @@ def flatten_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, 
     return tensors, candidates, meta
 
 
-def detect_layout(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Which release format a (wrapper-stripped) state dict follows; several names joined by '|' when
-    its keys cannot tell."""
-    return "|".join(detect(tensors))
-
-
 def _choose_layout(candidates: tuple[str, ...], layout: str, tensors, source: str) -> str:
     if layout == "auto":
         if len(candidates) > 1:
