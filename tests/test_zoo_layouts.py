@@ -160,3 +160,11 @@ def test_timm_filter_reads_a_renamed_layout(timm50):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (timm50(x) - official_features(x)).abs().max().item() < 1e-5
+
+
+def test_every_release_names_a_layout_tested_here():
+    from hexa_zoo.releases import RELEASES
+
+    tested = {layout for _, layout, _, _ in CASES.values()}
+    for key, release in RELEASES.items():
+        assert release.layout in LAYOUTS and release.layout in tested | {"moco", "swav", "dcluster_v2"}, key
