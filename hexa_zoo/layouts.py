@@ -70,7 +70,6 @@ TORCHVISION_NAMED = ("byol", "simclr_v1", "timm")
 # What `--from` accepts, and the detected layouts each choice admits.
 FROM_CHOICES: dict[str, set[str]] = {"auto": set(LAYOUTS), **{name: {name} for name in LAYOUTS}}
 FROM_CHOICES["swav"] = {"swav", "dcluster_v2"}  # one repository, one release format
-FROM_CHOICES.update({name: {name, "timm"} for name in ("byol", "simclr_v1")})
 
 _WRAPPER_SEGMENTS = ("classy_state_dict", "base_model", "model", "state_dict", "model_state_dict",
                      "module", "_orig_mod")  # checkpoint wrappers, DDP and torch.compile
