@@ -111,6 +111,8 @@ RELEASES: dict[str, Release] = {r.name: r for r in (
        "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
        "google-research/simclr TF checkpoint, converted with tonylins/simclr-converter (as ssl-transfer did)",
        "arXiv:2002.05709", "apache-2.0", None, 69.3, _SSL_TRANSFER, aliases=("SimCLR",),
+       notes="the simclr README gives 69.1 for this checkpoint, ssl-transfer quotes the paper's 69.3; epochs are the "
+             "paper's (the README does not say)",
        convert_with="tonylins/simclr-converter (TensorFlow checkpoint -> PyTorch state dict)"),
     _r("moco_v2_r50", "in1k_ep800", "MoCo-v2", 800, "moco",
        f"{_FAIR}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar", _MOCO, "arXiv:2003.04297",
@@ -131,7 +133,9 @@ RELEASES: dict[str, Release] = {r.name: r for r in (
        "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
        "deepmind/deepmind-research byol JAX checkpoint, converted with ajtejankar/byol-convert",
        "arXiv:2006.07733", "apache-2.0", None, 74.3, _SSL_TRANSFER,
-       convert_with="ajtejankar/byol-convert (JAX/haiku pickle -> PyTorch state dict)"),
+       convert_with="ajtejankar/byol-convert (python convert.py pretrain_res50x1.pkl pretrain_res50x1.pth.tar)",
+       notes="deepmind-research's byol README: 'should evaluate to ~74.4%'; ssl-transfer quotes the paper's 74.3; "
+             "epochs are the paper's 1000 (the README does not say)"),
     _r("dcluster_v2_r50", "in1k_ep800", "DeepCluster-v2", 800, "dcluster_v2",
        f"{_FAIR}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar", _SWAV, "arXiv:2006.09882", _CC, None, 75.2,
        _SSL_TRANSFER, notes="2x224 + 6x96 crops"),

@@ -26,8 +26,8 @@ EXAMPLES = {
                "  hexa zoo publish moco_v2_800ep_pretrain.pth.tar --model moco_v2_r50 --tag in1k_ep800\n"
                "  hexa zoo publish trunk.safetensors --model hexa_moco_r50 --tag in1k_ep200 "
                "--push-to-hub my-org/hexa_moco_r50.in1k_ep200",
-    "mirror": "  hexa zoo mirror --org my-org --out hub/ --published leaderboards/published.csv\n"
-              "  hexa zoo mirror --org my-org --out hub/ --push",
+    "mirror": "  hexa zoo mirror --org my-org --out hub/            # writes the folders, says what it would push\n"
+              "  hexa zoo mirror --org my-org --out hub/ --published leaderboards/published.csv --push",
 }
 
 
