@@ -1,19 +1,8 @@
 """Turn self-supervised checkpoints into plain trunk weights, and export them for other frameworks.
 
-Understood inputs (detected from their keys, or named with `layout=`):
-
-- ``moco``: the official MoCo v1/v2 files ``{epoch, arch, state_dict, optimizer}``, keys
-  ``module.encoder_q.*`` (the query encoder, whose ``fc`` is the projection head), ``module.encoder_k.*``,
-  ``module.queue``.
-- ``swav`` / ``dcluster_v2``: the SwAV and DeepCluster-v2 releases, a bare state dict of ``module.*``
-  trunk keys beside ``module.projection_head.*`` and ``module.prototypes.*`` (DeepCluster-v2:
-  ``module.prototypes.prototypes{0,1,2}.*``); their training checkpoints wrap it in ``state_dict``.
-- ``hexa``: this project's training checkpoints ``{"epoch", "step", "method", "arch", "config",
-  "model": method.state_dict(), ...}``.
-- ``timm``: a bare trunk state dict (timm and torchvision ResNets share their key names),
-  including ``.safetensors`` files.
-
-Whatever the layout, DDP's ``module.`` wrapper is stripped and the trunk found by its keys and shapes
+The layouts understood (MoCo v1/v2/v3, SimSiam, SwAV, DeepCluster-v2, PyContrast, VISSL, the SimCLR-v1/v2
+and BYOL PyTorch conversions, hexa-zoo training checkpoints, bare timm/torchvision trunks) are described,
+detected and renamed in `layouts`; whatever the layout, the trunk is then found by its keys and shapes
 (`trunk_finding`); files are read without running code (`checkpoint_files`).
 """
 
@@ -29,27 +18,11 @@ import torch
 from .checkpoint_files import read_checkpoint
 from .errors import CheckpointFormatError
 from .fileio import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes
+from .layouts import (FROM_CHOICES, LAYOUTS, TORCHVISION_NAMED, ambiguity_error, detect,
+                      gather_tensors, to_torchvision_names)
 from .trunk_finding import TRUNK_ARCHS, dropped_groups, find_trunk, trunk_template
 
-LAYOUTS = ("moco", "swav", "dcluster_v2", "hexa", "timm")
-# What `--from` accepts, and the detected layouts each choice admits.
-FROM_CHOICES = {
-    "auto": set(LAYOUTS),
-    "moco": {"moco"},
-    "swav": {"swav", "dcluster_v2"},  # one repository, one release format
-    "dcluster_v2": {"dcluster_v2"},
-    "hexa": {"hexa"},
-    "timm": {"timm"},
-}
 TARGETS = ("timm", "detectron2", "torchvision")
-_LAYOUT_NAMES = {
-    "moco": "MoCo (keys module.encoder_q.*, module.encoder_k.*, module.queue)",
-    "swav": "SwAV release (keys module.*, module.projection_head.*, module.prototypes.weight)",
-    "dcluster_v2": "DeepCluster-v2 release (keys module.*, module.prototypes.prototypes{0,1,2}.*)",
-    "hexa": "hexa-zoo training checkpoint (keys method, arch, model)",
-    "timm": "bare trunk state dict (timm/torchvision key names)",
-}
-_WRAPPERS = ("module.", "_orig_mod.")  # DDP and torch.compile
 
 
 @dataclass
@@ -66,47 +39,44 @@ class Converted:
     def summary(self) -> str:
         dropped = ", ".join(f"{k} ({n})" for k, n in sorted(self.dropped.items())) or "nothing"
         where = f"under '{self.prefix}'" if self.prefix else "at the top level"
-        return (f"{_LAYOUT_NAMES[self.layout]}: {self.arch} trunk {where}, {len(self.state_dict)} tensors; "
-                f"left out: {dropped}")
+        note = "; input: pixels in [0, 1], no mean/std normalisation" if LAYOUTS[self.layout].unnormalized_input else ""
+        return (f"{LAYOUTS[self.layout].what}: {self.arch} trunk {where}, {len(self.state_dict)} tensors; "
+                f"left out: {dropped}{note}")
 
 
 # ----------------------------------------------------------------------------------------- layouts
 
-def flatten_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str, dict]:
-    """The tensors of a checkpoint with wrapper prefixes stripped, its layout, and its metadata."""
+def flatten_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], tuple[str, ...], dict]:
+    """The tensors of a checkpoint (wrappers stripped), the layouts its keys admit (one, or several when
+    they cannot tell), and its metadata."""
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(f"{source} holds a {type(obj).__name__}, not a state dict or checkpoint dict",
                                     "pass a file written by torch.save(model.state_dict()) or a training checkpoint")
     meta = {k: obj[k] for k in ("epoch", "step", "method", "arch") if isinstance(obj.get(k), (int, str))}
-    is_hexa = isinstance(obj.get("model"), Mapping) and "method" in obj
-    inner = obj
-    for key in ("model", "state_dict"):  # hexa: "model"; MoCo/SwAV training files: "state_dict"
-        if isinstance(obj.get(key), Mapping):
-            inner = obj[key]
-            break
-    tensors = {_strip_wrappers(k): v for k, v in inner.items() if isinstance(v, torch.Tensor)}
+    tensors = gather_tensors(obj)
     if not tensors:
         raise CheckpointFormatError(f"{source} contains no tensors (top-level keys: {sorted(map(str, obj))[:12]})",
                                     "pass a checkpoint that holds model weights")
-    return tensors, ("hexa" if is_hexa else detect_layout(tensors)), meta
+    is_hexa = isinstance(obj.get("model"), Mapping) and "method" in obj
+    candidates = ("hexa",) if is_hexa else detect(tensors, tuple(map(str, obj)))
+    return tensors, candidates, meta
 
 
-def _strip_wrappers(key: str) -> str:
-    while key.startswith(_WRAPPERS):
-        key = key.split(".", 1)[1]
-    return key
-
-
-def detect_layout(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Which release format a (wrapper-stripped) state dict follows."""
-    keys = list(tensors)
-    if any(k.startswith("encoder_q.") for k in keys):
-        return "moco"
-    if any(k.startswith("prototypes.prototypes") for k in keys):
-        return "dcluster_v2"
-    if any(k.startswith(("prototypes.", "projection_head.")) for k in keys):
-        return "swav"
-    return "timm"
+def _choose_layout(candidates: tuple[str, ...], layout: str, tensors, source: str) -> str:
+    if layout == "auto":
+        if len(candidates) > 1:
+            raise ambiguity_error(candidates, source)
+        return candidates[0]
+    admitted = [c for c in candidates if c in FROM_CHOICES[layout]]
+    if layout in TORCHVISION_NAMED and "timm" in candidates:  # any torchvision-named file, as the user says
+        return layout
+    if admitted:
+        return layout if layout in admitted else admitted[0]
+    wanted = " or ".join(LAYOUTS[x].what for x in sorted(FROM_CHOICES[layout]))
+    seen = " or ".join(LAYOUTS[c].what for c in candidates)
+    raise CheckpointFormatError(
+        f"{source} is not a {wanted}: it looks like a {seen} (first keys: {', '.join(list(tensors)[:4])})",
+        f"use --from auto (or --from {' / --from '.join(_from_choice(c) for c in candidates)})")
 
 
 # ------------------------------------------------------------------------------------- converting
@@ -124,13 +94,9 @@ def to_timm(checkpoint: Any, *, layout: str = "auto", arch: str | None = None,
         source = source or str(checkpoint)
         checkpoint = read_checkpoint(checkpoint)
     source = source or "checkpoint"
-    tensors, detected, meta = flatten_checkpoint(checkpoint, source)
-    if detected not in FROM_CHOICES[layout]:
-        wanted = " or ".join(_LAYOUT_NAMES[x] for x in sorted(FROM_CHOICES[layout]))
-        raise CheckpointFormatError(
-            f"{source} is not a {wanted}: it looks like a {_LAYOUT_NAMES[detected]} "
-            f"(first keys: {', '.join(list(tensors)[:4])})",
-            f"use --from auto (or --from {_from_choice(detected)})")
+    tensors, candidates, meta = flatten_checkpoint(checkpoint, source)
+    detected = _choose_layout(candidates, layout, tensors, source)
+    tensors = to_torchvision_names(tensors, detected)
     archs = [arch] if arch else _arch_candidates(meta.get("arch"))
     first_error = None
     for candidate in archs:
@@ -168,7 +134,8 @@ def timm_filter(state_dict: Mapping[str, Any], model: torch.nn.Module) -> dict[s
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "fc"
     template = {k: tuple(v.shape) for k, v in model.state_dict().items()
                 if not k.startswith(classifier + ".")}
-    tensors, _, _ = flatten_checkpoint(state_dict, "the pretrained weights")
+    tensors, candidates, _ = flatten_checkpoint(state_dict, "the pretrained weights")
+    tensors = to_torchvision_names(tensors, candidates[0])
     arch = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
     trunk, _ = find_trunk(tensors, template, arch, "the pretrained weights")
     return trunk
@@ -213,7 +180,9 @@ def convert(src: str | Path, out: str | Path, *, layout: str = "auto", to: str =
     out = Path(out)
     if to == "timm":
         atomic_save_safetensors({k: v.contiguous() for k, v in converted.state_dict.items()}, out,
-                                {"format": "pt", "arch": converted.arch, "converted_from": converted.layout})
+                                {"format": "pt", "arch": converted.arch, "converted_from": converted.layout,
+                                 **({"input": "unnormalized [0, 1]"} if LAYOUTS[converted.layout].unnormalized_input
+                                    else {})})
     elif to == "detectron2":
         atomic_write_bytes(out, pickle.dumps(to_detectron2(converted.state_dict), protocol=4))
     else:

@@ -18,6 +18,7 @@ EXAMPLES = {
     "convert": "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_v2_r50.safetensors\n"
                "  hexa zoo convert moco_v2_800ep_pretrain.pth.tar moco_r50_d2.pkl --to detectron2\n"
                "  hexa zoo convert swav_800ep_pretrain.pth.tar swav_tv.pth --from swav --to torchvision\n"
+               "  hexa zoo convert pretrain_res50x1.pth.tar byol_r50.safetensors --from byol   # keys alone cannot tell\n"
                "  hexa zoo convert runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt trunk.safetensors "
                "--from hexa",
     "publish": "  hexa zoo publish runs/hexa_moco_r18/checkpoints/checkpoint_e00010_b0000000.pt --model hexa_moco_r18 "
@@ -31,6 +32,8 @@ EXAMPLES = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .layouts import FROM_CHOICES, LAYOUTS
+
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="hexa zoo", formatter_class=fmt,
@@ -56,12 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--file", type=Path, help="a release file you downloaded (and, for SimCLR/BYOL, converted) "
                    "yourself: checked and converted into the zoo instead of downloading")
 
-    p = sub.add_parser("convert", help="a MoCo/SwAV/DeepCluster-v2/hexa checkpoint -> timm, detectron2 or torchvision",
-                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["convert"])
+    p = sub.add_parser("convert", help="a self-supervised release or hexa checkpoint -> timm, detectron2 or torchvision",
+                       formatter_class=fmt, epilog="examples:\n" + EXAMPLES["convert"] + "\nlayouts (--from):\n"
+                       + "\n".join(f"  {layout.name + ':':13}{layout.what}" for layout in LAYOUTS.values()))
     p.add_argument("src", help="checkpoint file (.pth, .pth.tar, .pt, .safetensors)")
     p.add_argument("out", help="output file (written atomically)")
-    p.add_argument("--from", dest="layout", default="auto", choices=["auto", "moco", "swav", "dcluster_v2", "hexa", "timm"],
-                   help="checkpoint layout (default: detected from its keys)")
+    p.add_argument("--from", dest="layout", default="auto", choices=list(FROM_CHOICES),
+                   help="checkpoint layout (default: detected from its keys; refused when they fit several)")
     p.add_argument("--to", default="timm", choices=["timm", "detectron2", "torchvision"],
                    help="timm: safetensors; detectron2: pickle for MODEL.WEIGHTS; torchvision: state dict")
     p.add_argument("--arch", help="timm architecture of the trunk (default: inferred)")
