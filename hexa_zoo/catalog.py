@@ -9,13 +9,14 @@ is that module's `METHOD`); adding a method is that file, one entry here and its
 Each HEXA variant names its `baseline`: its recipes are the baseline's with the hard views switched on
 (`pretrain/configs/hexa_*.yaml` say `base: <baseline recipe>`; a test checks every pair).
 
-Zoo models are `<method>_<arch short>` for the architectures in `ARCHS` (`hexa_moco_r50`); official
-releases (MoCo's and swav's files, converted on download) are listed per model and tag in `OFFICIAL`.
+Zoo models are `<method>_<arch short>` for the architectures in `ARCHS` (`hexa_moco_r50`). Published weights
+(MoCo's and swav's files, and the field's other ResNet-50s, converted on download) are listed per model and
+tag in `hexa_zoo.releases.RELEASES`; a release whose model is a method here is one the project can also train.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 ARCHS = {"resnet18": "r18", "resnet50": "r50"}  # timm trunk -> the suffix of its zoo model names
@@ -67,7 +68,6 @@ class Method:
     recipes: Mapping[str, str]      # scale -> recipe name in pretrain/configs/; "embedded" is the CPU one
     paper_recipe: str               # the scale used off the embedded data when no recipe is given
     baseline: str | None = None     # for a HEXA variant: the method it adds hard views to
-    official_tags: tuple[str, ...] = field(default=())  # r50 tags with an official release (OFFICIAL)
 
     @property
     def is_hexa(self) -> bool:
@@ -81,22 +81,20 @@ class Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("moco_v2", "MoCo-v2", "moco", "moco_v2", "MoCo-v2",
            {"embedded": "moco_v2_r18_embedded", "in1k_ep200": "moco_v2_r50_200ep", "in1k_ep800": "moco_v2_r50_800ep"},
-           "in1k_ep200", official_tags=("in1k_ep800", "in1k_ep200")),
+           "in1k_ep200"),
     Method("hexa_moco", "HEXA_MoCo", "moco", "hexa", "HEXA_MoCo (MoCo-v2 plus adversarial and CutMix hard views)",
            {"embedded": "hexa_moco_r18_embedded", "in1k_ep200": "hexa_moco_r50_200ep",
             "in1k_ep800": "hexa_moco_r50_800ep"}, "in1k_ep200", baseline="moco_v2"),
     Method("dcluster_v2", "DeepCluster-v2", "deepcluster", "swav", "DeepCluster-v2",
            {"embedded": "dcluster_v2_r18_embedded", "in1k_ep400": "dcluster_v2_r50_400ep",
-            "in1k_ep800": "dcluster_v2_r50_800ep"}, "in1k_ep800",
-           official_tags=("in1k_ep800", "in1k_ep400", "in1k_ep400_2x224")),
+            "in1k_ep800": "dcluster_v2_r50_800ep"}, "in1k_ep800"),
     Method("hexa_dcluster", "HEXA_DCluster", "deepcluster", "hexa",
            "HEXA_DCluster (DeepCluster-v2 plus adversarial and CutMix hard views)",
            {"embedded": "hexa_dcluster_r18_embedded", "in1k_ep400": "hexa_dcluster_r50_400ep",
             "in1k_ep800": "hexa_dcluster_r50_800ep"}, "in1k_ep800", baseline="dcluster_v2"),
     Method("swav", "SwAV", "swav", "swav", "SwAV",
            {"embedded": "swav_r18_embedded", "in1k_ep200_bs256": "swav_r50_200ep_bs256",
-            "in1k_ep800": "swav_r50_800ep"}, "in1k_ep800",
-           official_tags=("in1k_ep800", "in1k_ep400", "in1k_ep200", "in1k_ep100")),
+            "in1k_ep800": "swav_r50_800ep"}, "in1k_ep800"),
     Method("hexa_swav", "HEXA_SwAV", "swav", "hexa", "HEXA_SwAV (SwAV plus adversarial and CutMix hard views)",
            {"embedded": "hexa_swav_r18_embedded", "in1k_ep200_bs256": "hexa_swav_r50_200ep_bs256",
             "in1k_ep800": "hexa_swav_r50_800ep"}, "in1k_ep800", baseline="swav"),
@@ -113,31 +111,6 @@ FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(m.module for m in METHODS.values
 # beside the recipes' names, so that the demo, the study and its plan count a budget with one number.
 EPOCHS_AT_BUDGET_1 = 12
 
-_FAIR = "https://dl.fbaipublicfiles.com"
-# Official releases: model.tag -> (url, md5 prefix published beside it or None, notes). The MoCo md5
-# prefixes are those of the MoCo README's model table; the swav repository publishes none.
-OFFICIAL = {
-    "moco_v2_r50.in1k_ep800": (f"{_FAIR}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
-                               "a04e12f8", "800 epochs, ImageNet linear top-1 71.1"),
-    "moco_v2_r50.in1k_ep200": (f"{_FAIR}/moco/moco_checkpoints/moco_v2_200ep/moco_v2_200ep_pretrain.pth.tar",
-                               "59fd9945", "200 epochs, ImageNet linear top-1 67.7"),
-    "dcluster_v2_r50.in1k_ep800": (f"{_FAIR}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar", None,
-                                   "800 epochs, 2x224 + 6x96 crops, ImageNet linear top-1 75.2"),
-    "dcluster_v2_r50.in1k_ep400": (f"{_FAIR}/deepcluster/deepclusterv2_400ep_pretrain.pth.tar", None,
-                                   "400 epochs, 2x160 + 4x96 crops, ImageNet linear top-1 74.3"),
-    "dcluster_v2_r50.in1k_ep400_2x224": (f"{_FAIR}/deepcluster/deepclusterv2_400ep_2x224_pretrain.pth.tar", None,
-                                         "400 epochs, 2x224 crops, ImageNet linear top-1 70.2"),
-    "swav_r50.in1k_ep800": (f"{_FAIR}/deepcluster/swav_800ep_pretrain.pth.tar", None,
-                            "800 epochs, 2x224 + 6x96 crops, ImageNet linear top-1 75.3"),
-    "swav_r50.in1k_ep400": (f"{_FAIR}/deepcluster/swav_400ep_pretrain.pth.tar", None,
-                            "400 epochs, 2x224 + 6x96 crops, ImageNet linear top-1 74.6"),
-    "swav_r50.in1k_ep200": (f"{_FAIR}/deepcluster/swav_200ep_pretrain.pth.tar", None,
-                            "200 epochs, 2x224 + 6x96 crops, ImageNet linear top-1 73.9"),
-    "swav_r50.in1k_ep100": (f"{_FAIR}/deepcluster/swav_100ep_pretrain.pth.tar", None,
-                            "100 epochs, 2x224 + 6x96 crops, ImageNet linear top-1 72.1"),
-}
-
-
 def zoo_model_name(method: str, arch: str) -> str:
     """`hexa_moco` + `resnet18` -> `hexa_moco_r18`; other archs -> `<method>_<arch>` (dots, slashes as '_')."""
     short = ARCHS.get(arch)
@@ -147,23 +120,6 @@ def zoo_model_name(method: str, arch: str) -> str:
 # Registered zoo models: name -> (method, arch), in catalog order, ResNet-50 first.
 MODELS: dict[str, tuple[str, str]] = {
     zoo_model_name(m.name, arch): (m.name, arch) for arch in reversed(ARCHS) for m in METHODS.values()}
-
-
-def _epochs(tag: str) -> int:
-    digits = tag.split("_ep", 1)[1].split("_")[0] if "_ep" in tag else "0"
-    return int(digits) if digits.isdigit() else 0
-
-
-def model_tags(name: str) -> tuple[str, ...]:
-    """A registered model's tags, the default first: ResNet-50 models have the ImageNet tags of their
-    official releases and recipes, longest schedule first, then "embedded"; ResNet-18 models "embedded"."""
-    method, arch = MODELS[name]
-    entry = METHODS[method]
-    if arch != "resnet50":
-        return (EMBEDDED_TAG,)
-    scales = [s for s in entry.recipes if s != EMBEDDED_TAG]
-    tags = list(dict.fromkeys(list(entry.official_tags) + scales))
-    return tuple(sorted(tags, key=lambda t: -_epochs(t))) + (EMBEDDED_TAG,)
 
 
 def hexa_pairs() -> list[tuple[str, str]]:

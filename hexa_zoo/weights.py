@@ -216,10 +216,11 @@ def download_official(url: str) -> Path:
                            "unset HF_HUB_OFFLINE, or download the file elsewhere and pass its path")
     from torch.hub import download_url_to_file
 
-    from .catalog import OFFICIAL
+    from .releases import release_by_url
 
     dest = official_download_path(url)
-    md5 = next((m for u, m, _ in OFFICIAL.values() if u == url), None)
+    release = release_by_url(url)
+    md5 = release.checksum.split(":", 1)[1] if release and release.checksum and release.checksum.startswith("md5:") else None
     with atomic_path(dest) as tmp:
         download_url_to_file(url, str(tmp), progress=True)
         if md5:

@@ -12,7 +12,7 @@ import torch
 
 from hexa_zoo import cli, convert, load_trunk, weights
 from hexa_zoo.errors import CheckpointFormatError, OfflineError, UnsafeCheckpointError, WeightsNotFoundError
-from hexa_zoo.models import OFFICIAL
+from hexa_zoo.releases import RELEASES
 from hexa_zoo.publish import publish
 from test_zoo_convert import moco_checkpoint, random_torchvision, swav_release, trunk_of
 
@@ -45,7 +45,7 @@ def test_missing_weights_offline_fail_at_once_saying_where_and_how():
 
 
 def test_official_model_offline_names_the_release_and_the_fetch_command():
-    url = OFFICIAL["moco_v2_r50.in1k_ep200"][0]
+    url = RELEASES["moco_v2_r50.in1k_ep200"].url
     start = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as err:
         load_trunk("moco_v2_r50.in1k_ep200")

@@ -15,7 +15,7 @@ import torch
 
 from hexa_zoo import cli, load_trunk, weights, zoo_cli
 from hexa_zoo.fileio import sha256_file
-from hexa_zoo.models import OFFICIAL
+from hexa_zoo.releases import RELEASES
 from hexa_zoo.publish import publish
 from test_zoo_convert import (hexa_checkpoint, moco_checkpoint, moco_r50, random_torchvision,  # noqa: F401
                               timm_features, torchvision_features, trunk_of)
@@ -204,7 +204,7 @@ def test_hub_download_through_huggingface_hub_from_a_local_endpoint(tv18, images
 
 def test_official_release_is_converted_on_the_fly(moco_r50):  # noqa: F811 (the fixture, by name)
     tv50, raw = moco_r50
-    url = OFFICIAL["moco_v2_r50.in1k_ep800"][0]
+    url = RELEASES["moco_v2_r50.in1k_ep800"].url
     cached = weights.official_download_path(url)
     cached.parent.mkdir(parents=True)
     os.symlink(raw, cached)  # as if downloaded earlier: offline, nothing else is asked
