@@ -63,13 +63,13 @@ RUNNERS: tuple[Runner, ...] = (
 
 # Why a variant has no runner: the code that measured it is not the one our presets follow.
 NOT_HERE = {
-    "swav-eval_linear": "swav's eval_linear.py recipe; our linear preset follows MoCo's main_lincls",
-    "simclr": "SimCLR's own TensorFlow evaluation code is not reproduced here",
-    "pcl": "PCL's eval_svm_voc.py low-shot SVMs; ours follow VISSL's",
-    "esvit": "COCO Mask R-CNN as EsViT quotes it; not run here",
+    "swav-eval_linear": "not run here: swav's eval_linear.py recipe (our linear preset follows MoCo's main_lincls)",
+    "simclr": "not run here: SimCLR's own TensorFlow linear evaluation and fine-tuning",
+    "pcl": "not run here: PCL's eval_svm_voc.py low-shot SVMs (ours follow VISSL's)",
+    "esvit": "not run here: COCO Mask R-CNN R50-C4 1x as EsViT quotes it",
     "ssl-transfer-quoted": "each method's own linear protocol, as the paper quotes it (the moco-lincls rows of "
                            "`imagenet_linear` give our linear command)",
-    "hexa-paper": "the protocol behind these numbers is not stated",
+    "hexa-paper": "the protocol behind these numbers is not stated, so nothing can re-measure them",
 }
 # Published spellings that name a release's method differently: the SwAV paper's "SimCLR" is SimCLR-v1.
 ALIASES = {"simclr": "SimCLR-v1"}
@@ -112,7 +112,7 @@ def why_not(variant: str, benchmark: str) -> str:
         bench, ev_variant = ssl_transfer.PROTOCOLS[ev.name]
         if ev_variant == variant and not ev.protocol and re.fullmatch(bench.replace("{ds}", r"[a-z0-9]+"), benchmark):
             return f"not implemented here: {ev.missing}"
-    return f"not implemented here: {NOT_HERE.get(variant, 'no preset here reproduces ' + variant)}"
+    return NOT_HERE.get(variant, f"not run here: no preset reproduces {variant}")
 
 
 def protocol_command(runner: Runner, groups: dict[str, str], model: str) -> str:

@@ -215,6 +215,8 @@ def remeasure_lines(frame: "pd.DataFrame") -> list[str]:
     if commands:
         lines += ["Re-measure a published row here (the zoo fetches its weights; put your datasets' paths for "
                   "`/datasets/...`):", "", *commands, ""]
+    if not commands and len(reasons) == 1:
+        return [f"No command re-measures this table's published rows: {next(iter(reasons))}.", ""]
     lines += [f"No command for {', '.join(dict.fromkeys(labels))}: {why}." for why, labels in reasons.items()]
     return lines + [""] if reasons else lines
 

@@ -90,7 +90,7 @@ def benchmark_of(args) -> str:
     from transfer.protocols.detection import PRESETS as DETECTION
     from transfer.readers.detection import benchmark_for
 
-    name = args.dataset or dataset_name(args.data)
+    name = getattr(args, "dataset", None) or dataset_name(args.data)
     if args.protocol == "fewshot":  # the CD-FSL layout under --data names it (readers/cdfsl.py)
         return benchmark_name(name, "cdfsl")
     if args.protocol == "semisup":
@@ -123,7 +123,7 @@ def test_each_command_parses_with_hexa_transfers_parser_and_its_record_lands_in_
         assert variant == e["protocol"]
         # the record that command writes goes where `hexa leaderboard` puts records: the published number's cell
         record = {"benchmark": benchmark_of(mine[0]), "protocol": mine[0].protocol, "preset": mine[0].preset,
-                  "dataset": {"name": mine[0].dataset or Path(mine[0].data).name.lower()}}
+                  "dataset": {"name": getattr(mine[0], "dataset", None) or Path(mine[0].data).name.lower()}}
         assert (e["table"], e["metric"]) in place(table_of(record), e["metric"].split(" ")[-1], variant)
         seen += 1
     assert seen > 400
