@@ -193,8 +193,9 @@ def _table_section(table: str, frame: "pd.DataFrame", metrics: list[str]) -> str
 
 def comparable_rows(frame: "pd.DataFrame") -> dict[int, "pd.Series"]:
     """{position of one of our rows: the published row of the same model in this table}: same method (as the
-    catalog titles it, or a release names it; spelling aside), architecture and, where the source gives them, epochs. Two candidates
-    (DeepCluster-v2 400 ep with 2x160 or 2x224 crops) are not told apart by guessing: no comparison then."""
+    catalog titles it, or a release names it; spelling aside), architecture and, where the source gives them,
+    epochs. Two candidates (DeepCluster-v2 400 ep with 2x160 or 2x224 crops) are not told apart by guessing: no
+    comparison then."""
     published = [(i, r) for i, (_, r) in enumerate(frame.iterrows()) if r["kind"] == "published"]
     found = {}
     for i, (_, row) in enumerate(frame.iterrows()):

@@ -61,7 +61,7 @@ def ssl_transfer_work(run) -> tuple[float, float, str]:
         from transfer.protocols.finetune import PRESETS, grid
 
         cfg = PRESETS[run.preset]
-        held_out = val or int(0.2 * train)
+        held_out = val or int(cfg.val_fraction * train)  # split_validation: floor(fraction x n)
         points = len(grid(cfg))
         return points * held_out + test, (points + 1) * cfg.steps * cfg.batch_size, how
     return train + val + test, 0, how  # manyshot and fewshot: each image's features once
@@ -95,7 +95,8 @@ def plan_rows(args) -> tuple[list[dict], list[str]]:
 
 
 def render(rows: list[dict], left_out: list[str], gpu: str, forward_rate: float, train_rate: float) -> str:
-    lines = ["| run | preset | data | sizes | images forward | images trained | GPU-h |", "|---|---|---|---|---:|---:|---:|"]
+    lines = ["| run | preset | data | sizes | images forward | images trained | GPU-h |",
+             "|---|---|---|---|---:|---:|---:|"]
     total = 0.0
     for r in rows:
         hours = (r["forward"] / forward_rate + r["trained"] / train_rate) / 3600

@@ -210,7 +210,8 @@ def test_page_loads_without_console_errors_and_holds_every_markdown_table(board,
 def test_each_published_row_shows_the_command_the_readme_lists_for_it(board, page):
     shown = page.js("Array.from(document.querySelectorAll('table.board')).map(t => [t.dataset.table, "
                     "Array.from(t.querySelectorAll('tr.published code.cmd')).map(c => c.textContent)])")
-    sections = {re.match(r".*— `([^`]+)`", s)[1]: s for s in re.split(r"^### ", board.readme.read_text(), flags=re.M)[1:]}
+    readme = board.readme.read_text()
+    sections = {re.match(r".*— `([^`]+)`", s)[1]: s for s in re.split(r"^### ", readme, flags=re.M)[1:]}
     for table, commands in shown:
         assert commands == re.findall(r"^- .*?: `(hexa transfer [^`]+)`$", sections[table], flags=re.M), table
     assert sum(len(c) for _, c in shown) >= 40
