@@ -8,7 +8,7 @@ transfer code is imported and the network is never touched.
     trunk, info = hexa_zoo.load_trunk("moco_v2_800ep_pretrain.pth.tar")  # any supported checkpoint
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import models  # noqa: E402,F401  (registers the models with timm)
 from .weights import load_trunk, zoo_home  # noqa: E402

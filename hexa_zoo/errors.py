@@ -26,6 +26,10 @@ class UnsafeCheckpointError(HexaError):
     """A checkpoint would run code when unpickled; we refuse to load it."""
 
 
+class IntegrityError(HexaError):
+    """A downloaded file differs from the checksum its authors publish, or from the one recorded at first download."""
+
+
 class OfflineError(HexaError):
     """A network operation was requested while offline."""
 

@@ -3,7 +3,7 @@
 Each model is a timm ResNet trunk (`num_classes=0`: pooled features; `num_classes=N`: a fresh
 head) with one pretrained_cfg per tag: preprocessing, license, paper, origin and where the weights
 come from. `timm.create_model(NAME[.TAG], pretrained=True)` resolves the weights through
-`hexa_zoo.weights` (local zoo, then the Hugging Face Hub, then an official release URL).
+`hexa_zoo.loading` (local zoo, then the Hugging Face Hub, then an official release URL).
 
 The names, tags and papers come from `hexa_zoo.catalog`, the published weights from `hexa_zoo.releases`;
 this module turns each catalog model and each release-only model into a timm entry point (`hexa_moco_r50`,
@@ -19,7 +19,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from . import weights
+from . import loading
 from .catalog import METHODS, MODELS, PAPERS
 from .releases import RELEASE_MODELS, RELEASES, Release, model_tags
 
@@ -56,7 +56,7 @@ def _cfg(name: str, tag: str) -> dict:
         url=release.url if release else None,
         # Only a release is a source timm may list: `timm.list_models(pretrained=True)` means
         # "weights you can load", and this project has pushed no Hub repository. The Hub and the local
-        # zoo are still searched at load time (hexa_zoo.weights.find_weights).
+        # zoo are still searched at load time (hexa_zoo.loading.find_weights).
         hf_hub_id=None,
         num_classes=0,
         input_size=(3, 64, 64) if embedded else (3, 224, 224),
@@ -84,7 +84,7 @@ def _entry_point(name: str):
     summary = METHODS[MODELS[name][0]].summary if name in MODELS else RELEASES[f"{name}.{model_tags(name)[0]}"].method
 
     def create(pretrained: bool = False, **kwargs) -> ResNet:
-        return weights.build_model(name, ARCH_ARGS[arch], pretrained, **kwargs)
+        return loading.build_model(name, ARCH_ARGS[arch], pretrained, **kwargs)
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__

@@ -27,18 +27,16 @@ from typing import Any, Mapping
 
 import torch
 
-from . import __version__, catalog, convert
+from . import catalog, convert
 from .errors import CheckpointFormatError, ConfigError, HexaError, OfflineError
 from .fileio import atomic_path
-from .weights import (CONFIG_FILE, WEIGHTS_FILE, check_zoo_name, download_official, is_offline, weights_sha256,
-                      zoo_folder, zoo_home)
+from .release_files import download_official
+from .releases import RELEASES, ZOO_MODELS, model_tags
+from .version import __version__
+from .weights import CONFIG_FILE, WEIGHTS_FILE, check_zoo_name, is_offline, weights_sha256, zoo_folder, zoo_home
 
 def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
     """`("hexa_moco_r18.embedded", None)` -> `("hexa_moco_r18", "embedded")`; the default tag when none."""
-    from timm.models import get_pretrained_cfg
-
-    from .catalog import MODELS
-
     name, _, name_tag = model.partition(".")
     try:
         check_zoo_name(name, "model name")
@@ -46,14 +44,15 @@ def split_name(model: str, tag: str | None = None) -> tuple[str, str]:
         raise ConfigError(f"{model!r} is not a usable model name (NAME or NAME.TAG)", err.fix) from None
     if tag and name_tag and tag != name_tag:
         raise ConfigError(f"two tags given: {model!r} and --tag {tag}", "give the tag once")
-    tag = tag or name_tag or (get_pretrained_cfg(name).tag if name in MODELS else "")
+    tag = tag or name_tag or (model_tags(name)[0] if name in ZOO_MODELS else "")
     if not tag:
         raise ConfigError(f"{name} is not a registered hexa-zoo model, so it has no default tag",
-                          f"give one, e.g. --tag embedded (registered models: {', '.join(MODELS)})")
+                          f"give one, e.g. --tag embedded (registered models: {', '.join(ZOO_MODELS)})")
     return name, check_zoo_name(tag, "tag")
 
 
-def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tensor], str, str, str | None]:
+def trunk_weights(weights: Any, arch: str | None,
+                  layout: str = "auto") -> tuple[dict[str, torch.Tensor], str, str, str | None]:
     """The trunk state dict held by `weights` (state dict, zoo folder, file or URL), where it came from,
     its timm architecture (`arch`, or inferred when None) and the method the file says trained it (or None)."""
     if isinstance(weights, Mapping):
@@ -68,7 +67,7 @@ def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tenso
                 checkpoint = checkpoint / WEIGHTS_FILE
             source = str(checkpoint)
     try:
-        converted = convert.to_timm(checkpoint, arch=arch, source=source)
+        converted = convert.to_timm(checkpoint, layout=layout, arch=arch, source=source)
     except CheckpointFormatError:
         if arch is None:
             raise
@@ -86,12 +85,14 @@ def trunk_weights(weights: Any, arch: str | None) -> tuple[dict[str, torch.Tenso
 
 def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | None = None,
             card: dict | None = None, push_to_hub: str | None = None, arch: str | None = None,
-            overwrite: bool = False) -> Path:
+            overwrite: bool = False, layout: str = "auto") -> Path:
     """Write `<zoo>/<model>.<tag>/` (config.json, model.safetensors, README.md) atomically; return it.
 
     `weights`: a trunk state dict (timm key names, or any layout hexa_zoo.convert reads), a
     safetensors file, a checkpoint, a zoo folder, or an official release URL. `card` (all optional):
-    description, recipe (dict), data (str), metrics (dict), license, citation. `push_to_hub`: a Hub
+    description, recipe (dict), data (str), metrics (dict), license, citation, provenance (rows for the card's
+    table: where a release came from and how it was checked), release (recorded in config.json). `layout`: the
+    checkpoint's layout for hexa_zoo.convert (default: detected). `push_to_hub`: a Hub
     repository id to upload the folder to afterwards (the local folder stays whatever happens).
 
     `model` is normally a registered name (its architecture is checked). Any other name publishes a
@@ -118,14 +119,15 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
                           "(the new model card records what it replaced)")
     card = dict(card or {})
     recipe = card.get("recipe") if isinstance(card.get("recipe"), Mapping) else {}
-    if name in MODELS:
-        method, registered_arch = MODELS[name]
+    if name in ZOO_MODELS:
+        registered_arch = ZOO_MODELS[name]
+        method = MODELS[name][0] if name in MODELS else RELEASES[f"{name}.{model_tags(name)[0]}"].method
         if arch and arch != registered_arch:
             raise ConfigError(f"{name} is a {registered_arch}, not a {arch}", f"drop arch or use {registered_arch}")
         arch = registered_arch
     else:
         method, arch = recipe.get("method") or "unknown", arch or recipe.get("arch")
-    state_dict, source, arch, trained_by = trunk_weights(weights, arch)
+    state_dict, source, arch, trained_by = trunk_weights(weights, arch, layout)
     said = {m for m in (trained_by, recipe.get("method")) if m}
     if len(said) > 1:
         raise ConfigError(f"{source} says it was trained with {trained_by}, its recipe says {recipe.get('method')}",
@@ -143,8 +145,10 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
     net.load_state_dict(state_dict, strict=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     sha256 = weights_sha256(tensors)
-    about = {"model": name, "tag": tag, "method": method, "registered": name in MODELS, "source": source,
+    about = {"model": name, "tag": tag, "method": method, "registered": name in ZOO_MODELS, "source": source,
              "weights_sha256": sha256, "hexa_zoo_version": __version__}
+    if card.get("release"):
+        about["release"] = card["release"]
     if replaced:
         about["replaced"] = replaced
     with atomic_path(folder) as tmp:
@@ -160,9 +164,7 @@ def publish(weights: Any, model: str, *, tag: str | None = None, zoo: Path | Non
 def _pretrained_cfg(name: str, tag: str, arch: str, card: dict) -> dict:
     from timm.models import get_pretrained_cfg
 
-    from .catalog import MODELS
-
-    if name not in MODELS:  # timm's own preprocessing for the architecture, no weight sources
+    if name not in ZOO_MODELS:  # timm's own preprocessing for the architecture, no weight sources
         cfg = dataclasses.replace(get_pretrained_cfg(arch) or get_pretrained_cfg("resnet50"), tag=tag, num_classes=0,
                                   license="mit", description=f"{arch} trunk published by hexa-zoo as {name}.{tag}",
                                   origin_url=None, paper_ids=None, paper_name=None, notes=None)
@@ -197,6 +199,7 @@ def model_card(name: str, tag: str, pretrained_cfg: dict, about: dict, card: dic
         f"std {tuple(pretrained_cfg.get('std', ()))} |",
         f"| Weights | `model.safetensors`, sha256 `{about['weights_sha256']}` |",
         f"| Converted/published from | {about['source']} |",
+        *[f"| {key} | {value} |" for key, value in (card.get("provenance") or {}).items()],
         *([f"| Replaced | weights sha256 `{about['replaced']['weights_sha256']}` from "
            f"{about['replaced']['source']} |"] if about.get("replaced") else []),
         f"| License | {license_} |",

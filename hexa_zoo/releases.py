@@ -45,6 +45,12 @@ class Release:
     redistribution: str | None = None  # None: the license allows a mirror; else why it does not
     convert_with: str | None = None    # external tool from the URL's file to `layout` (TF / JAX originals)
     notes: str = ""
+    aliases: tuple[str, ...] = ()      # other names published tables give the method ("SimCLR" for SimCLR-v1)
+
+    def is_method(self, method: str) -> bool:
+        """Whether a published row's method names this release's (spaces, hyphens and case aside:
+        "MoCo v2", "MoCo-v2"), or one of its aliases."""
+        return _folded(method) in {_folded(m) for m in (self.method, *self.aliases)}
 
     @property
     def name(self) -> str:
@@ -67,10 +73,9 @@ class Release:
     def trainable(self) -> bool:
         return self.catalog_method is not None
 
-    @property
-    def check_kind(self) -> str:
-        """How a download is checked: against the authors' checksum, or trust on first use."""
-        return f"published {self.checksum.split(':')[0]}" if self.checksum else "sha256 recorded at first download"
+
+def _folded(method: str) -> str:
+    return method.lower().replace(" ", "").replace("-", "")
 
 
 def _r(model, tag, method, epochs, layout, url, source, paper, license_, checksum, top1, top1_source, **kw) -> Release:
@@ -105,7 +110,9 @@ RELEASES: dict[str, Release] = {r.name: r for r in (
     _r("simclr_v1_r50", "in1k_ep1000", "SimCLR-v1", 1000, "simclr_v1",
        "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
        "google-research/simclr TF checkpoint, converted with tonylins/simclr-converter (as ssl-transfer did)",
-       "arXiv:2002.05709", "apache-2.0", None, 69.3, _SSL_TRANSFER,
+       "arXiv:2002.05709", "apache-2.0", None, 69.3, _SSL_TRANSFER, aliases=("SimCLR",),
+       notes="the simclr README gives 69.1 for this checkpoint, ssl-transfer quotes the paper's 69.3; epochs are the "
+             "paper's (the README does not say)",
        convert_with="tonylins/simclr-converter (TensorFlow checkpoint -> PyTorch state dict)"),
     _r("moco_v2_r50", "in1k_ep800", "MoCo-v2", 800, "moco",
        f"{_FAIR}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar", _MOCO, "arXiv:2003.04297",
@@ -126,7 +133,9 @@ RELEASES: dict[str, Release] = {r.name: r for r in (
        "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
        "deepmind/deepmind-research byol JAX checkpoint, converted with ajtejankar/byol-convert",
        "arXiv:2006.07733", "apache-2.0", None, 74.3, _SSL_TRANSFER,
-       convert_with="ajtejankar/byol-convert (JAX/haiku pickle -> PyTorch state dict)"),
+       convert_with="ajtejankar/byol-convert (python convert.py pretrain_res50x1.pkl pretrain_res50x1.pth.tar)",
+       notes="deepmind-research's byol README: 'should evaluate to ~74.4%'; ssl-transfer quotes the paper's 74.3; "
+             "epochs are the paper's 1000 (the README does not say)"),
     _r("dcluster_v2_r50", "in1k_ep800", "DeepCluster-v2", 800, "dcluster_v2",
        f"{_FAIR}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar", _SWAV, "arXiv:2006.09882", _CC, None, 75.2,
        _SSL_TRANSFER, notes="2x224 + 6x96 crops"),
@@ -208,11 +217,13 @@ def model_tags(name: str) -> tuple[str, ...]:
     return tuple(sorted(tags, key=lambda t: -_epochs(t))) + (EMBEDDED_TAG,)
 
 
-def release_for(method: str, epochs: int | None = None) -> Release | None:
-    """The release of a published row's method (`"BYOL"`, `"MoCo-v2"`): of `epochs` when given, else the first
-    listed (the one ssl-transfer evaluated, for its 14). None when the zoo has no such release."""
+def release_for(method: str, epochs: int | str | None = None) -> Release | None:
+    """The release of a published row's method (`"BYOL"`, `"MoCo-v2"`, also spelt `"MoCo v2"`): of `epochs` when
+    given, else the first listed (the one ssl-transfer evaluated, for its 14). None when the zoo has none."""
+    if epochs not in (None, "") and not str(epochs).isdigit():
+        return None
     for r in RELEASES.values():
-        if r.method == method and (epochs is None or r.epochs == int(epochs)):
+        if r.is_method(method) and (epochs in (None, "") or r.epochs == int(epochs)):
             return r
     return None
 

@@ -1,17 +1,10 @@
-"""Where a zoo model's weights come from, and `load_trunk` for anything that holds a trunk.
+"""Where zoo weights live, and `load_trunk` for anything that holds a trunk.
 
-`timm.create_model(NAME[.TAG], pretrained=True)` on a hexa-zoo model looks, in order, at:
-
-1. an explicit `pretrained_cfg_overlay` (`file=`, `state_dict=`, `url=` or `hf_hub_id=`);
-2. the local zoo, `$HEXA_ZOO_HOME/<name>.<tag>/model.safetensors` (default `~/.cache/hexa_zoo`);
-3. the Hugging Face Hub, `<org>/<name>.<tag>` (org: `HEXA_ZOO_HF_ORG`, default `hexa-zoo`), first in
-   the local Hub cache, then online;
-4. the official release URL (MoCo-v2, DeepCluster-v2, SwAV), downloaded once into
-   `$HEXA_ZOO_HOME/downloads/` and converted on the fly by `hexa_zoo.convert.timm_filter`.
-
-Offline (`HF_HUB_OFFLINE=1` or `HEXA_ZOO_OFFLINE=1`, read at call time) nothing touches the network,
-and when no source has the weights the error lists every place it looked and the `hexa` command
-that produces or fetches them. Environment variables are read when called, never at import.
+The local zoo is `$HEXA_ZOO_HOME` (default `~/.cache/hexa_zoo`): one folder per `<name>.<tag>` (config.json,
+model.safetensors, README.md), and `downloads/` for release files fetched from their authors' URLs. The Hub
+organisation is `HEXA_ZOO_HF_ORG` (default `hexa-zoo`). Offline (`HF_HUB_OFFLINE=1` or `HEXA_ZOO_OFFLINE=1`,
+read at call time) nothing touches the network. Environment variables are read when called, never at
+import. The order in which a model's weights are looked for is `hexa_zoo.loading`'s.
 """
 
 from __future__ import annotations
@@ -21,13 +14,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from . import checkpoint_files, convert
-from .errors import CheckpointFormatError, ConfigError, HexaError, OfflineError, WeightsNotFoundError
-from .fileio import atomic_path
+from .errors import CheckpointFormatError, ConfigError, WeightsNotFoundError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -117,7 +108,7 @@ def _plain_tensors(state_dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
 
 
-# ----------------------------------------------------------------------------------- resolution
+# -------------------------------------------------------------------------------------- sources
 
 @dataclasses.dataclass
 class WeightsSource:
@@ -132,70 +123,7 @@ class WeightsSource:
         return f"{self.kind}: {self.location}"
 
 
-def find_weights(name: str, tag: str, url: str | None = None) -> WeightsSource:
-    """The first source that has weights for `name.tag`, downloading only when online.
-
-    Raises WeightsNotFoundError listing every place it looked and how to get the weights.
-    """
-    looked = []
-    folder = zoo_folder(name, tag)
-    if (folder / WEIGHTS_FILE).is_file():
-        return WeightsSource("local zoo", str(folder), folder / WEIGHTS_FILE, _data_cfg(folder / CONFIG_FILE))
-    looked.append(f"local zoo: {folder / WEIGHTS_FILE} (not there)")
-
-    repo = hub_repo_id(name, tag)
-    cached = hub_cached_file(repo)
-    if cached:
-        return WeightsSource("Hub cache", repo, cached, _data_cfg(hub_cached_file(repo, CONFIG_FILE)))
-    if is_offline():
-        looked.append(f"Hugging Face Hub: {repo} (not in the cache {hf_cache_dir()}; offline, so not asked)")
-    else:
-        try:
-            return WeightsSource("Hub", repo, *_download_from_hub(repo))
-        except Exception as err:  # any failure here just means "not from the Hub": we report it and go on
-            looked.append(f"Hugging Face Hub: {repo} ({type(err).__name__}: {str(err).splitlines()[0][:160]})")
-
-    if url:
-        raw = official_download_path(url)
-        if raw.is_file():
-            return WeightsSource("official release", url, raw)
-        if is_offline():
-            looked.append(f"official release: {url} (not downloaded to {raw}; offline, so not asked)")
-        else:
-            try:
-                return WeightsSource("official release", url, download_official(url))
-            except (OSError, HexaError) as err:
-                looked.append(f"official release: {url} ({str(err).splitlines()[0][:160]})")
-    else:
-        looked.append("official release: none for this model")
-
-    others = [t for t in local_tags(name) if t != tag]
-    hint = f" The local zoo has {', '.join(f'{name}.{t}' for t in others)}: ask for it by name." if others else ""
-    raise WeightsNotFoundError(
-        f"no weights for {name}.{tag}. Looked in:\n  - " + "\n  - ".join(looked) + hint,
-        how_to_get(name, tag, url))
-
-
-def how_to_get(name: str, tag: str, url: str | None) -> str:
-    """The `hexa` commands that produce or fetch the weights of `name.tag`."""
-    from .catalog import MODELS
-
-    ways = []
-    if url:
-        ways.append(f"download and convert the official release (online): "
-                    f"hexa zoo publish {url} --model {name} --tag {tag}")
-        ways.append(f"with the file copied here: hexa zoo publish {Path(url).name} --model {name} --tag {tag}")
-    method, arch = MODELS.get(name, (None, None))
-    if method:
-        data = "embedded" if tag == "embedded" else "/path/to/imagenet/train"
-        ways.append(f"train and publish it: hexa pretrain --method {method} --arch {arch} --data {data} "
-                    f"--out runs/{name}")
-        ways.append(f"publish a checkpoint you have: hexa zoo publish CHECKPOINT --model {name} --tag {tag}")
-    ways.append(f"fetch it from the Hub while online (HF_HUB_OFFLINE unset): hexa zoo fetch {name}.{tag}")
-    return "\n  or ".join(ways)
-
-
-def _download_from_hub(repo: str) -> tuple[Path, dict]:
+def download_from_hub(repo: str) -> tuple[Path, dict]:
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     # One HEAD request without retries first: hf_hub_download retries network errors with backoff
@@ -206,126 +134,23 @@ def _download_from_hub(repo: str) -> tuple[Path, dict]:
         config = Path(hf_hub_download(repo, CONFIG_FILE, cache_dir=hf_cache_dir()))
     except Exception:  # a weights-only repository is still usable
         config = None
-    return weights, _data_cfg(config)
+    return weights, data_cfg_of(config)
 
 
-def download_official(url: str) -> Path:
-    """Download an official release once into `$HEXA_ZOO_HOME/downloads/`, checking its md5 when published."""
-    if is_offline():
-        raise OfflineError(f"cannot download {url}: offline (HF_HUB_OFFLINE/HEXA_ZOO_OFFLINE is set)",
-                           "unset HF_HUB_OFFLINE, or download the file elsewhere and pass its path")
-    from torch.hub import download_url_to_file
-
-    from .releases import release_by_url
-
-    dest = official_download_path(url)
-    release = release_by_url(url)
-    md5 = release.checksum.split(":", 1)[1] if release and release.checksum and release.checksum.startswith("md5:") else None
-    with atomic_path(dest) as tmp:
-        download_url_to_file(url, str(tmp), progress=True)
-        if md5:
-            digest = hashlib.md5(tmp.read_bytes()).hexdigest()
-            if not digest.startswith(md5):
-                raise CheckpointFormatError(f"{url} downloaded with md5 {digest[:8]}, expected {md5}...",
-                                            "retry the download; if it persists the release changed")
-    return dest
-
-
-def _data_cfg(config_path: Path | None) -> dict:
+def data_cfg_of(config_path: Path | None) -> dict:
+    """The preprocessing a zoo folder's config.json records for its weights ({} when none)."""
     if not config_path or not Path(config_path).is_file():
         return {}
-    cfg = _read_config(config_path).get("pretrained_cfg", {})
+    cfg = read_config(config_path).get("pretrained_cfg", {})
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in _DATA_FIELDS}
 
 
-def _read_config(path: Path) -> dict:
+def read_config(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise CheckpointFormatError(f"{path} is not a readable config.json: {err}",
                                     "re-publish the folder with hexa zoo publish") from None
-
-
-def _explicit_source(overlay: dict) -> WeightsSource | None:
-    """The weights named by the caller in pretrained_cfg_overlay, checked now so a typo fails at once."""
-    if overlay.get("state_dict") is not None:
-        return WeightsSource("state dict", "pretrained_cfg_overlay['state_dict']")
-    if overlay.get("file"):
-        path = Path(overlay["file"]).expanduser()
-        if path.is_dir() and (path / WEIGHTS_FILE).is_file():  # a zoo folder
-            return WeightsSource("file", str(path), path / WEIGHTS_FILE, _data_cfg(path / CONFIG_FILE))
-        if not path.is_file():
-            raise WeightsNotFoundError(f"pretrained_cfg_overlay file {path} does not exist",
-                                       "pass the path of a .safetensors file, a zoo folder or a checkpoint")
-        return WeightsSource("file", str(path), path)
-    if overlay.get("hf_hub_id"):
-        return WeightsSource("Hub", str(overlay["hf_hub_id"]))
-    if overlay.get("url"):
-        if is_offline():
-            raise OfflineError(f"cannot download {overlay['url']}: offline (HF_HUB_OFFLINE is set)",
-                               "download it elsewhere and pass pretrained_cfg_overlay=dict(file=PATH)")
-        return WeightsSource("url", str(overlay["url"]))
-    return None
-
-
-def resolve_cfg(name: str, pretrained_cfg: Any):
-    """The PretrainedCfg for `name` given timm's `pretrained_cfg` argument (None, a tag, a dict or a cfg).
-
-    A tag that is not registered is accepted when the local zoo has a folder for it (a run published
-    under its own recipe tag); its config.json then supplies the preprocessing.
-    """
-    from timm.models import PretrainedCfg, get_pretrained_cfg
-
-    if isinstance(pretrained_cfg, PretrainedCfg):
-        return pretrained_cfg
-    if isinstance(pretrained_cfg, dict):
-        return PretrainedCfg(**pretrained_cfg)
-    tag = pretrained_cfg or ""
-    try:
-        return get_pretrained_cfg(f"{name}.{tag}" if tag else name, allow_unregistered=False)
-    except RuntimeError:
-        pass
-    folder = zoo_folder(name, tag)
-    if (folder / CONFIG_FILE).is_file():
-        base = get_pretrained_cfg(name)
-        return dataclasses.replace(base, tag=tag, url=None, hf_hub_id=hub_repo_id(name, tag),
-                                   description=f"{name} weights published locally under tag {tag}",
-                                   **_data_cfg(folder / CONFIG_FILE))
-    from timm.models import get_arch_pretrained_cfgs
-
-    known = sorted(get_arch_pretrained_cfgs(name)) + [f"{name}.{t}" for t in local_tags(name)]
-    raise WeightsNotFoundError(f"{name} has no tag {tag!r} (registered or in the local zoo {zoo_home()})",
-                               f"use one of {', '.join(sorted(set(known)))}, or publish weights under that tag: "
-                               f"hexa zoo publish CHECKPOINT --model {name} --tag {tag}")
-
-
-def build_model(name: str, model_args: dict, pretrained: bool = False, *, pretrained_cfg: Any = None,
-                 pretrained_cfg_overlay: dict | None = None, **kwargs) -> torch.nn.Module:
-    """Build a registered hexa-zoo ResNet, resolving its weights as the module docstring says.
-
-    This is what the timm entrypoints in `hexa_zoo.models` call. The model gets a `weights_source`
-    attribute naming where its weights came from (None without weights).
-    """
-    from timm.models import build_model_with_cfg
-    from timm.models.resnet import ResNet
-
-    cfg = resolve_cfg(name, pretrained_cfg)
-    overlay = dict(pretrained_cfg_overlay or {})
-    source = None
-    if pretrained:
-        source = _explicit_source(overlay) or find_weights(name, cfg.tag or "", cfg.url)
-        if source.file is not None and source.file.suffix == ".safetensors":
-            checkpoint_files.check_safetensors(source.file)
-            overlay["file"] = str(source.file)
-        elif source.file is not None:  # a pickle: we load it (safely) ourselves, timm gets the tensors
-            overlay["state_dict"] = checkpoint_files.read_checkpoint(source.file)
-        overlay = {**source.data_cfg, **overlay}
-    model = build_model_with_cfg(
-        ResNet, name, pretrained, pretrained_cfg=dataclasses.asdict(cfg), pretrained_cfg_overlay=overlay,
-        pretrained_filter_fn=convert.timm_filter, **model_args, **kwargs)
-    model.pretrained_cfg.pop("state_dict", None)  # an in-memory overlay must not ride along with the model
-    model.weights_source = str(source) if source else None
-    return model
 
 
 # ------------------------------------------------------------------------------------- load_trunk
@@ -342,7 +167,7 @@ def load_trunk(spec: str | os.PathLike, *, arch: str | None = None) -> tuple[tor
     """
     import timm
 
-    from .catalog import MODELS
+    from .releases import ZOO_MODELS
 
     text = str(spec)
     path = Path(text.removeprefix("local-dir:")).expanduser()
@@ -357,10 +182,10 @@ def load_trunk(spec: str | os.PathLike, *, arch: str | None = None) -> tuple[tor
         raise WeightsNotFoundError(f"no file or folder at {path}", "check the path")
     else:
         base = text.split(".", 1)[0]
-        if base not in MODELS:
+        if base not in ZOO_MODELS:
             raise WeightsNotFoundError(f"unknown model {text!r}: not a registered hexa-zoo model, file or folder",
-                                       f"use one of {', '.join(MODELS)} (hexa zoo list shows tags), or a path")
-        model_arch = MODELS[base][1]
+                                       f"use one of {', '.join(ZOO_MODELS)} (hexa zoo list shows tags), or a path")
+        model_arch = ZOO_MODELS[base]
         if arch and arch != model_arch:
             raise ConfigError(f"{base} is a {model_arch}, not a {arch}", f"drop --arch or use arch={model_arch}")
         model = timm.create_model(text, pretrained=True, num_classes=0)
@@ -380,7 +205,7 @@ def _load_folder(path: Path):
                                    "pass a folder written by hexa zoo publish, or the weights file itself")
     if not (path / WEIGHTS_FILE).is_file():
         raise WeightsNotFoundError(f"zoo folder {path} has no {WEIGHTS_FILE}", "re-publish it with hexa zoo publish")
-    config = _read_config(config_path)
+    config = read_config(config_path)
     checkpoint_files.check_safetensors(path / WEIGHTS_FILE)
     try:
         model = timm.create_model(f"local-dir:{path}", pretrained=True, num_classes=0)

@@ -16,7 +16,7 @@ import pytest
 
 from hexa_zoo import cli
 
-HELP_PATHS = [[], ["zoo"], *[["zoo", c] for c in ("list", "info", "fetch", "convert", "publish")], ["pretrain"],
+HELP_PATHS = [[], ["zoo"], *[["zoo", c] for c in ("list", "info", "fetch", "convert", "publish", "mirror")], ["pretrain"],
               ["transfer"], *[["transfer", p] for p in ("linear", "knn", "lowshot-svm", "semisup", "fewshot",
                                                           "detection", "manyshot", "adversarial", "robustness",
                                                           "finetune", "suite")],
@@ -132,7 +132,8 @@ def test_every_help_example_runs(tmp_path, monkeypatch, capsys, r18_file):
             continue
         argv = argv[1:]
         heavy = (any(REAL_DATA.search(a) for a in argv) and argv[:2] != ["zoo", "list"]) \
-            or argv[0] in ("demo", "study") or argv[:2] == ["zoo", "fetch"] or "--push-to-hub" in argv \
+            or argv[0] in ("demo", "study") or argv[:2] == ["zoo", "fetch"] or "--push-to-hub" in argv or "--push" in argv \
+            or "--published" in argv \
             or any(a.endswith(".pth.tar") for a in argv) or "--studies" in argv or "--refresh-published" in argv \
             or (argv[0] == "transfer" and argv[1] in HEAVY_TRANSFER) or (argv[0] == "leaderboard" and "--out" not in argv) \
             or any(a.startswith("hexa_demo/") for a in argv)  # after a `hexa demo`

@@ -52,7 +52,8 @@ def test_official_model_offline_names_the_release_and_the_fetch_command():
     assert time.perf_counter() - start < 2
     text = str(err.value)
     assert f"official release: {url} (not downloaded" in text
-    assert f"hexa zoo publish {url} --model moco_v2_r50 --tag in1k_ep200" in text
+    assert "hexa zoo fetch moco_v2_r50.in1k_ep200 --file PATH" in text
+    assert "hexa zoo convert PATH moco_v2_r50.safetensors --from moco" in text
 
 
 def test_local_zoo_answers_without_any_network_even_online(tv18, monkeypatch):

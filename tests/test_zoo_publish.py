@@ -202,15 +202,23 @@ def test_hub_download_through_huggingface_hub_from_a_local_endpoint(tv18, images
     assert torch.equal(second["features"], first["features"])
 
 
-def test_official_release_is_converted_on_the_fly(moco_r50):  # noqa: F811 (the fixture, by name)
+def test_a_downloaded_release_is_checked_and_converted_once_into_the_zoo(moco_r50, monkeypatch):  # noqa: F811
+    import dataclasses
+
+    from hexa_zoo.release_files import file_digests
+
     tv50, raw = moco_r50
-    url = RELEASES["moco_v2_r50.in1k_ep800"].url
-    cached = weights.official_download_path(url)
+    release = RELEASES["moco_v2_r50.in1k_ep800"]
+    # As if the authors published this file's md5 prefix: the check is real, only the number is the fixture's.
+    monkeypatch.setitem(RELEASES, release.name, dataclasses.replace(release, checksum=f"md5:{file_digests(raw)['md5'][:8]}"))
+    cached = weights.official_download_path(release.url)
     cached.parent.mkdir(parents=True)
-    os.symlink(raw, cached)  # as if downloaded earlier: offline, nothing else is asked
+    shutil.copyfile(raw, cached)  # as if downloaded earlier: offline, nothing else is asked
     model, info = load_trunk("moco_v2_r50")
+    folder = weights.zoo_folder("moco_v2_r50", "in1k_ep800")
     assert info["name"] == "moco_v2_r50.in1k_ep800" and info["arch"] == "resnet50"
-    assert info["source"] == f"official release: {url}"
+    assert info["source"] == f"local zoo: {folder}"
+    assert "published md5" in (folder / "README.md").read_text()
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(timm_features(model, x), torchvision_features(tv50, x))
 
@@ -233,7 +241,7 @@ def test_cli_publish_list_info(tv18, tmp_path, capsys):
     assert "# hexa_dcluster_r18.embedded" in info and "| knn_top1 | 40.5 |" in info and "epochs: 5" in info
 
 
-@pytest.mark.parametrize("command", ["list", "info", "fetch", "convert", "publish"])
+@pytest.mark.parametrize("command", ["list", "info", "fetch", "convert", "publish", "mirror"])
 def test_every_subcommand_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit) as done:
         zoo_cli.main([command, "--help"])
