@@ -18,7 +18,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from hexa_zoo.releases import RELEASES, Release, release_for
+from hexa_zoo.releases import release_for
 from transfer.ssl_transfer_suite import EVALUATIONS
 
 from . import ssl_transfer
@@ -71,10 +71,6 @@ NOT_HERE = {
                            "`imagenet_linear` give our linear command)",
     "hexa-paper": "the protocol behind these numbers is not stated, so nothing can re-measure them",
 }
-# Published spellings that name a release's method differently: the SwAV paper's "SimCLR" is SimCLR-v1.
-ALIASES = {"simclr": "SimCLR-v1"}
-
-
 @dataclass(frozen=True)
 class Remeasure:
     """A published row's command(s), or why it has none."""
@@ -82,21 +78,6 @@ class Remeasure:
     command: str = ""                  # the one command measuring the whole row
     each: tuple[str, ...] = ()         # one `hexa transfer PROTOCOL` command per benchmark of the row
     why: str = ""                      # why there is no command ("" when there is one)
-
-
-def _plain(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def release_of(method: str, epochs: str) -> Release | None:
-    """The zoo's release of a published row's method (spelling aside) and epochs ("" when the source gives none)."""
-    plain = _plain(method)
-    names = [ALIASES[plain]] if plain in ALIASES else list(dict.fromkeys(
-        r.method for r in RELEASES.values() if _plain(r.method) == plain))
-    for name in names:
-        if (found := release_for(name, int(epochs) if str(epochs).strip() else None)) is not None:
-            return found
-    return None
 
 
 def runner_for(variant: str, benchmark: str) -> tuple[Runner, dict[str, str]] | None:
@@ -139,7 +120,7 @@ def remeasure_row(method: str, epochs: str, variant: str, benchmarks: list[str])
     missing = [b for b, f in zip(benchmarks, found) if f is None]
     if missing:
         return Remeasure(why=why_not(variant, missing[0]))
-    release = release_of(method, epochs)
+    release = release_for(method, epochs)  # spellings (MoCo v2, MoCo-v2) and aliases folded there
     if release is None:
         return Remeasure(why=f"the zoo serves no release of {method}" + (f" ({epochs} epochs)" if epochs else ""))
     each = tuple(protocol_command(r, g, release.name) for r, g in found)

@@ -206,12 +206,13 @@ def comparable_rows(frame: "pd.DataFrame") -> dict[int, "pd.Series"]:
         if name in MODELS:
             method, arch = MODELS[name]
             title = METHODS[method].title
+            named = lambda written, title=title: _plain(written) == _plain(title)  # noqa: E731
             epochs = m[1] if (m := re.search(r"_ep(\d+)", tag)) else str(row["epochs"] or "")
         elif release is not None:  # a release only (BYOL, InsDis, ...): its method as the published rows write it
-            title, arch, epochs = release.method, release.arch, str(release.epochs)
+            named, arch, epochs = release.is_method, release.arch, str(release.epochs)
         else:
             continue
-        same = [pub for _, pub in published if _plain(pub["model"]) == _plain(title)
+        same = [pub for _, pub in published if named(str(pub["model"]))
                 and pub["arch"] == arch and str(pub["epochs"]) in ("", epochs)]
         if len(same) == 1:
             found[i] = same[0]

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from hexa_zoo import cli
+from hexa_zoo.releases import release_for
 from leaderboards import remeasure
 from leaderboards.collect import table_of
 from leaderboards.placement import place
@@ -45,7 +46,7 @@ def test_every_published_row_whose_model_loads_has_its_command(entries):
     for key, group in by_row.items():
         cmd, each, why = commands[key]
         first = group[0]
-        release = remeasure.release_of(first["model"], first["epochs"])
+        release = release_for(first["model"], first["epochs"])
         runnable = all(remeasure.runner_for(first["protocol"], e["benchmark"]) for e in group)
         if release is not None and runnable:
             expected_with += 1
