@@ -26,6 +26,10 @@ SUBCOMMANDS = {
     "study": ("orchestration.study", "methods x seeds, HEXA against its baseline with confidence intervals"),
 }
 
+# `hexa transfer suite ... --plan` prices a suite with orchestration's measured step rates, which transfer/ (a
+# floor below) may not import: the router sends it to the floor that may.
+PLAN = "orchestration.suite_plan"
+
 USAGE = """usage: hexa <command> [options]
 
 commands:
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hexa: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
     # Imported inside run_command's guard: a Ctrl-C while torch loads is one line too.
-    return run_command(f"hexa {name}", lambda args: importlib.import_module(SUBCOMMANDS[name][0]).main(args), rest)
+    module = PLAN if name == "transfer" and rest[:1] == ["suite"] and "--plan" in rest else SUBCOMMANDS[name][0]
+    return run_command(f"hexa {name}", lambda args: importlib.import_module(module).main(args), rest)
 
 
 def run_command(prog: str, command_main: Callable[[list[str]], int | None], argv: list[str]) -> int:

@@ -27,8 +27,8 @@ from hexa_zoo.records import SkippedFile
 
 from .collect import collect_records, our_entries, relative_link
 from .published import find_published, published_entries
-from .render import (csv_frame, family_of, is_embedded, markdown_table, natural_key, protocol_line, scale_line,
-                     table_file_name, wide_table)
+from .render import (csv_frame, family_of, is_embedded, markdown_table, natural_key, protocol_line, remeasure_lines,
+                     scale_line, table_file_name, wide_table)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def render_readme(result: Compiled, result_dirs: Sequence[Path], published_path:
             frame, metrics = result.tables[table], result.metrics[table]
             lines += [f"### {family_of(table)[2]} — `{table}`", "", scale_line(table, frame), "",
                       protocol_line(frame), "",
-                      markdown_table(frame, metrics), "",
+                      markdown_table(frame, metrics), "", *remeasure_lines(frame),
                       f"CSV: [tables/{table_file_name(table)}.csv](tables/{table_file_name(table)}.csv)", ""]
     if plot_paths:
         lines += ["## Plots", ""]

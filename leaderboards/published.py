@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from hexa_zoo.errors import DataError
 from hexa_zoo.fileio import atomic_write_text
 
-from . import ssl_transfer
+from . import remeasure, ssl_transfer
 from .placement import combined_data, place
 from .variants import VARIANTS, reference_protocol
 
@@ -157,8 +157,9 @@ def published_entries(path: Path) -> list[dict]:
                 "preset": "paper", "source": row["source"], "verified": "no" if unverified else "yes",
                 "note": row["note"], "mean": float(row["value"]), "value_text": text, "std": math.nan, "n": math.nan,
                 "ci95": ci95, "n_over": "", "records": "", "card": "", "config_id": "", "weights": "",
+                "benchmark": row["benchmark"],
             })
-    return _merge_rows(entries)
+    return remeasure.annotate(_merge_rows(entries))
 
 
 def _paper_of(source: str) -> str:

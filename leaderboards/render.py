@@ -33,6 +33,7 @@ FAMILIES = (
     ("finetune", "Full fine-tuning", lambda t: "finetune" in t),
     ("other", "Other benchmarks", lambda t: True),
 )
+REMEASURE_COLUMNS = ("remeasure", "remeasure_each", "remeasure_why")
 METRIC_ORDER = ("top1", "top5", "top1@20", "top1@200", "AP50", "AP", "AP75", "APbb", "APmk", "top1_clean", "mCE")
 
 
@@ -78,6 +79,8 @@ def wide_table(entries: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
         row = {c: first[c] for c in id_cols}
         row["_sort"] = (0 if first["kind"] == "published" else 1, int(group["order"].min()), first["model"], row_id)
         row["n_over"] = first["n_over"]
+        for c in REMEASURE_COLUMNS:  # published rows only (leaderboards/remeasure.py)
+            row[c] = first.get(c) if isinstance(first.get(c), str) else ""
         for _, e in group.iterrows():
             row[e["metric"]] = e["mean"]
             row[f"{e['metric']}_std"] = e["std"]
@@ -203,6 +206,27 @@ def markdown_table(frame: "pd.DataFrame", metrics: Sequence[str]) -> str:
                  note]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def remeasure_lines(frame: "pd.DataFrame") -> list[str]:
+    """Under a table: the command that re-measures each published row with this project's protocol, or why none."""
+    commands, reasons = [], {}
+    for _, row in frame[frame["kind"] == "published"].iterrows():
+        label = row["model"] + (f" ({row['epochs']} ep)" if row["epochs"] else "")
+        if row["remeasure"]:
+            commands.append(f"- {label}: `{row['remeasure']}`")
+        elif row["remeasure_each"]:
+            commands.append(f"- {label}: " + "; ".join(f"`{c}`" for c in row["remeasure_each"].split("\n")))
+        else:
+            reasons.setdefault(row["remeasure_why"], []).append(label)
+    lines = []
+    if commands:
+        lines += ["Re-measure a published row here (the zoo fetches its weights; put your datasets' paths for "
+                  "`/datasets/...`):", "", *commands, ""]
+    if not commands and len(reasons) == 1:
+        return [f"No command re-measures this table's published rows: {next(iter(reasons))}.", ""]
+    lines += [f"No command for {', '.join(dict.fromkeys(labels))}: {why}." for why, labels in reasons.items()]
+    return lines + [""] if reasons else lines
 
 
 def _md_cell(value) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from hexa_zoo.catalog import METHODS, MODELS
+from hexa_zoo.releases import RELEASES
 
 from .published import source_url
 from .render import (family_of, finite, format_cell, is_embedded, our_links, our_note, protocol_line,
@@ -47,6 +48,8 @@ abbr{text-decoration:underline dotted;cursor:help}input.filter{font:inherit;padd
 .count{color:#666;font-size:13px;margin-left:.6rem}figure{margin:1rem 0}figure svg{max-width:100%;height:auto}
 figcaption{font-weight:600}td.note{color:#555;min-width:32ch;max-width:60ch}
 td.model,td.proto,td.source{white-space:nowrap}
+td.remeasure{min-width:14ch;max-width:70ch}td.remeasure code{display:block;white-space:pre-wrap;word-break:break-all}
+td.remeasure ul{margin:.2rem 0;padding-left:1rem}.why{color:#666;font-size:12px}
 """
 
 # Sorting and filtering. Sorting moves the rows within their tbody; filtering sets `hidden`.
@@ -150,7 +153,8 @@ def _table_section(table: str, frame: "pd.DataFrame", metrics: list[str]) -> str
     head = ['<th data-type="text">Model</th>', '<th data-type="text">Arch</th>', '<th data-type="num">Epochs</th>',
             '<th data-type="text">Protocol</th>',
             *(f'<th data-type="num">{_e(m)}</th>' for m in metrics),
-            '<th data-type="text">Source</th>', '<th data-type="text">Note</th>']
+            '<th data-type="text">Source</th>', '<th data-type="text">Note</th>',
+            '<th data-type="text">Re-measure</th>']
     compared = comparable_rows(frame)
     rows = []
     for i, (_, row) in enumerate(frame.iterrows()):
@@ -171,7 +175,8 @@ def _table_section(table: str, frame: "pd.DataFrame", metrics: list[str]) -> str
                          f'{_e(base["model"])} {_e(base["epochs"])} ep as {_e(base["source"])} reports it">'
                          f'{d:+.2f} vs published</span>')
             cells.append(f'<td class="num" data-value="{value}"><span class="v">{_e(text)}</span>{delta}</td>')
-        cells += [f'<td class="source">{_source_cell(row)}</td>', f'<td class="note">{_e(_note(row, base))}</td>']
+        cells += [f'<td class="source">{_source_cell(row)}</td>', f'<td class="note">{_e(_note(row, base))}</td>',
+                  f'<td class="remeasure">{_remeasure_cell(row)}</td>']
         search = " ".join(str(row[c]) for c in ("model", "arch", "epochs", "protocol", "source", "kind")).lower()
         rows.append(f'<tr class="{"ours" if ours else "published"}" data-search="{_e(search)}">{"".join(cells)}</tr>')
     return "\n".join([
@@ -188,19 +193,26 @@ def _table_section(table: str, frame: "pd.DataFrame", metrics: list[str]) -> str
 
 def comparable_rows(frame: "pd.DataFrame") -> dict[int, "pd.Series"]:
     """{position of one of our rows: the published row of the same model in this table}: same method (as the
-    catalog titles it, spelling aside), architecture and, where the source gives them, epochs. Two candidates
-    (DeepCluster-v2 400 ep with 2x160 or 2x224 crops) are not told apart by guessing: no comparison then."""
+    catalog titles it, or a release names it; spelling aside), architecture and, where the source gives them,
+    epochs. Two candidates (DeepCluster-v2 400 ep with 2x160 or 2x224 crops) are not told apart by guessing: no
+    comparison then."""
     published = [(i, r) for i, (_, r) in enumerate(frame.iterrows()) if r["kind"] == "published"]
     found = {}
     for i, (_, row) in enumerate(frame.iterrows()):
         if row["kind"] != "ours":
             continue
         name, _, tag = str(row["model"]).partition(".")
-        if name not in MODELS:
+        release = RELEASES.get(str(row["model"])) or next((r for r in RELEASES.values() if r.model == name), None)
+        if name in MODELS:
+            method, arch = MODELS[name]
+            title = METHODS[method].title
+            named = lambda written, title=title: _plain(written) == _plain(title)  # noqa: E731
+            epochs = m[1] if (m := re.search(r"_ep(\d+)", tag)) else str(row["epochs"] or "")
+        elif release is not None:  # a release only (BYOL, InsDis, ...): its method as the published rows write it
+            named, arch, epochs = release.is_method, release.arch, str(release.epochs)
+        else:
             continue
-        method, arch = MODELS[name]
-        epochs = m[1] if (m := re.search(r"_ep(\d+)", tag)) else str(row["epochs"] or "")
-        same = [pub for _, pub in published if _plain(pub["model"]) == _plain(METHODS[method].title)
+        same = [pub for _, pub in published if named(str(pub["model"]))
                 and pub["arch"] == arch and str(pub["epochs"]) in ("", epochs)]
         if len(same) == 1:
             found[i] = same[0]
@@ -218,6 +230,19 @@ def _note(row, base) -> str:
     if base is not None:
         text += f"; compared with {base['model']} ({base['epochs'] or '?'} ep, {base['source']})"
     return text
+
+
+def _remeasure_cell(row) -> str:
+    """A published row's command to re-measure it here (and one per dataset of a folded row), or why none."""
+    if row["kind"] != "published":
+        return ""
+    each = [c for c in row["remeasure_each"].split("\n") if c]
+    if not each:
+        return f'<span class="why">{_e(row["remeasure_why"])}</span>'
+    main = row["remeasure"] or each[0]
+    per = "".join(f"<li><code>{_e(c)}</code></li>" for c in each) if len(each) > 1 else ""
+    return (f'<details><summary>command</summary><code class="cmd">{_e(main)}</code>'
+            + (f"<p>or one dataset at a time:</p><ul>{per}</ul>" if per else "") + "</details>")
 
 
 def _protocol_cell(name: str) -> str:

@@ -193,7 +193,8 @@ def test_page_loads_without_console_errors_and_holds_every_markdown_table(board,
     assert set(dom) == set(md) == set(board.tables)
     for name, rows in md.items():
         header, body = rows[0], rows[1:]
-        got = dom[name]
+        assert dom[name][0][-1] == "Re-measure"  # the page's extra column; the README lists them under the table
+        got = [row[:-1] for row in dom[name]]
         assert got[0] == header, name
         assert len(got) - 1 == len(body), name
         metrics = range(4, len(header) - 2)  # Model, Arch, Epochs, Protocol | metrics | Source, Note
@@ -203,6 +204,24 @@ def test_page_loads_without_console_errors_and_holds_every_markdown_table(board,
     # the plots are inline SVG, nothing is fetched
     assert page.js("document.querySelectorAll('figure svg').length") >= 2
     assert page.js("Array.from(document.querySelectorAll('[src]')).length") == 0
+
+
+@needs_chromium
+def test_each_published_row_shows_the_command_the_readme_lists_for_it(board, page):
+    shown = page.js("Array.from(document.querySelectorAll('table.board')).map(t => [t.dataset.table, "
+                    "Array.from(t.querySelectorAll('tr.published code.cmd')).map(c => c.textContent)])")
+    readme = board.readme.read_text()
+    sections = {re.match(r".*— `([^`]+)`", s)[1]: s for s in re.split(r"^### ", readme, flags=re.M)[1:]}
+    for table, commands in shown:
+        assert commands == re.findall(r"^- .*?: `(hexa transfer [^`]+)`$", sections[table], flags=re.M), table
+    assert sum(len(c) for _, c in shown) >= 40
+    details = 'table[data-table="manyshot"] tr.published details'
+    assert page.js(f"document.querySelector('{details}').open") is False
+    page.click(f"{details} summary")
+    assert page.js(f"document.querySelector('{details}').open") is True
+    assert page.js(f"document.querySelector('{details} code.cmd').textContent").startswith(
+        "hexa transfer suite --suite ssl-transfer --model insdis_r50.in1k_ep200")
+    assert page.problems() == []
 
 
 @needs_chromium

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from cluster.jobs import EXECUTORS, add_cluster_arguments, resources
+from hexa_zoo.errors import ConfigError
 
 from . import suite
 from .protocols import PROTOCOLS
@@ -50,7 +51,9 @@ EXAMPLES = {
                  "--resume auto"],
     "suite": ["hexa transfer suite --model hexa_moco_r18.embedded --suite embedded --out results/",
               "hexa transfer suite --model moco_v2_r50 --suite paper --out results/ --data-for linear=/data/imagenet "
-              "--data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit"],
+              "--data-for knn=/data/imagenet --data-for lowshot-svm=/data/VOCdevkit",
+              "hexa transfer suite --model byol_r50.in1k_ep1000 --suite ssl-transfer --out results/ "
+              "--data-for dtd=/data/dtd --data-for eurosat=/data/EuroSAT --plan"],
 }
 
 # One `--set` example per protocol, with keys it has.
@@ -107,12 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("suite", help="run every protocol with its embedded or paper preset", epilog=_examples(["suite"]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--model", required=True)
-    s.add_argument("--suite", choices=tuple(suite.SUITES), default="embedded")
+    s.add_argument("--suite", choices=(*suite.SUITES, "ssl-transfer"), default="embedded",
+                   help="embedded: CPU-size presets; paper: the HEXA paper's protocols; ssl-transfer: every "
+                        "evaluation of ssl-transfer's tables implemented here, on the --data-for DATASET=PATH given "
+                        "(transfer/ssl_transfer_suite.py)")
     s.add_argument("--out", required=True)
     s.add_argument("--data", default=None, help="dataset for every protocol (default: embedded for the embedded "
                    "suite; the paper suite needs --data or --data-for)")
     s.add_argument("--data-for", action="append", default=[], metavar="PROTOCOL=PATH",
-                   help="dataset of one protocol (repeatable)")
+                   help="dataset of one protocol (repeatable); for --suite ssl-transfer: DATASET=PATH, e.g. "
+                        "dtd=/datasets/dtd")
     s.add_argument("--only", default=None, help="comma-separated protocols to run (default: all); an extra preset "
                    "of a protocol is named PROTOCOL:PRESET, e.g. fewshot:cdfsl_embedded")
     s.add_argument("--skip", default="", help="comma-separated protocols to leave out")
@@ -122,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--executor", choices=EXECUTORS, default="inline",
                    help="inline: one protocol after another here; local: a process each; slurm: a SLURM job each")
     s.add_argument("--status", action="store_true", help="list each protocol's job: queued, running, done, failed")
+    s.add_argument("--plan", action="store_true", help="print what the suite would run and its GPU-hours from the "
+                   "measured step rates (orchestration/step_rates.csv); run nothing")
     add_cluster_arguments(s)
     return parser
 
@@ -141,10 +150,35 @@ def _suite_jobs(args) -> int:
     return 1 if missing else 0
 
 
+def _ssl_transfer_suite(args) -> int:
+    """`--suite ssl-transfer`: one run per evaluation and dataset given (transfer/ssl_transfer_suite.py)."""
+    from . import ssl_transfer_suite
+
+    if args.executor != "inline" or args.status:
+        raise ConfigError("--suite ssl-transfer runs inline only", "drop --executor/--status, or submit each "
+                          "protocol's command (`hexa transfer manyshot ...`) as a job of its own")
+    routed, _ = route(args.overrides, ())
+    records, failures, left_out = ssl_transfer_suite.run_suite(
+        args.model, args.out, ssl_transfer_suite.parse_data_for(args.data_for, args.data),
+        only=split_names(args.only), skip=split_names(args.skip), routed=routed, seed=args.seed)
+    for record in records:
+        print(summary(record))
+    for line in left_out:
+        print(f"not run: {line}")
+    for name, why in failures.items():
+        print(f"{name}: FAILED: {why}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.protocol == "suite" and args.plan:  # `hexa` sends --plan to orchestration/suite_plan.py
+        raise ConfigError("--plan is answered by the `hexa` command, which prices the suite with the measured "
+                          "step rates", "run it as `hexa transfer suite ... --plan`")
+    if args.protocol == "suite" and args.suite == "ssl-transfer":
+        return _ssl_transfer_suite(args)
     if args.protocol == "suite" and (args.executor != "inline" or args.status):
         return _suite_jobs(args)
     if args.protocol == "suite":
