@@ -11,9 +11,10 @@ import torch
 
 from cluster import preemption
 from hexa_zoo.weights import zoo_home
-from pretrain import launch_slurm, trainer
-from pretrain.checkpoint import checkpoint_name, list_checkpoints
-from pretrain.method_build import build_method
+from pretrain import launch_slurm
+from pretrain.config import build_method
+from pretrain.loop import trainer
+from pretrain.loop.checkpoint import checkpoint_name, list_checkpoints
 from test_pretrain_trainer import make_images, newest_model, tiny_cfg
 
 submitit = pytest.importorskip("submitit")
@@ -69,15 +70,15 @@ def test_a_preemption_signal_saves_the_step_it_lands_in_then_requeues(tmp_path, 
         handed_over.append(signum)
         raise SystemExit(-1)
 
-    def signalled_in_step_2(cfg, size):
-        method, steps = build_method(cfg, size), []
+    def signalled_in_step_2(cfg, size, steps_per_epoch):
+        method, steps = build_method(cfg, size, steps_per_epoch), []
         step = method.training_step
 
-        def training_step(*args):
+        def training_step(*args, **kwargs):
             steps.append(1)
             if len(steps) == 2:
                 os.kill(os.getpid(), signal.SIGUSR2)
-            return step(*args)
+            return step(*args, **kwargs)
 
         method.training_step = training_step
         return method
