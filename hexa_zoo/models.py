@@ -21,6 +21,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from . import loading
 from .catalog import METHODS, MODELS, PAPERS
+from .layouts import LAYOUTS
 from .releases import RELEASE_MODELS, RELEASES, Release, model_tags
 
 # The timm ResNet arguments that build each catalog architecture.
@@ -52,6 +53,9 @@ def _cfg(name: str, tag: str) -> dict:
     else:
         origin, license_, notes = "trained with hexa pretrain (the HEXA paper released no weights)", "mit", ()
     data = "the embedded synthetic dataset (64 px)" if embedded else "ImageNet-1k train, no labels"
+    # SimCLR's converted TF checkpoints take pixels in [0, 1] (the converters' own evaluation scripts, and
+    # ssl-transfer's --no-norm for them): their preprocessing, and so every transfer protocol's, normalises nothing.
+    raw_pixels = bool(release) and LAYOUTS[release.layout].unnormalized_input
     return dict(
         url=release.url if release else None,
         # Only a release is a source timm may list: `timm.list_models(pretrained=True)` means
@@ -63,8 +67,8 @@ def _cfg(name: str, tag: str) -> dict:
         pool_size=(2, 2) if embedded else (7, 7),
         crop_pct=1.0 if embedded else 0.875,
         interpolation="bilinear",
-        mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD,
+        mean=(0.0, 0.0, 0.0) if raw_pixels else IMAGENET_DEFAULT_MEAN,
+        std=(1.0, 1.0, 1.0) if raw_pixels else IMAGENET_DEFAULT_STD,
         first_conv="conv1",
         classifier="fc",
         license=license_,

@@ -267,3 +267,16 @@ def test_a_published_sha256_prefix_is_checked_as_torchvision_names_it(r50_files,
     with pytest.raises(IntegrityError):
         loading.fetch_release(wrong, path)
     assert path.is_file() and not folder.exists()  # the user's own file is never deleted
+
+
+def test_simclr_releases_take_raw_pixels_and_the_others_imagenet_normalised_ones():
+    """SimCLR's converted checkpoints expect [0, 1] pixels (ssl-transfer evaluates them with --no-norm); the
+    preprocessing every protocol reads from the model's config says so, and says ImageNet's for the rest."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    for name, release in RELEASES.items():
+        cfg = timm.get_pretrained_cfg(name)
+        raw = release.layout in ("simclr_v1", "simclr_v2")
+        assert tuple(cfg.mean) == ((0.0, 0.0, 0.0) if raw else IMAGENET_DEFAULT_MEAN), name
+        assert tuple(cfg.std) == ((1.0, 1.0, 1.0) if raw else IMAGENET_DEFAULT_STD), name
+    assert {r.method for r in RELEASES.values() if r.layout.startswith("simclr")} == {"SimCLR-v1", "SimCLR-v2"}
