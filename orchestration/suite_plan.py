@@ -38,7 +38,7 @@ def dataset_sizes(run) -> tuple[tuple[int, int, int], str]:
     """((train, val, test), how it is known) of an ssl-transfer suite run's data."""
     root = Path(run.data)
     if run.data == "embedded" or root.is_dir():
-        from transfer.common import resolve_data
+        from hexa_zoo.embedded import resolve_data
 
         root = resolve_data(run.data)
         if run.protocol == "fewshot":

@@ -76,20 +76,18 @@ def test_every_published_row_whose_model_loads_has_its_command(entries):
 
 def _resolve(protocol: str, preset: str, overrides: list[str]) -> None:
     """A protocol's preset and `--set` overrides resolved as its run would (unknown keys raise)."""
-    import transfer.suite
     from transfer.common import resolve_config
+    from transfer.protocols import PROTOCOLS
 
-    module = transfer.suite.protocol_module(protocol)
+    module = PROTOCOLS[protocol].module
     resolve_config(type(module.PRESETS[preset]), module.PRESETS, preset, overrides)
 
 
 def benchmark_of(args) -> str:
     """The benchmark a parsed `hexa transfer` command's record is named, computed as each protocol's run() does."""
-    from types import SimpleNamespace
-
     from transfer.common import benchmark_name, dataset_name, resolve_config
     from transfer.protocols.detection import PRESETS as DETECTION
-    from transfer.readers.detection import benchmark_for
+    from transfer.protocols.detection.config import benchmark_for
 
     name = getattr(args, "dataset", None) or dataset_name(args.data)
     if args.protocol == "fewshot":  # the CD-FSL layout under --data names it (readers/cdfsl.py)
@@ -99,7 +97,7 @@ def benchmark_of(args) -> str:
         return benchmark_name(name, "semisup_" + labels.replace("percent", "pct"))
     if args.protocol == "detection":
         cfg = resolve_config(type(DETECTION[args.preset]), DETECTION, args.preset, args.overrides)
-        return benchmark_for(args.data, SimpleNamespace(format="voc"), cfg, "resnet50")
+        return benchmark_for(args.data, "voc", cfg, "resnet50")
     return benchmark_name(name, args.protocol)
 
 
